@@ -1,0 +1,72 @@
+"""The Python API: what the CLI calls, and what notebooks and engines import."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .metrics import Score, score
+from .placement import Placement
+from .strategies import get_strategy, plan
+from .topology import Topology, resolve
+from .trace import Trace
+
+
+def load_trace(path: str, fmt: str | None = None, *, window: int | None = None, windows: str | None = None) -> Trace:
+    """Read a trace file (any supported format), then sum every ``window`` steps and keep ``windows`` A:B."""
+    from .traces import read_trace
+
+    return read_trace(path, fmt).rebin(window).select(windows)
+
+
+@dataclass
+class PlanResult:
+    """A placement with its score on the load it was planned from."""
+
+    placement: Placement
+    score: Score
+    runtime_ms: float
+    strategy: str
+
+
+def plan_load(load: torch.Tensor, topo: Topology, strategy: str = "balanced", *, seed: int = 0,
+              device: str = "cpu") -> PlanResult:
+    """Plan ``load`` [L, E] with a named strategy, timing only the strategy itself."""
+    strat = get_strategy(strategy)
+    load = load.to(torch.float64)
+    t0 = time.perf_counter()
+    placement = plan(load, topo, strat, seed=seed, device=device)
+    ms = (time.perf_counter() - t0) * 1e3
+    return PlanResult(placement, score(placement, load), ms, strategy)
+
+
+def evaluate(placement: Placement, load: torch.Tensor | Trace) -> Score:
+    """Score an existing placement on a load matrix [L, E] or on a trace's summed windows."""
+    if isinstance(load, Trace):
+        load = load.total()
+    return score(placement, load.to(torch.float64))
+
+
+def rebalance_experts(weight: torch.Tensor, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int,
+                      *, strategy: str = "balanced", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Drop-in for DeepSeek's ``rebalance_experts``: returns (phy2log, log2phy, logcnt).
+
+    Same arguments and return shapes as DeepSeek's function (vLLM and SGLang
+    call it this way); the policy follows DeepSeek's rule (hierarchical when
+    ``num_groups % num_nodes == 0``). ``log2phy`` is padded to
+    ``num_replicas - experts + 1`` columns as DeepSeek's is.
+    """
+    weight = torch.as_tensor(weight)
+    layers, experts = weight.shape
+    policy = "hierarchical" if num_groups % num_nodes == 0 else "global"
+    topo = resolve(experts=experts, gpus=num_gpus, nodes=num_nodes, slots=num_replicas, groups=num_groups,
+                   policy=policy)
+    placement = plan(weight.to(torch.float64), topo, get_strategy(strategy), seed=seed, device=str(weight.device))
+    width = num_replicas - experts + 1
+    compact = placement.log2phy
+    log2phy = torch.full((layers, experts, width), -1, dtype=torch.int64)
+    log2phy[:, :, : compact.shape[2]] = compact
+    dev = weight.device
+    return placement.phy2log.to(dev), log2phy.to(dev), placement.logcnt.to(dev)

@@ -1,0 +1,226 @@
+"""Loads, imbalance, lower bounds and migration, as defined in DESIGN.md.
+
+All figures leave out layers with no load (dense layers): their imbalance is
+undefined, and counting them as perfect would flatter every strategy.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+
+from .placement import Placement, replica_counts
+from .topology import Topology
+
+
+def slot_loads(placement: Placement, load: torch.Tensor) -> torch.Tensor:
+    """Load each slot serves, [L, S]: a replica of expert e carries load[e] / count[e]."""
+    phy2log = placement.phy2log.to(load.device)
+    cnt = replica_counts(phy2log, placement.topology.experts).clamp(min=1).to(load.dtype)
+    per_replica = torch.cat([load / cnt, load.new_zeros(load.shape[0], 1)], dim=1)
+    idx = torch.where(phy2log >= 0, phy2log, torch.full_like(phy2log, placement.topology.experts))
+    return per_replica.gather(1, idx)
+
+
+def gpu_loads(placement: Placement, load: torch.Tensor) -> torch.Tensor:
+    """Load on each GPU, [L, G]."""
+    topo = placement.topology
+    return slot_loads(placement, load).view(load.shape[0], topo.gpus, topo.slots_per_gpu).sum(-1)
+
+
+def node_loads(gpu_load: torch.Tensor, topo: Topology) -> torch.Tensor:
+    """Load on each node, [L, N]."""
+    return gpu_load.view(gpu_load.shape[0], topo.nodes, topo.gpus_per_node).sum(-1)
+
+
+def live_gpus(topo: Topology) -> torch.Tensor:
+    """Bool [G]: GPUs that are not excluded."""
+    live = torch.ones(topo.gpus, dtype=torch.bool)
+    if topo.excluded_gpus:
+        live[list(topo.excluded_gpus)] = False
+    return live
+
+
+def optimal_replica_max(load: torch.Tensor, slots: int) -> torch.Tensor:
+    """Smallest achievable max per-replica load T* when ``slots`` replicas are shared out, [B].
+
+    Greedy D'Hondt (each extra replica to the largest load/count) is exactly
+    optimal for this. Its counts are 1 + the number of quotients load[e]/k,
+    k >= 1 (the priority of replica k + 1), among the ``slots - E`` largest;
+    computed here without a loop.
+    """
+    rows, experts = load.shape
+    extra = slots - experts
+    if extra <= 0:
+        return load.max(dim=1).values
+    k = torch.arange(1, extra + 1, dtype=load.dtype, device=load.device)
+    q = (load.unsqueeze(-1) / k).reshape(rows, -1)
+    cut = torch.topk(q, extra, dim=1).values[:, -1:]
+    above = (q > cut).view(rows, experts, extra).sum(-1)
+    ties = (q == cut).view(rows, experts, extra).sum(-1)
+    need = extra - above.sum(-1, keepdim=True)
+    take = torch.minimum(ties, (need - (torch.cumsum(ties, 1) - ties)).clamp(min=0))
+    return (load / (1 + above + take)).max(dim=1).values
+
+
+def group_split_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
+    """Lower bound on the max node load when whole groups go to nodes, [L].
+
+    Exact (the best split into nodes of groups/nodes groups each) by dynamic
+    programming over subsets when there are at most 12 groups; otherwise the
+    weaker bound max(total / nodes, heaviest group + lightest others).
+    """
+    layers = load.shape[0]
+    k, n = topo.groups, topo.nodes
+    per = k // n
+    group = load.view(layers, k, -1).sum(-1)
+    if n == 1:
+        return group.sum(-1)
+    if k > 12:
+        srt = torch.sort(group, dim=1).values
+        heavy = srt[:, -1] + srt[:, : per - 1].sum(-1)
+        return torch.maximum(group.sum(-1) / n, heavy)
+    subsets = list(itertools.combinations(range(k), per))
+    masks = [sum(1 << i for i in s) for s in subsets]
+    sub_load = torch.stack([group[:, list(s)].sum(-1) for s in subsets], dim=1)
+    best: dict[int, torch.Tensor] = {0: torch.zeros(layers, dtype=load.dtype, device=load.device)}
+    for size in range(per, k + 1, per):
+        for combo in itertools.combinations(range(k), size):
+            mask = sum(1 << i for i in combo)
+            low = combo[0]
+            cands = [
+                torch.maximum(best[mask ^ m], sub_load[:, j])
+                for j, m in enumerate(masks)
+                if (m >> low) & 1 and (m & mask) == m and (mask ^ m) in best
+            ]
+            best[mask] = torch.stack(cands).min(dim=0).values
+    return best[(1 << k) - 1]
+
+
+def lower_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
+    """Lower bound on the max GPU load of any placement, per layer [L].
+
+    LB = max(total / live GPUs, optimal max per-replica load over live slots),
+    and under the hierarchical policy also the best group->node split divided
+    by GPUs per node.
+    """
+    live = int(live_gpus(topo).sum())
+    slots = live * topo.slots_per_gpu
+    lb = torch.maximum(load.sum(-1) / live, optimal_replica_max(load, slots))
+    if topo.hierarchical:
+        lb = torch.maximum(lb, group_split_bound(load, topo) / topo.gpus_per_node)
+    return lb
+
+
+@dataclass
+class Score:
+    """Per-layer and aggregate balance figures of one placement on one load matrix."""
+
+    gpu_load: torch.Tensor  # [L, G]
+    node_load: torch.Tensor  # [L, N]
+    slot_load: torch.Tensor  # [L, S]
+    lower: torch.Tensor  # [L]
+    active: torch.Tensor  # bool [L]: layers with load
+    live: torch.Tensor  # bool [G]
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def skipped_layers(self) -> int:
+        return int((~self.active).sum())
+
+    def _ratio(self, loads: torch.Tensor, live: torch.Tensor | None = None) -> torch.Tensor:
+        if live is not None:
+            loads = loads[:, live]
+        a = loads[self.active]
+        return a.max(-1).values / a.mean(-1)
+
+    def gpu_imbalance_per_layer(self) -> torch.Tensor:
+        """max/mean GPU load for each loaded layer."""
+        return self._ratio(self.gpu_load, self.live)
+
+    def node_imbalance_per_layer(self) -> torch.Tensor:
+        return self._ratio(self.node_load)
+
+    def summary(self) -> dict[str, float | int]:
+        """The aggregate figures every command reports (keys shared by --json outputs)."""
+        if not bool(self.active.any()):
+            nan = float("nan")
+            return dict.fromkeys(
+                ["gpu_imbalance", "gpu_imbalance_worst", "node_imbalance", "node_imbalance_worst",
+                 "balancedness", "slot_balancedness", "lower_bound", "gap"], nan
+            ) | {"skipped_layers": self.skipped_layers}
+        gpu = self.gpu_load[:, self.live][self.active]
+        gpu_max, gpu_mean = gpu.max(-1).values, gpu.mean(-1)
+        gi, ni = self.gpu_imbalance_per_layer(), self.node_imbalance_per_layer()
+        spg = self.slot_load.shape[1] // self.live.numel()
+        slot = self.slot_load[self.active][:, self.live.repeat_interleave(spg)]
+        lb = self.lower[self.active]
+        return {
+            "gpu_imbalance": float(gi.mean()),
+            "gpu_imbalance_worst": float(gi.max()),
+            "node_imbalance": float(ni.mean()),
+            "node_imbalance_worst": float(ni.max()),
+            "balancedness": float(gpu_mean.sum() / gpu_max.sum()),
+            "slot_balancedness": float(slot.mean(-1).sum() / slot.max(-1).values.sum()),
+            "lower_bound": float((lb / gpu_mean).mean()),
+            "gap": float(gpu_max.sum() / lb.sum() - 1.0),
+            "skipped_layers": self.skipped_layers,
+        }
+
+    def per_gpu(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(load summed over loaded layers [G], share of loaded layers where the GPU is busiest [G])."""
+        return _per_unit(self.gpu_load, self.active, self.live)
+
+    def per_node(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _per_unit(self.node_load, self.active, None)
+
+
+def _per_unit(loads: torch.Tensor, active: torch.Tensor, live: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    a = loads[active]
+    total = a.sum(0)
+    if a.shape[0] == 0:
+        return total, torch.zeros_like(total)
+    masked = a if live is None else a.masked_fill(~live, float("-inf"))
+    busiest = masked.argmax(-1)
+    share = torch.bincount(busiest, minlength=loads.shape[1]).to(loads.dtype) / a.shape[0]
+    return total, share
+
+
+def score(placement: Placement, load: torch.Tensor) -> Score:
+    """Score ``placement`` on ``load`` [L, E] (float64)."""
+    topo = placement.topology
+    load = load.to(torch.float64)
+    slot = slot_loads(placement, load)
+    gpu = slot.view(load.shape[0], topo.gpus, topo.slots_per_gpu).sum(-1)
+    return Score(
+        gpu_load=gpu,
+        node_load=node_loads(gpu, topo),
+        slot_load=slot,
+        lower=lower_bound(load, topo),
+        active=load.sum(-1) > 0,
+        live=live_gpus(topo),
+    )
+
+
+def migration(old: Placement, new: Placement) -> dict[str, int]:
+    """Replicas (layer, slot) whose expert changes from ``old`` to ``new``.
+
+    A changed slot is intra-node when the old placement already held its new
+    expert somewhere on the same node (a copy over NVLink), else inter-node.
+    """
+    topo = new.topology
+    a, b = old.phy2log, new.phy2log
+    changed = (a != b) & (b >= 0)
+    layers, slots = b.shape
+    node_of_slot = torch.arange(slots) // topo.slots_per_gpu // topo.gpus_per_node
+    e = topo.experts
+    held = torch.zeros(layers, topo.nodes, e + 1, dtype=torch.bool)
+    idx = node_of_slot.expand(layers, slots) * (e + 1) + torch.where(a >= 0, a, torch.full_like(a, e))
+    held.view(layers, -1).scatter_(1, idx, True)
+    need = node_of_slot.expand(layers, slots) * (e + 1) + b.clamp(min=0)
+    local = held.view(layers, -1).gather(1, need)
+    moves = int(changed.sum())
+    intra = int((changed & local).sum())
+    return {"moves": moves, "moves_intra_node": intra, "moves_inter_node": moves - intra}

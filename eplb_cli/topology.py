@@ -1,0 +1,188 @@
+"""Topology: how many GPUs, nodes, slots and expert groups, validated up front.
+
+Every impossible combination raises :class:`EplbError` with a message that names
+the flag and a value that would work, so a user never meets a shape error deep
+inside a strategy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .errors import EplbError
+
+POLICIES = ("auto", "hierarchical", "global")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Cluster shape for one MoE model.
+
+    Slot ``p`` lives on GPU ``p // slots_per_gpu``; GPU ``g`` on node
+    ``g // gpus_per_node``. ``excluded_gpus`` are failed or drained GPUs whose
+    slots stay empty (-1 in phy2log).
+    """
+
+    experts: int
+    slots: int
+    gpus: int
+    nodes: int = 1
+    groups: int = 1
+    policy: str = "global"
+    excluded_gpus: tuple[int, ...] = field(default_factory=tuple)
+
+    @property
+    def slots_per_gpu(self) -> int:
+        return self.slots // self.gpus
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // self.nodes
+
+    @property
+    def redundant(self) -> int:
+        return self.slots - self.experts
+
+    @property
+    def hierarchical(self) -> bool:
+        return self.policy == "hierarchical"
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain-data form, as stored in placement file metadata."""
+        return {
+            "experts": self.experts,
+            "slots": self.slots,
+            "gpus": self.gpus,
+            "nodes": self.nodes,
+            "groups": self.groups,
+            "policy": self.policy,
+            "excluded_gpus": list(self.excluded_gpus),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "placement") -> "Topology":
+        """Rebuild and re-validate a topology read from a file."""
+        try:
+            return resolve(
+                experts=int(d["experts"]),
+                gpus=int(d["gpus"]),
+                nodes=int(d.get("nodes", 1)),
+                slots=int(d["slots"]),
+                groups=int(d.get("groups", 1)),
+                policy=str(d.get("policy", "global")),
+                exclude_gpus=[int(g) for g in d.get("excluded_gpus", [])],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EplbError(f"{source}: topology metadata is incomplete or not numeric ({exc})") from None
+        except EplbError as exc:
+            raise EplbError(f"{source}: topology metadata is inconsistent: {exc}") from None
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def resolve(
+    experts: int,
+    gpus: int,
+    nodes: int = 1,
+    slots: int | None = None,
+    redundant: int | None = None,
+    groups: int | None = None,
+    policy: str = "auto",
+    exclude_gpus: Sequence[int] = (),
+) -> Topology:
+    """Validate the user's flags against the model and return a Topology.
+
+    Defaults: one redundant slot per GPU, rounded up so that slots divide over
+    GPUs; one group; ``auto`` policy = DeepSeek's rule (hierarchical when there
+    are several groups and the groups divide over the nodes).
+    """
+    if experts < 1:
+        raise EplbError("the trace has no experts; a load trace needs at least one expert per layer")
+    if gpus < 1:
+        raise EplbError(f"--gpus {gpus}: needs at least one GPU")
+    if nodes < 1:
+        raise EplbError(f"--nodes {nodes}: needs at least one node")
+    if gpus % nodes:
+        near = [n for n in _divisors(gpus) if n <= max(nodes, 1)][-1]
+        raise EplbError(
+            f"--gpus {gpus} do not divide over {nodes} nodes: use --nodes {near} "
+            f"or --gpus {_round_up(gpus, nodes)}"
+        )
+    if slots is not None and redundant is not None:
+        raise EplbError("--slots and --redundant both given: pass only one of them")
+    if redundant is not None:
+        if redundant < 0:
+            raise EplbError(f"--redundant {redundant}: must be >= 0")
+        slots = experts + redundant
+        if slots % gpus:
+            raise EplbError(
+                f"--redundant {redundant} gives {slots} slots, which do not divide over {gpus} GPUs: "
+                f"use --redundant {_round_up(slots, gpus) - experts}"
+            )
+    if slots is None:
+        slots = _round_up(experts + gpus, gpus)
+    if slots < experts:
+        raise EplbError(
+            f"--slots {slots} is fewer than the {experts} experts: every expert needs a slot; "
+            f"use --slots {_round_up(experts, gpus)} or more"
+        )
+    if slots % gpus:
+        up = _round_up(slots, gpus)
+        raise EplbError(
+            f"{slots} slots do not divide over {gpus} GPUs: use --slots {up} or --redundant {up - experts}"
+        )
+    if groups is None:
+        groups = 1
+    if groups < 1 or experts % groups:
+        choices = ", ".join(str(d) for d in _divisors(experts) if d <= 64)
+        raise EplbError(f"--groups {groups} does not divide {experts} experts: use one of {choices}")
+    if policy not in POLICIES:
+        raise EplbError(f"--policy {policy}: unknown; use one of {', '.join(POLICIES)}")
+    if policy == "auto":
+        policy = "hierarchical" if groups > 1 and groups % nodes == 0 else "global"
+    elif policy == "hierarchical" and groups % nodes:
+        raise EplbError(
+            f"--policy hierarchical needs the {groups} groups to divide over the {nodes} nodes: "
+            f"use --policy global, or --groups a multiple of {nodes}"
+        )
+    excluded = tuple(sorted(set(int(g) for g in exclude_gpus)))
+    if excluded:
+        bad = [g for g in excluded if not 0 <= g < gpus]
+        if bad:
+            raise EplbError(f"--exclude-gpus {bad[0]}: GPU ids run from 0 to {gpus - 1}")
+        live = gpus - len(excluded)
+        if live < 1:
+            raise EplbError("--exclude-gpus removes every GPU: leave at least one")
+        if live * (slots // gpus) < experts:
+            raise EplbError(
+                f"--exclude-gpus leaves {live} GPUs with {live * (slots // gpus)} slots, "
+                f"fewer than the {experts} experts: exclude fewer GPUs or add slots"
+            )
+        if policy == "hierarchical":
+            raise EplbError("--exclude-gpus needs --policy global (a node with a failed GPU cannot hold its groups evenly)")
+    return Topology(
+        experts=experts, slots=slots, gpus=gpus, nodes=nodes, groups=groups, policy=policy, excluded_gpus=excluded
+    )
+
+
+def parse_gpu_list(text: str | None) -> list[int]:
+    """Parse ``--exclude-gpus 3,17`` into ints, with a clear error."""
+    if not text:
+        return []
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise EplbError(f"--exclude-gpus {text}: expected GPU ids separated by commas, e.g. 3,17") from None
+    return out

@@ -1,0 +1,117 @@
+"""Trace: expert load per window, layer and logical expert, float64 [W, L, E].
+
+Readers and writers for every file format live in :mod:`eplb_cli.traces`; this
+module holds the in-memory form and the window operations every command uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import EplbError
+
+
+@dataclass
+class Trace:
+    """Expert load ``load[w, l, e]`` (tokens routed to expert e of layer l in window w).
+
+    ``meta`` carries optional facts from the file, e.g. ``groups`` or ``model``.
+    ``source`` names the file it came from, for error messages.
+    """
+
+    load: torch.Tensor
+    source: str = "<memory>"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.load = validate_load(self.load, self.source)
+
+    @property
+    def windows(self) -> int:
+        return int(self.load.shape[0])
+
+    @property
+    def layers(self) -> int:
+        return int(self.load.shape[1])
+
+    @property
+    def experts(self) -> int:
+        return int(self.load.shape[2])
+
+    @property
+    def groups(self) -> int | None:
+        g = self.meta.get("groups")
+        return int(g) if g is not None else None
+
+    def total(self) -> torch.Tensor:
+        """Load summed over all windows, [L, E]."""
+        return self.load.sum(dim=0)
+
+    def select(self, spec: str | None) -> "Trace":
+        """Keep windows ``A:B`` (Python slice semantics, either end optional)."""
+        if not spec:
+            return self
+        lo, hi = parse_window_range(spec, self.windows, self.source)
+        return Trace(self.load[lo:hi], self.source, dict(self.meta))
+
+    def rebin(self, every: int | None) -> "Trace":
+        """Sum every ``every`` consecutive windows into one (the last may be shorter)."""
+        if not every or every == 1:
+            return self
+        if every < 1:
+            raise EplbError(f"--window {every}: must be >= 1")
+        w = self.windows
+        pad = (-w) % every
+        load = self.load
+        if pad:
+            load = torch.cat([load, load.new_zeros((pad, self.layers, self.experts))])
+        load = load.reshape(-1, every, self.layers, self.experts).sum(dim=1)
+        return Trace(load, self.source, dict(self.meta))
+
+    def zero_layers(self) -> torch.Tensor:
+        """Bool [L]: layers with no load in any window (dense layers in SGLang dumps)."""
+        return self.total().sum(dim=-1) == 0
+
+
+def parse_window_range(spec: str, windows: int, source: str = "--windows") -> tuple[int, int]:
+    """Parse ``A:B`` into a non-empty, in-range slice of ``windows`` windows."""
+    parts = spec.split(":")
+    if len(parts) != 2:
+        raise EplbError(f"--windows {spec}: expected A:B, e.g. 0:10 or 5: or :-1")
+    try:
+        lo = int(parts[0]) if parts[0].strip() else None
+        hi = int(parts[1]) if parts[1].strip() else None
+    except ValueError:
+        raise EplbError(f"--windows {spec}: A and B must be integers, e.g. 0:10") from None
+    lo_i, hi_i, _ = slice(lo, hi).indices(windows)
+    if hi_i <= lo_i:
+        raise EplbError(f"--windows {spec}: selects no window of {source}, which has {windows}")
+    return lo_i, hi_i
+
+
+def validate_load(load: object, source: str) -> torch.Tensor:
+    """Return ``load`` as float64 [W, L, E]; reject NaN, inf, negatives and empty shapes."""
+    if not isinstance(load, torch.Tensor):
+        try:
+            load = torch.as_tensor(load, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise EplbError(f"{source}: load is not a numeric array ({exc}); give token counts per layer and expert") from None
+    if load.is_complex() or load.dtype == torch.bool:
+        raise EplbError(f"{source}: load must be real token counts, got {load.dtype}; convert it to numbers")
+    if load.dim() == 2:
+        load = load.unsqueeze(0)
+    if load.dim() != 3:
+        raise EplbError(
+            f"{source}: load must be [layers, experts] or [windows, layers, experts], got shape {tuple(load.shape)}; "
+            "reshape it or pick the right tensor"
+        )
+    if 0 in load.shape:
+        raise EplbError(f"{source}: load is empty (shape {tuple(load.shape)}); need at least one window, layer and expert")
+    load = load.to(dtype=torch.float64, device="cpu")
+    if not torch.isfinite(load).all():
+        raise EplbError(f"{source}: load contains NaN or inf; fix or drop those entries")
+    if (load < 0).any():
+        raise EplbError(f"{source}: load contains negative values; loads are token counts and must be >= 0")
+    return load.contiguous()

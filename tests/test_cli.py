@@ -1,0 +1,161 @@
+"""End-to-end tests of the `eplb` command: outputs, exit codes and one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from eplb_cli.cli import main
+from eplb_cli.placement import load_placement
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = str(ROOT / "traces" / "small.safetensors")
+PLAN_KEYS = {
+    "strategy", "policy", "layers", "experts", "slots", "gpus", "nodes", "groups", "gpu_imbalance",
+    "gpu_imbalance_worst", "node_imbalance", "balancedness", "lower_bound", "gap", "runtime_ms",
+    "skipped_layers", "output",
+}
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("eplb: error: ")
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0]
+
+
+def test_plan_prints_summary_and_tables(capsys):
+    code, out, err = run(capsys, "plan", SMALL, "--gpus", 4, "--nodes", 2)
+    assert code == 0, err
+    for needle in ("GPU imbalance", "node imbalance", "balancedness", "lower bound", "Per node", "Per GPU", "runtime"):
+        assert needle in out
+
+
+def test_plan_json_has_contract_keys(capsys):
+    code, out, _ = run(capsys, "plan", SMALL, "--gpus", 4, "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert PLAN_KEYS <= doc.keys()
+    assert doc["slots"] == 20 and doc["gpus"] == 4 and doc["experts"] == 16
+    assert doc["gpu_imbalance"] >= doc["lower_bound"] - 1e-9
+    assert doc["gap"] >= -1e-9
+
+
+def test_plan_layer_view_lists_experts(capsys):
+    code, out, _ = run(capsys, "plan", SMALL, "--gpus", 4, "--layer", 1)
+    assert code == 0
+    assert "Layer 1" in out and "experts" in out
+
+
+def test_plan_writes_and_reloads(tmp_path, capsys):
+    out_file = tmp_path / "p.safetensors"
+    code, _, _ = run(capsys, "plan", SMALL, "--gpus", 4, "-o", out_file, "--strategy", "deepseek")
+    assert code == 0
+    p = load_placement(str(out_file))
+    assert p.topology.gpus == 4 and p.phy2log.shape == (4, 20)
+    code, _, err = run(capsys, "plan", SMALL, "--gpus", 4, "-o", out_file)
+    assert_one_line_error(code, err, str(out_file), "--force")
+    code, _, _ = run(capsys, "plan", SMALL, "--gpus", 4, "-o", out_file, "--force")
+    assert code == 0
+
+
+def test_json_output_is_sglang_form(tmp_path, capsys):
+    out_file = tmp_path / "p.json"
+    assert run(capsys, "plan", SMALL, "--gpus", 4, "-o", out_file)[0] == 0
+    doc = json.loads(out_file.read_text())
+    assert len(doc["physical_to_logical_map"]) == 4 and len(doc["physical_to_logical_map"][0]) == 20
+
+
+def test_windows_select_changes_the_load(capsys):
+    a = json.loads(run(capsys, "plan", SMALL, "--gpus", 4, "--json", "--windows", "0:1")[1])
+    b = json.loads(run(capsys, "plan", SMALL, "--gpus", 4, "--json", "--windows", "1:2")[1])
+    assert a["gpu_imbalance"] != b["gpu_imbalance"]
+
+
+@pytest.fixture
+def nan_trace(tmp_path):
+    path = tmp_path / "nan.safetensors"
+    load = torch.ones(2, 8)
+    load[1, 3] = float("nan")
+    save_file({"load": load}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["plan", "missing.safetensors", "--gpus", 4], ["missing.safetensors"]),
+        (["plan", SMALL, "--gpus", 3], ["--gpus 3", "--slots"]),
+        (["plan", SMALL, "--gpus", 4, "--slots", 10], ["--slots 10", "fewer than the 16 experts"]),
+        (["plan", SMALL, "--gpus", 4, "--strategy", "nope"], ["--strategy nope", "eplb strategies"]),
+        (["plan", SMALL], ["--gpus"]),
+        (["plan", SMALL, "--gpus", "four"], ["--gpus"]),
+        (["plan", SMALL, "--gpus", 4, "--windows", "7:9"], ["--windows 7:9"]),
+        (["plan", SMALL, "--gpus", 4, "--windows", "a:b"], ["--windows a:b"]),
+        (["plan", SMALL, "--gpus", 4, "--layer", 99], ["--layer 99"]),
+        (["plan", SMALL, "--gpus", 4, "--policy", "fancy"], ["--policy fancy"]),
+        (["plan", SMALL, "--gpus", 4, "--device", "cuda:0"] if not torch.cuda.is_available() else ["plan", SMALL, "--gpus", 4, "--device", "tpu"], ["--device"]),
+        (["plan", SMALL, "--gpus", 4, "-o", "/nonexistent-dir/p.json"], ["/nonexistent-dir"]),
+        (["plan", SMALL, "--gpus", 4, "-o", "p.txt"], ["p.txt", "extension"]),
+        (["frobnicate"], ["frobnicate"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(capsys, args, needles):
+    code, out, err = run(capsys, *args)
+    assert_one_line_error(code, err, *needles)
+
+
+def test_nan_trace_rejected_and_nothing_written(tmp_path, capsys, nan_trace):
+    out_file = tmp_path / "never.json"
+    code, _, err = run(capsys, "plan", nan_trace, "--gpus", 2, "-o", out_file)
+    assert_one_line_error(code, err, str(nan_trace), "NaN")
+    assert not out_file.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["nan.safetensors"]
+
+
+def test_zero_layers_warn_or_fail_under_strict(tmp_path, capsys):
+    path = tmp_path / "dense.safetensors"
+    load = torch.rand(3, 8, generator=torch.Generator().manual_seed(0)) * 10
+    load[0] = 0
+    save_file({"load": load}, str(path))
+    code, out, err = run(capsys, "plan", path, "--gpus", 2, "--json")
+    assert code == 0 and "1 layer(s) with no load" in err
+    assert json.loads(out)["skipped_layers"] == 1
+    code, _, err = run(capsys, "plan", path, "--gpus", 2, "--strict")
+    assert_one_line_error(code, err, "--strict", "no load")
+    code, out, err = run(capsys, "plan", path, "--gpus", 2, "--quiet")
+    assert code == 0 and out == "" and err == ""
+
+
+def test_real_process_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "eplb_cli", "plan", str(tmp_path / "nope.csv"), "--gpus", "2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_strategies_lists_the_baseline(capsys):
+    code, out, _ = run(capsys, "strategies")
+    assert code == 0 and "deepseek" in out
+
+
+def test_generate_is_deterministic(tmp_path, capsys):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for path in (a, b):
+        assert run(capsys, "generate", path, "--layers", 3, "--experts", 8, "--windows", 2, "--seed", 7)[0] == 0
+    assert a.read_bytes() == b.read_bytes()
+    code, _, err = run(capsys, "generate", a, "--layers", 0)
+    assert_one_line_error(code, err, "--layers 0")
