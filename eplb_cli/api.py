@@ -15,10 +15,14 @@ from .trace import Trace
 
 
 def load_trace(path: str, fmt: str | None = None, *, window: int | None = None, windows: str | None = None) -> Trace:
-    """Read a trace file (any supported format), then sum every ``window`` steps and keep ``windows`` A:B."""
+    """Read a trace file (any supported format), summing every ``window`` steps and keeping ``windows`` A:B.
+
+    The reader applies both while reading where the format allows (safetensors),
+    so they also bound the memory a huge trace needs.
+    """
     from .traces import read_trace
 
-    return read_trace(path, fmt).rebin(window).select(windows)
+    return read_trace(path, fmt, window=window, windows=windows)
 
 
 @dataclass
@@ -55,14 +59,17 @@ def rebalance_experts(weight: torch.Tensor, num_replicas: int, num_groups: int, 
 
     Same arguments and return shapes as DeepSeek's function (vLLM and SGLang
     call it this way); the policy follows DeepSeek's rule (hierarchical when
-    ``num_groups % num_nodes == 0``). ``log2phy`` is padded to
-    ``num_replicas - experts + 1`` columns as DeepSeek's is.
+    ``num_groups % num_nodes == 0``), read as ``eplb plan --policy auto`` reads
+    it: one group on one node is the global policy, which is what DeepSeek's
+    hierarchical code computes in that case. So the result is exactly what
+    ``eplb plan`` writes for the same load, topology and strategy.
+    ``log2phy`` is padded to ``num_replicas - experts + 1`` columns as
+    DeepSeek's is; each expert's slots are listed in increasing order.
     """
     weight = torch.as_tensor(weight)
     layers, experts = weight.shape
-    policy = "hierarchical" if num_groups % num_nodes == 0 else "global"
     topo = resolve(experts=experts, gpus=num_gpus, nodes=num_nodes, slots=num_replicas, groups=num_groups,
-                   policy=policy)
+                   policy="auto")
     placement = plan(weight.to(torch.float64), topo, get_strategy(strategy), seed=seed, device=str(weight.device))
     width = num_replicas - experts + 1
     compact = placement.log2phy

@@ -1,19 +1,33 @@
-"""Input checks that are warnings rather than errors (``--strict`` makes them errors)."""
+"""Checks on inputs and on the machine before work starts.
+
+Load checks that are warnings rather than errors (``--strict`` makes them
+errors), the ``--device`` check, and the memory check the trace readers run
+before they parse a file.
+"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 
 from .errors import EplbError
 
+GIB = float(1 << 30)
 
-def load_warnings(load: torch.Tensor) -> list[str]:
-    """What a user should know about a load matrix [L, E] before trusting figures from it."""
+
+def load_warnings(load: torch.Tensor, source: str = "") -> list[str]:
+    """What a user should know about a load matrix [L, E] before trusting figures from it.
+
+    A matrix with no load at all is an error, named after ``source`` when given.
+    """
     out = []
     zero_layers = load.sum(-1) == 0
     n_zero = int(zero_layers.sum())
     if n_zero == load.shape[0]:
-        raise EplbError("every layer has zero load; nothing to balance")
+        where = f"{source}: " if source else ""
+        raise EplbError(f"{where}every layer has zero load; nothing to balance, check the trace")
     if n_zero:
         ids = zero_layers.nonzero().flatten().tolist()
         shown = ",".join(map(str, ids[:8])) + (",..." if len(ids) > 8 else "")
@@ -34,3 +48,86 @@ def check_device(device: str) -> None:
         raise EplbError(f"--device {device}: no CUDA device here (torch {torch.__version__}); use --device cpu")
     if dev.type not in ("cpu", "cuda"):
         raise EplbError(f"--device {device}: only cpu and cuda are supported")
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit; None if unknown."""
+    avail = _meminfo_available()
+    headroom = _cgroup_headroom()
+    if avail is None or (headroom is not None and headroom < avail):
+        return headroom
+    return avail
+
+
+def _meminfo_available() -> int | None:
+    """MemAvailable from /proc/meminfo, else free pages from sysconf."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _cgroup_headroom(proc_file: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Limit minus non-reclaimable usage of this process's memory cgroup (v2, then v1), if limited."""
+    try:
+        entries = proc_file.read_text().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for entry in entries:
+        hid, controllers, path = (entry.split(":", 2) + ["", ""])[:3]
+        rel = path.lstrip("/")
+        if hid == "0" and not controllers:
+            candidates += [(root / rel, "memory.max", "memory.current"), (root, "memory.max", "memory.current")]
+        elif "memory" in controllers.split(","):
+            v1 = root / "memory"
+            candidates += [(v1 / rel, "memory.limit_in_bytes", "memory.usage_in_bytes"),
+                           (v1, "memory.limit_in_bytes", "memory.usage_in_bytes")]
+    for folder, limit_name, usage_name in candidates:
+        try:
+            limit_text = (folder / limit_name).read_text().strip()
+            usage = int((folder / usage_name).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or int(limit_text) >= 1 << 60:
+            return None
+        return max(int(limit_text) - usage + _reclaimable(folder), 0)
+    return None
+
+
+def _reclaimable(folder: Path) -> int:
+    """Page cache a cgroup can drop (``inactive_file`` in memory.stat), counted as free."""
+    try:
+        for line in (folder / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("inactive_file", "total_inactive_file"):
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def check_memory(source: str, needed: int) -> None:
+    """Fail before loading when ``source`` needs more memory than is available."""
+    avail = available_memory()
+    if avail is None or needed <= avail:
+        return
+    raise EplbError(
+        f"{source}: needs about {_size(needed)} to load but only {_size(avail)} is available; "
+        "use --windows A:B to read fewer windows or --window N to sum N steps into one "
+        "(safetensors traces are read a slice at a time), or run on a machine with more memory"
+    )
+
+
+def _size(n: int) -> str:
+    """Bytes in GiB, MiB or KiB, one decimal."""
+    for unit, scale in (("GiB", GIB), ("MiB", float(1 << 20))):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1024:.1f} KiB"

@@ -224,3 +224,96 @@ def migration(old: Placement, new: Placement) -> dict[str, int]:
     moves = int(changed.sum())
     intra = int((changed & local).sum())
     return {"moves": moves, "moves_intra_node": intra, "moves_inter_node": moves - intra}
+
+
+# ---------------------------------------------------------------- served load over many windows
+
+
+def window_gpu_loads(placement: Placement, loads: torch.Tensor) -> torch.Tensor:
+    """GPU loads of one placement on many windows at once, float64 [W, L, G].
+
+    The windows are stacked into the layer dimension, so scoring a plan on
+    every window it serves is one batched gather and sum.
+    """
+    windows, layers, experts = loads.shape
+    stacked = Placement(placement.phy2log.repeat(windows, 1), placement.topology)
+    return gpu_loads(stacked, loads.reshape(windows * layers, experts).to(torch.float64)).view(windows, layers, -1)
+
+
+@dataclass
+class ServedTally:
+    """Running sums over (window, layer) pairs with load, for served-load figures.
+
+    ``imbalance`` is the mean over those pairs of max/mean GPU load;
+    ``balancedness`` is sum of means / sum of maxes, the aggregate of DESIGN.md
+    taken over windows as well as layers.
+    """
+
+    pairs: int = 0
+    ratio_sum: float = 0.0
+    mean_sum: float = 0.0
+    max_sum: float = 0.0
+    worst: float = float("nan")
+
+    def add(self, gpu_load: torch.Tensor, live: torch.Tensor) -> "ServedTally":
+        """Add GPU loads [W, L, G] (or [L, G]); pairs whose live GPUs carry nothing are skipped."""
+        loads = gpu_load[..., live].reshape(-1, int(live.sum()))
+        mean, peak = loads.mean(dim=-1), loads.max(dim=-1).values
+        active = peak > 0
+        if bool(active.any()):
+            ratio = peak[active] / mean[active]
+            self.pairs += int(active.sum())
+            self.ratio_sum += float(ratio.sum())
+            self.mean_sum += float(mean[active].sum())
+            self.max_sum += float(peak[active].sum())
+            top = float(ratio.max())
+            self.worst = top if self.worst != self.worst else max(self.worst, top)
+        return self
+
+    def merge(self, other: "ServedTally") -> "ServedTally":
+        """Add another tally's sums into this one."""
+        self.pairs += other.pairs
+        self.ratio_sum += other.ratio_sum
+        self.mean_sum += other.mean_sum
+        self.max_sum += other.max_sum
+        if other.worst == other.worst:
+            self.worst = other.worst if self.worst != self.worst else max(self.worst, other.worst)
+        return self
+
+    @property
+    def imbalance(self) -> float:
+        return self.ratio_sum / self.pairs if self.pairs else float("nan")
+
+    @property
+    def balancedness(self) -> float:
+        return self.mean_sum / self.max_sum if self.max_sum > 0 else float("nan")
+
+
+# ---------------------------------------------------------------- failed GPUs
+
+
+def fail_gpus(placement: Placement, gpus: list[int] | tuple[int, ...]) -> Placement:
+    """``placement`` as it runs once ``gpus`` fail: their slots empty (-1), nothing re-planned.
+
+    Each expert's load is then shared by its surviving replicas (scoring
+    divides by the live replica count), and experts with no surviving replica
+    are lost: their load is served by no GPU. The result is deliberately not
+    validated, since lost experts make it an invalid plan; the topology uses
+    the global policy so that the lower bound is that of any placement on the
+    surviving GPUs.
+    """
+    from dataclasses import replace
+
+    topo = placement.topology
+    dead = tuple(sorted(set(topo.excluded_gpus) | {int(g) for g in gpus}))
+    failed = replace(topo, excluded_gpus=dead, policy="global")
+    phy2log = placement.phy2log.clone()
+    if dead:
+        gone = torch.isin(torch.arange(topo.slots) // topo.slots_per_gpu, torch.tensor(dead))
+        phy2log[:, gone] = -1
+    return Placement(phy2log, failed)
+
+
+def lost_experts(placement: Placement) -> torch.Tensor:
+    """Bool [L, E]: experts with no replica on a live slot."""
+    return replica_counts(placement.phy2log, placement.topology.experts) == 0

@@ -132,19 +132,119 @@ def rows_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], s
         for r in rows:
             w.writerow(["" if r.get(k) is None else r.get(k) for k in keys])
         return buf.getvalue().rstrip("\n")
-    body = [[_cell(r.get(k)) for k in keys] for r in rows]
+    body = [[_cell(r.get(k), k) for k in keys] for r in rows]
     return tabulate(body, headers=heads, tablefmt="github" if style == "markdown" else "simple", disable_numparse=True)
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, key: str = "") -> str:
+    """Format one table cell; the key decides the unit (gaps as %, times in ms)."""
     if v is None:
         return ""
     if isinstance(v, float):
         if math.isnan(v):
             return "n/a"
+        if key == "gap" or key.endswith("_gap"):
+            return fmt_pct(v)
+        if key.endswith("_ms"):
+            return f"{v:.2f}"
         return f"{v:.4f}" if abs(v) < 100 else f"{v:,.1f}"
     return str(v)
 
 
 def join_blocks(blocks: Iterable[str]) -> str:
     return "\n\n".join(b for b in blocks if b)
+
+
+# ---------------------------------------------------------------- plan / evaluate / replay (shared blocks)
+
+
+def score_report(head: Sequence[tuple[str, str]], placement: Placement, score: Score, load: torch.Tensor,
+                 layer: int | None = None) -> str:
+    """What plan and evaluate print: the summary, then one layer's GPUs or the per-node and per-GPU tables."""
+    topo = placement.topology
+    blocks = [summary_table(head)]
+    if layer is not None:
+        blocks.append(f"Layer {layer}\n" + layer_table(placement, score, load, layer))
+    else:
+        if topo.nodes > 1:
+            blocks.append("Per node\n" + node_table(score, topo))
+        blocks.append("Per GPU\n" + gpu_table(score, topo))
+    return join_blocks(blocks)
+
+
+def fmt_bytes(n: int | None) -> str:
+    """Bytes in binary units (KiB, MiB, GiB, TiB)."""
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def migration_rows(moves: dict[str, Any], layers: int, slots: int) -> list[tuple[str, str]]:
+    """The lines that say how many replicas a new placement moves."""
+    share = moves["moves"] / max(layers * slots, 1)
+    return [("moves", f"{moves['moves']:,} replicas ({fmt_pct(share)} of slots): {moves['moves_intra_node']:,} "
+                      f"intra-node, {moves['moves_inter_node']:,} inter-node")]
+
+
+REBALANCE_COLUMNS = [
+    ("windows", "windows served"), ("history", "planned on"), ("in_sample_gpu_imbalance", "in-sample imb."),
+    ("served_gpu_imbalance", "served imb."), ("served_balancedness", "served bal."), ("moves", "moves"),
+    ("moves_inter_node", "inter-node"),
+]
+
+
+def rebalance_table(rebalances: Sequence[dict[str, Any]], with_bytes: bool = False) -> str:
+    """One row per rebalance of ``eplb replay``."""
+    rows = []
+    for r in rebalances:
+        end = r["served_until"] - 1
+        rows.append({
+            **r,
+            "windows": f"{r['window']}" if end == r["window"] else f"{r['window']}-{end}",
+            "history": f"{r['history_from']}-{r['window'] - 1}" if r["history_from"] < r["window"] - 1 else f"{r['history_from']}",
+            "moves": "-" if r["moves"] is None else f"{r['moves']:,}",
+            "moves_inter_node": "-" if r["moves_inter_node"] is None else f"{r['moves_inter_node']:,}",
+            "bytes": "-" if r.get("bytes_moved") is None else fmt_bytes(r["bytes_moved"]),
+        })
+    columns = REBALANCE_COLUMNS + ([("bytes", "bytes moved")] if with_bytes else [])
+    return rows_table(rows, columns)
+
+
+def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summary lines of ``eplb replay``."""
+    history = "all earlier windows" if s["history"] is None else f"the last {s['history']} window(s)"
+    moves = f"{s['moves']:,} replicas in all, {s['moves_per_rebalance']:,.1f} per rebalance " \
+            f"({s['moves_intra_node']:,} intra-node, {s['moves_inter_node']:,} inter-node)"
+    rows = [
+        ("schedule", f"rebalance every {s['every']} window(s) from window {s['start']}: {s['rebalances']} rebalance(s), "
+                     f"{s['served_windows']} window(s) served"),
+        ("forecast", f"{s['forecast']} of {history}"),
+        ("migration", ("aware (relabel + swap back" + (f", at most {s['max_moves']} moves per layer)" if s["max_moves"] is not None else ")"))
+         if s["migration_aware"] else "plan each rebalance from scratch"),
+        ("served GPU imbalance", f"{fmt_ratio(s['served_gpu_imbalance'])} mean, {fmt_ratio(s['served_gpu_imbalance_worst'])} worst "
+                                 "(max/mean GPU load over served windows and layers)"),
+        ("served balancedness", f"{fmt_ratio(s['served_balancedness'])}   (sum of mean / sum of max GPU load)"),
+        ("in-sample imbalance", f"{fmt_ratio(s['in_sample_gpu_imbalance'])} mean   (each plan on its own forecast)"),
+        ("moves", moves),
+    ]
+    if s.get("bytes_moved") is not None:
+        rows.append(("bytes moved", fmt_bytes(s["bytes_moved"])))
+    rows.append(("runtime", f"{s['runtime_s']:.2f} s"))
+    return rows
+
+
+def lost_experts_line(lost: Sequence[tuple[int, int]], limit: int = 12) -> str:
+    """``layer 3: e17, e42; layer 9: e5`` for the first ``limit`` lost (layer, expert) pairs."""
+    if not lost:
+        return "none: every expert keeps a live replica"
+    by_layer: dict[int, list[int]] = {}
+    for layer, expert in lost[:limit]:
+        by_layer.setdefault(layer, []).append(expert)
+    text = "; ".join(f"layer {l}: " + ", ".join(f"e{e}" for e in es) for l, es in by_layer.items())
+    more = f"; and {len(lost) - limit} more" if len(lost) > limit else ""
+    return f"{len(lost)}: {text}{more}"

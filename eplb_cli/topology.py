@@ -13,6 +13,10 @@ from typing import Sequence
 from .errors import EplbError
 
 POLICIES = ("auto", "hierarchical", "global")
+MAX_GPUS = 1 << 12
+"""Most GPUs eplb plans for: larger counts are typos, and would only make a strategy run for hours."""
+MAX_SLOTS = 1 << 15
+"""Most physical slots in all, for the same reason."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +105,15 @@ def resolve(
 
     Defaults: one redundant slot per GPU, rounded up so that slots divide over
     GPUs; one group; ``auto`` policy = DeepSeek's rule (hierarchical when there
-    are several groups and the groups divide over the nodes).
+    are several groups and the groups divide over the nodes), except that one
+    node is always global (the two policies coincide there).
     """
     if experts < 1:
         raise EplbError("the trace has no experts; a load trace needs at least one expert per layer")
     if gpus < 1:
         raise EplbError(f"--gpus {gpus}: needs at least one GPU")
+    if gpus > MAX_GPUS:
+        raise EplbError(f"--gpus {gpus}: more than the {MAX_GPUS} GPUs eplb plans for; check the number")
     if nodes < 1:
         raise EplbError(f"--nodes {nodes}: needs at least one node")
     if gpus % nodes:
@@ -128,6 +135,8 @@ def resolve(
             )
     if slots is None:
         slots = _round_up(experts + gpus, gpus)
+    if slots > MAX_SLOTS:
+        raise EplbError(f"{slots} slots: more than the {MAX_SLOTS} eplb plans for; check --slots / --redundant")
     if slots < experts:
         raise EplbError(
             f"--slots {slots} is fewer than the {experts} experts: every expert needs a slot; "
@@ -146,7 +155,7 @@ def resolve(
     if policy not in POLICIES:
         raise EplbError(f"--policy {policy}: unknown; use one of {', '.join(POLICIES)}")
     if policy == "auto":
-        policy = "hierarchical" if groups > 1 and groups % nodes == 0 else "global"
+        policy = "hierarchical" if groups > 1 and nodes > 1 and groups % nodes == 0 else "global"
     elif policy == "hierarchical" and groups % nodes:
         raise EplbError(
             f"--policy hierarchical needs the {groups} groups to divide over the {nodes} nodes: "

@@ -62,13 +62,7 @@ class Trace:
             return self
         if every < 1:
             raise EplbError(f"--window {every}: must be >= 1")
-        w = self.windows
-        pad = (-w) % every
-        load = self.load
-        if pad:
-            load = torch.cat([load, load.new_zeros((pad, self.layers, self.experts))])
-        load = load.reshape(-1, every, self.layers, self.experts).sum(dim=1)
-        return Trace(load, self.source, dict(self.meta))
+        return Trace(bin_sum(self.load, every), self.source, dict(self.meta))
 
     def zero_layers(self) -> torch.Tensor:
         """Bool [L]: layers with no load in any window (dense layers in SGLang dumps)."""
@@ -91,6 +85,30 @@ def parse_window_range(spec: str, windows: int, source: str = "--windows") -> tu
     return lo_i, hi_i
 
 
+def bin_sum(load: torch.Tensor, every: int) -> torch.Tensor:
+    """Sum every ``every`` consecutive windows of ``load`` [W, ...] into one; the last bin may be shorter.
+
+    Each bin is accumulated window by window in order (``index_add_``), as the
+    readers do slice by slice, so both give bit-identical sums.
+    """
+    if every == 1:
+        return load
+    bins = torch.arange(load.shape[0]) // every
+    out = load.new_zeros((-(-load.shape[0] // every), *load.shape[1:]))
+    return out.index_add_(0, bins, load)
+
+
+def check_values(load: torch.Tensor, source: str) -> None:
+    """Reject NaN, inf and negative loads, in one pass and without a temporary the size of ``load``."""
+    if load.numel() == 0 or load.dtype == torch.bool:
+        return
+    low, high = torch.aminmax(load)
+    if load.is_floating_point() and not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
+        raise EplbError(f"{source}: load contains NaN or inf; fix or drop those entries")
+    if bool(low < 0):
+        raise EplbError(f"{source}: load contains negative values; loads are token counts and must be >= 0")
+
+
 def validate_load(load: object, source: str) -> torch.Tensor:
     """Return ``load`` as float64 [W, L, E]; reject NaN, inf, negatives and empty shapes."""
     if not isinstance(load, torch.Tensor):
@@ -110,8 +128,5 @@ def validate_load(load: object, source: str) -> torch.Tensor:
     if 0 in load.shape:
         raise EplbError(f"{source}: load is empty (shape {tuple(load.shape)}); need at least one window, layer and expert")
     load = load.to(dtype=torch.float64, device="cpu")
-    if not torch.isfinite(load).all():
-        raise EplbError(f"{source}: load contains NaN or inf; fix or drop those entries")
-    if (load < 0).any():
-        raise EplbError(f"{source}: load contains negative values; loads are token counts and must be >= 0")
+    check_values(load, source)
     return load.contiguous()

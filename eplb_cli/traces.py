@@ -54,22 +54,25 @@ Readers only for the two engine folder formats; writers for the others except
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
-import struct
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
-import pandas as pd
-import safetensors.torch
 import torch
 
+from . import safetensors_format as stf
 from .atomic import check_writable, write_bytes_atomic
+from .checks import check_memory
 from .errors import EplbError
-from .trace import Trace
+from .trace import Trace, check_values, parse_window_range
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TRACE_FORMATS: tuple[str, ...] = (
     "safetensors",
@@ -93,6 +96,12 @@ STDIN = "-"
 _STDIN_NAME = "<stdin>"
 _MAX_CELLS = 1 << 28
 """Largest W*L*E a reader will allocate: ids beyond this are surely a typo."""
+_PARSE_FACTOR = {"json": 16, "sglang": 16, "vllm": 16, "csv": 14, "csv-wide": 14, "sglang-pt": 4}
+"""Peak memory over file size when parsing each text or pickle format (measured: JSON 16x, CSV 14x)."""
+_HEAD_BYTES = 1 << 16
+"""How much of a file format detection looks at."""
+_CHUNK_BYTES = 32 << 20
+"""Raw bytes of a safetensors trace read per step."""
 _EXACT_INT = 1 << 53
 _FLOAT32_INT = 1 << 24
 _EXPERT_COLUMN = re.compile(r"^(?:e|expert[_ ]?)?(\d+)$", re.IGNORECASE)
@@ -108,37 +117,45 @@ _EXTENSIONS = {
 # --------------------------------------------------------------------- entry points
 
 
-def read_trace(path: str | Path, fmt: str | None = None) -> Trace:
+def read_trace(path: str | Path, fmt: str | None = None, *, window: int | None = None,
+               windows: str | None = None) -> Trace:
     """Read a trace from ``path`` (``-`` for standard input) in format ``fmt``.
 
     ``fmt=None`` picks the format from the extension, then the content; standard
     input is recognised by its content (JSON, safetensors, ``torch.save`` zip or
-    CSV), folders by the files in them.
+    CSV), folders by the files in them. ``window`` sums every N recorded steps
+    into one window, then ``windows`` keeps windows ``A:B``; a safetensors file
+    is read a slice at a time and only the windows kept, so those two options
+    bound the memory a huge trace needs. Before parsing, the memory a file
+    needs is weighed against the memory available (:func:`~eplb_cli.checks.check_memory`).
     """
     fmt = _check_format(fmt, TRACE_FORMATS, "--input-format")
+    if window is not None and window < 1:
+        raise EplbError(f"--window {window}: must be >= 1")
     if str(path) == STDIN:
-        return _read_stdin(fmt)
+        return _read_stdin(fmt).rebin(window).select(windows)
     p = Path(path)
     source = str(path)
     if not p.exists():
         raise EplbError(f"{source}: no such file or folder; check the path")
-    if fmt is None and p.is_file():
-        data = _read_file_bytes(p, source)
-        return _read_bytes(data, _file_kind(p, data, source), source)
     if fmt is None:
-        fmt = detect_format(source)
+        fmt = _file_kind(p, _read_head(p, source), source) if p.is_file() else detect_format(source)
     if fmt in FOLDER_FORMATS:
         if fmt == "sglang-per-pass" and p.is_file():
-            return _read_per_pass_files([p], source)
+            return _read_per_pass_files([p], source).rebin(window).select(windows)
         if not p.is_dir():
             raise EplbError(f"{source}: format {fmt} reads a dump folder, but this is a file; give the folder")
-        return _FOLDER_READERS[fmt](p, source)
+        return _FOLDER_READERS[fmt](p, source).rebin(window).select(windows)
     if p.is_dir():
         raise EplbError(
             f"{source}: is a folder, not a {fmt} file; give a trace file, "
             "or --input-format sglang-per-pass / trtllm for an engine dump folder"
         )
-    return _read_bytes(_read_file_bytes(p, source), fmt, source)
+    if fmt == "safetensors":
+        with _open(p, source) as fh:
+            return _read_safetensors_stream(fh, p.stat().st_size, source, window, windows)
+    check_memory(source, p.stat().st_size * _PARSE_FACTOR[fmt])
+    return _read_bytes(_read_file_bytes(p, source), fmt, source).rebin(window).select(windows)
 
 
 def write_trace(trace: Trace, path: str | Path, fmt: str | None = None, force: bool = False) -> None:
@@ -159,6 +176,14 @@ def write_trace(trace: Trace, path: str | Path, fmt: str | None = None, force: b
         check_writable(path, force)
     data = _WRITERS[fmt](trace)
     write_bytes_atomic(path, data, force)
+
+
+def read_trace_bytes(data: bytes, fmt: str | None = None, source: str = _STDIN_NAME) -> Trace:
+    """Parse a trace already read into memory (e.g. standard input that ``eplb convert`` sniffed first)."""
+    fmt = _check_format(fmt, TRACE_FORMATS, "--input-format")
+    if fmt in FOLDER_FORMATS:
+        raise EplbError(f"{source}: format {fmt} reads a dump folder; give the folder, not its bytes")
+    return _read_bytes(data, fmt or _sniff(data, source, parse_json=False), source)
 
 
 def detect_format(path: str | Path) -> str:
@@ -183,13 +208,15 @@ def detect_format(path: str | Path) -> str:
             f"{source}: folder holds neither meta_info.json (TensorRT-LLM) nor .pt files (SGLang per_pass); "
             "give a trace file or an engine dump folder"
         )
-    data = _read_file_bytes(p, source)
-    kind = _file_kind(p, data, source)
-    return _json_kind(_parse_json(data, source), source) if kind == "json" else kind
+    kind = _file_kind(p, _read_head(p, source), source)
+    if kind != "json":
+        return kind
+    check_memory(source, p.stat().st_size * _PARSE_FACTOR["json"])
+    return _json_kind(_parse_json(_read_file_bytes(p, source), source), source)
 
 
 def _file_kind(p: Path, data: bytes, source: str) -> str:
-    """Format of file ``p`` with content ``data``; ``json`` means "dispatch on the parsed keys"."""
+    """Format of file ``p`` whose content starts with ``data``; ``json`` means "dispatch on the parsed keys"."""
     kind = _EXTENSIONS.get(p.suffix.lower())
     if kind == "csv":
         return _csv_kind(data, source)
@@ -244,6 +271,8 @@ def _read_stdin(fmt: str | None) -> Trace:
         raise EplbError(f"{_STDIN_NAME}: standard input is empty; pipe a trace into it or give a file")
     if fmt is None:
         fmt = _sniff(data, _STDIN_NAME, parse_json=False)
+    if fmt != "safetensors":
+        check_memory(_STDIN_NAME, len(data) * _PARSE_FACTOR[fmt])
     return _read_bytes(data, fmt, _STDIN_NAME)
 
 
@@ -285,9 +314,32 @@ def _read_file_bytes(p: Path, source: str) -> bytes:
         data = p.read_bytes()
     except OSError as exc:
         raise EplbError(f"{source}: cannot read the file ({exc.strerror or exc}); check its permissions") from None
-    if not data.strip():
+    if not data or data.isspace():
         raise EplbError(f"{source}: file is empty; give a trace with at least one window, layer and expert")
     return data
+
+
+def _open(p: Path, source: str) -> BinaryIO:
+    """Open ``p`` for reading, with OS errors turned into one-line messages."""
+    if p.is_dir():
+        raise EplbError(f"{source}: is a folder; give a trace file")
+    try:
+        return open(p, "rb")
+    except OSError as exc:
+        raise EplbError(f"{source}: cannot read the file ({exc.strerror or exc}); check its permissions") from None
+
+
+def _read_head(p: Path, source: str) -> bytes:
+    """The first bytes of ``p``, enough to tell its format; an empty file is an error."""
+    with _open(p, source) as fh:
+        try:
+            head = fh.read(_HEAD_BYTES)
+            rest = fh.read(1)
+        except OSError as exc:
+            raise EplbError(f"{source}: cannot read the file ({exc.strerror or exc}); check it") from None
+    if not rest and (not head or head.isspace()):
+        raise EplbError(f"{source}: file is empty; give a trace with at least one window, layer and expert")
+    return head
 
 
 def _trace(load: Any, source: str, meta: dict | None = None, what: str = "load") -> Trace:
@@ -321,33 +373,60 @@ def _list_tensor(values: Any) -> torch.Tensor:
 
 
 def _read_safetensors(data: bytes, source: str) -> Trace:
-    """Read tensor ``load`` plus string metadata from safetensors bytes."""
-    meta = _safetensors_metadata(data, source)
-    try:
-        tensors = safetensors.torch.load(data)
-    except Exception as exc:  # the Rust parser raises its own error types
-        raise EplbError(f"{source}: not a readable safetensors file ({_short(exc)}); re-export it") from None
+    """Read tensor ``load`` plus string metadata from safetensors bytes (standard input)."""
+    return _read_safetensors_stream(io.BytesIO(data), len(data), source, None, None)
+
+
+def _read_safetensors_stream(fh: BinaryIO, size: int, source: str, window: int | None,
+                             windows: str | None) -> Trace:
+    """Read tensor ``load`` from a safetensors stream of ``size`` bytes, a slice at a time.
+
+    Only the raw steps that windows ``windows`` (after summing every ``window``
+    steps) cover are read. Each slice is checked for NaN, inf and negatives in
+    its stored dtype and summed straight into the float64 result, so the peak
+    is the result plus one slice, and the memory check before the first read
+    uses the header's declared shape.
+    """
+    tensors, strings = stf.read_header(fh, source)
     if "load" not in tensors:
         names = ", ".join(sorted(tensors)) or "none"
         raise EplbError(f"{source}: no tensor named 'load' (found: {names}); save the trace under the name 'load'")
-    return _trace(tensors["load"], source, _meta_from_strings(meta, source))
-
-
-def _safetensors_metadata(data: bytes, source: str) -> dict[str, str]:
-    """The ``__metadata__`` string dict from a safetensors header (empty when absent)."""
-    if len(data) < 8:
-        raise EplbError(f"{source}: truncated safetensors file ({len(data)} bytes); re-export it")
-    (size,) = struct.unpack("<Q", data[:8])
-    if size > len(data) - 8:
-        raise EplbError(f"{source}: truncated safetensors file (header says {size} bytes); re-export it")
-    try:
-        header = json.loads(data[8 : 8 + size])
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    info = tensors["load"]
+    meta = _meta_from_strings(strings, source)
+    if len(info.shape) not in (2, 3):
         raise EplbError(
-            f"{source}: not a safetensors file (unreadable header); check the file and its format"
-        ) from None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return dict(meta) if isinstance(meta, dict) else {}
+            f"{source}: load has shape {info.shape}; it must be [layers, experts] or [windows, layers, experts]"
+        )
+    if info.dtype == "BOOL":
+        raise EplbError(f"{source}: load holds bool values; loads must be real numbers (token counts)")
+    if 0 in info.shape:
+        raise EplbError(
+            f"{source}: load is empty (shape {info.shape}); need at least one window, layer and expert"
+        )
+    if len(info.shape) == 2:
+        info = dataclasses.replace(info, shape=(1, *info.shape))
+    steps, layers, experts = info.shape
+    if experts % meta.get("groups", 1):
+        raise EplbError(
+            f"{source}: metadata groups={meta['groups']} does not divide the {experts} experts; fix or remove it"
+        )
+    every = window or 1
+    lo, hi = parse_window_range(windows, -(-steps // every), source) if windows else (0, -(-steps // every))
+    first, last = lo * every, min(hi * every, steps)
+    cells = layers * experts
+    chunk = min(max(1, _CHUNK_BYTES // (cells * info.itemsize)), last - first)
+    check_memory(source, (hi - lo) * cells * 8 + chunk * cells * (info.itemsize + 8))
+    stf.check_extent(tensors, size, source)
+    out = torch.zeros(hi - lo, layers, experts, dtype=torch.float64)
+    for start in range(first, last, chunk):
+        stop = min(start + chunk, last)
+        rows = stf.read_rows(fh, info, start, stop, source)
+        check_values(rows, source)
+        if every == 1:
+            out[start - first : stop - first] = rows
+        else:
+            out.index_add_(0, (torch.arange(start, stop) - first) // every, rows.to(torch.float64))
+    return Trace(out, source, meta)
 
 
 def _meta_from_strings(meta: dict[str, str], source: str) -> dict:
@@ -367,23 +446,13 @@ def _meta_from_strings(meta: dict[str, str], source: str) -> dict:
 def _write_safetensors(trace: Trace) -> bytes:
     """Serialise as safetensors: float32 when exact (integers < 2**24), else float64.
 
-    The container is built here rather than by ``safetensors.torch.save``, whose
-    metadata order changes from run to run: sorted keys make equal traces give
-    byte-identical files. Layout (per the safetensors spec): little-endian u64
-    header size, JSON header padded with spaces to 8 bytes, raw little-endian data.
+    :func:`~eplb_cli.safetensors_format.encode` sorts the header, so equal
+    traces give byte-identical files (``safetensors.torch.save`` does not).
     """
     load = trace.load
     exact = bool(((load == load.round()) & (load < _FLOAT32_INT)).all())
-    dtype, tag = (torch.float32, "F32") if exact else (torch.float64, "F64")
-    array = load.to(dtype).contiguous().numpy()
-    payload = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
     meta = {k: str(v) for k, v in trace.meta.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
-    header: dict[str, Any] = {"load": {"dtype": tag, "shape": list(load.shape), "data_offsets": [0, len(payload)]}}
-    if meta:
-        header["__metadata__"] = meta
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + payload
+    return stf.encode({"load": load.to(torch.float32 if exact else torch.float64)}, meta)
 
 
 # --------------------------------------------------------------------- CSV
@@ -391,6 +460,8 @@ def _write_safetensors(trace: Trace) -> bytes:
 
 def _load_csv_frame(data: bytes, source: str) -> tuple[pd.DataFrame, list[int]]:
     """Parse CSV bytes (numbers natively, text kept for messages); return the frame and row line numbers."""
+    import pandas as pd
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
@@ -437,6 +508,8 @@ def _window_column(df: pd.DataFrame, source: str) -> str | None:
 
 def _numbers(df: pd.DataFrame, col: str, lines: list[int], source: str, *, ids: bool) -> torch.Tensor:
     """Column ``col`` as float64, rejecting blanks, text, NaN, inf, negatives (and fractions for ids)."""
+    import pandas as pd
+
     column = df[col]
     if pd.api.types.is_bool_dtype(column):
         values = pd.Series(float("nan"), index=column.index)
@@ -457,6 +530,8 @@ def _numbers(df: pd.DataFrame, col: str, lines: list[int], source: str, *, ids: 
 
 def _cell_text(value: Any) -> str:
     """A CSV cell as the user typed it, near enough for an error message."""
+    import pandas as pd
+
     if isinstance(value, str):
         return repr(value.strip())
     if pd.isna(value):
@@ -568,6 +643,8 @@ def _format_number_column(values: torch.Tensor) -> list:
 
 def _write_csv_long(trace: Trace) -> bytes:
     """Long CSV; the ``window`` column is written only when there is more than one window."""
+    import pandas as pd
+
     w, l, e = trace.load.shape
     grid = torch.stack(
         torch.meshgrid(torch.arange(w), torch.arange(l), torch.arange(e), indexing="ij"), dim=-1
@@ -583,6 +660,8 @@ def _write_csv_long(trace: Trace) -> bytes:
 
 def _write_csv_wide(trace: Trace) -> bytes:
     """Wide CSV: ``[window,]layer,e0,...``; one row per window and layer."""
+    import pandas as pd
+
     w, l, e = trace.load.shape
     columns: dict[str, list] = {}
     if w > 1:
@@ -695,11 +774,27 @@ def _write_vllm(trace: Trace) -> bytes:
 
 
 def _torch_load(data: bytes | Path, source: str) -> Any:
-    """``torch.load`` with ``weights_only=True`` on the CPU; any failure is one line."""
+    """``torch.load`` with ``weights_only=True`` on the CPU; any failure is one line.
+
+    A pickle that asks for anything but tensors and plain containers is refused
+    by torch before any of it runs; the message says why, in one line.
+    """
     handle = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        return torch.load(handle, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(handle, weights_only=True, map_location="cpu")
     except Exception as exc:  # pickle, zip and torch raise many unrelated types for bad files
+        text = str(exc)
+        if "Weights only load failed" in text:
+            skip = ("Please file an issue", "Check the documentation")
+            detail = [ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.startswith(skip)]
+            reason = detail[0][:120] if detail else "unsupported content"
+            raise EplbError(
+                f"{source}: refused to load this torch.save file ({reason}); eplb loads .pt files with "
+                "weights_only=True, which allows plain tensors, lists and dicts and never runs code from them; "
+                "re-dump it with torch.save"
+            ) from None
         raise EplbError(
             f"{source}: not a readable torch.save file ({_short(exc)}); "
             "re-dump it (only plain tensors, lists and dicts load)"
@@ -724,6 +819,7 @@ def _read_per_pass_folder(folder: Path, source: str) -> Trace:
 
 def _read_per_pass_files(files: list[Path], source: str) -> Trace:
     """Load each per_pass dump and merge them."""
+    check_memory(source, sum(p.stat().st_size for p in files) * _PARSE_FACTOR["sglang-pt"])
     dumps = [(str(p), _torch_load(_read_file_bytes(p, str(p)), str(p))) for p in files]
     return _per_pass_trace(dumps, source)
 
@@ -807,22 +903,23 @@ def _read_trtllm(folder: Path, source: str) -> Trace:
     cells: dict[tuple[int, int], torch.Tensor] = {}
     for path in files:
         name = str(path)
-        try:
-            tensors = safetensors.torch.load(_read_file_bytes(path, name))
-        except Exception as exc:  # the Rust parser raises its own error types
-            raise EplbError(f"{name}: not a readable safetensors file ({_short(exc)}); re-copy it") from None
-        for key, counts in tensors.items():
-            match = re.fullmatch(r"(\d+)_(\d+)", key)
-            if match is None:
-                raise EplbError(f"{name}: key {key!r} is not '<iteration>_<layer>'; give TensorRT-LLM statistic files")
-            if counts.dim() != 1 or counts.numel() != experts:
-                raise EplbError(
-                    f"{name}: {key} has shape {tuple(counts.shape)}, expected [{experts}] (num_experts); "
-                    "check meta_info.json belongs to these files"
-                )
-            cell = (int(match.group(1)), int(match.group(2)))
-            value = counts.to(torch.float64)
-            cells[cell] = cells[cell] + value if cell in cells else value
+        with _open(path, name) as fh:
+            infos, _ = stf.read_header(fh, name)
+            stf.check_extent(infos, path.stat().st_size, name)
+            for key, info in infos.items():
+                match = re.fullmatch(r"(\d+)_(\d+)", key)
+                if match is None:
+                    raise EplbError(
+                        f"{name}: key {key!r} is not '<iteration>_<layer>'; give TensorRT-LLM statistic files"
+                    )
+                if info.shape != (experts,):
+                    raise EplbError(
+                        f"{name}: {key} has shape {info.shape}, expected [{experts}] (num_experts); "
+                        "check meta_info.json belongs to these files"
+                    )
+                cell = (int(match.group(1)), int(match.group(2)))
+                value = stf.read_rows(fh, info, 0, experts, name).to(torch.float64)
+                cells[cell] = cells[cell] + value if cell in cells else value
     if not cells:
         raise EplbError(
             f"{source}: rank files hold no statistics; check EXPERT_STATISTIC_ITER_RANGE covered some iterations"

@@ -98,7 +98,7 @@ def nan_trace(tmp_path):
     "args, needles",
     [
         (["plan", "missing.safetensors", "--gpus", 4], ["missing.safetensors"]),
-        (["plan", SMALL, "--gpus", 3], ["--gpus 3", "--slots"]),
+        (["plan", SMALL, "--gpus", 3, "--slots", 20], ["20 slots do not divide over 3 GPUs", "--slots 21"]),
         (["plan", SMALL, "--gpus", 4, "--slots", 10], ["--slots 10", "fewer than the 16 experts"]),
         (["plan", SMALL, "--gpus", 4, "--strategy", "nope"], ["--strategy nope", "eplb strategies"]),
         (["plan", SMALL], ["--gpus"]),

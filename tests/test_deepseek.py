@@ -39,3 +39,30 @@ def test_lpt_pack_fills_each_pack_exactly():
     assert torch.bincount(pack[0], minlength=2).tolist() == [3, 3]
     assert sorted(loads.tolist()) == [11.0, 11.0]
     assert sorted(rank[0][pack[0] == 0].tolist()) == [0, 1, 2]
+
+
+def test_matches_sglang_shipped_copy_on_real_traces(shared_traces):
+    """Layer-for-layer equality with the copy of DeepSeek's EPLB that SGLang ships (when installed)."""
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from engine_baselines import engine_planners
+
+    from eplb_cli.traces import read_trace
+
+    reference = engine_planners().get("sglang:deepseek")
+    if reference is None:
+        pytest.skip("SGLang is not installed (pip install --no-deps sglang to run this cross-check)")
+    files = sorted((shared_traces / "sglang-deepseek-v3").glob("*.json"))
+    assert files
+    for path in files:
+        w = read_trace(path).total()
+        for policy in ("hierarchical", "global"):
+            for gpus, slots, nodes in ((32, 288, 4), (64, 320, 8), (144, 288, 4)):
+                topo = resolve(256, gpus, nodes, slots=slots, groups=8, policy=policy)
+                ours = DeepSeekStrategy().plan(w, topo)
+                theirs = reference(w, slots, 8, nodes, gpus, policy == "hierarchical")
+                assert torch.equal(ours, theirs), (path.name, policy, gpus)

@@ -14,6 +14,7 @@ def test_auto_policy_follows_deepseek_rule():
     assert resolve(256, 32, 4, groups=8).policy == "hierarchical"
     assert resolve(256, 32, 4, groups=2).policy == "global"  # 2 groups cannot cover 4 nodes
     assert resolve(256, 32, 4).policy == "global"  # one group: nothing to keep together
+    assert resolve(256, 32, 1, groups=8).policy == "global"  # one node: the policies coincide
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,10 @@ hierarchical policy (groups to nodes, replicate within nodes, replicas to GPUs).
 Like DeepSeek's ``eplb.py`` (and the copies in vLLM and SGLang), packing loops
 in Python over layers and items; its runtime is what those users pay today.
 Reference: https://github.com/deepseek-ai/EPLB (README example reproduced in
-tests/test_deepseek.py). One deliberate difference: loads stay float64 where
-DeepSeek casts to float32, which can only matter on near-ties.
+tests/test_deepseek.py, and checked layer by layer against SGLang's shipped copy
+on the real DeepSeek-V3 traces when SGLang is installed). To stay exact it keeps
+DeepSeek's numerics: float32 loads and torch's default sort, whose order among
+equal loads (common: replicas of one expert carry equal loads) decides packing.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def lpt_pack(weight: torch.Tensor, packs: int) -> tuple[torch.Tensor, torch.Tens
     if per_pack == 1:
         ids = torch.arange(n, dtype=torch.int64).expand(rows, n).clone()
         return ids, torch.zeros_like(ids)
-    order = torch.sort(weight, dim=-1, descending=True, stable=True).indices.tolist()
+    order = weight.sort(dim=-1, descending=True).indices.tolist()
     w = weight.tolist()
     pack_of = [[0] * n for _ in range(rows)]
     rank_of = [[0] * n for _ in range(rows)]
@@ -61,7 +63,7 @@ def greedy_replicate(weight: torch.Tensor, slots: int) -> tuple[torch.Tensor, to
     count = torch.ones(rows, n, dtype=torch.int64)
     r = torch.arange(rows)
     for p in range(n, slots):
-        hot = (weight / count).argmax(dim=-1)
+        hot = (weight / count).max(dim=-1).indices
         phy2log[:, p] = hot
         rank[:, p] = count[r, hot]
         count[r, hot] += 1
@@ -110,7 +112,7 @@ class DeepSeekStrategy(Strategy):
     description = "DeepSeek's reference EPLB (greedy replicas, LPT packing); the baseline, kept exact"
 
     def plan(self, load: torch.Tensor, topo: Topology, *, seed: int = 0) -> torch.Tensor:
-        weight = load.detach().to("cpu", torch.float64)
+        weight = load.detach().to("cpu", torch.float32)
         if topo.hierarchical:
             out = hierarchical(weight, topo.slots, topo.groups, topo.nodes, topo.gpus)
         else:

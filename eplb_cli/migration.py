@@ -1,0 +1,532 @@
+"""Migration-aware planning: keep experts where they are, and plan under a move budget.
+
+Moving a replica means copying an expert's weights to another GPU, so a new
+plan should move as few as it can. Two tools, both batched over layers:
+
+:func:`relabel`
+    GPUs are interchangeable (and nodes are, under the hierarchical policy), so
+    the GPUs of a new plan can be renamed to match the old placement without
+    changing any GPU's load. Choosing the renaming that keeps the most replicas
+    in place is an assignment problem per layer, solved exactly by
+    :func:`max_weight_assignment`; then the slots within each GPU are permuted
+    so that a replica kept on its GPU also keeps its slot.
+:func:`budgeted`
+    ``--max-moves M``: start from the old placement and take, one at a time,
+    the changed slots of the relabelled new plan that most lower the busiest
+    GPU's load, at most M per layer, keeping every expert with a replica.
+
+A replica "moves" when its slot holds a different expert afterwards
+(:func:`eplb_cli.metrics.migration` counts them, split intra-/inter-node).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import EplbError
+from .metrics import live_gpus
+from .placement import Placement, replica_counts, slots_of_experts
+
+_FORCE = 1.0e6
+"""Weight bonus (and penalty) that pins excluded GPUs to themselves in the assignment."""
+
+
+# ---------------------------------------------------------------- assignment
+
+
+def max_weight_assignment(weight: torch.Tensor) -> torch.Tensor:
+    """Exact maximum-weight perfect matching for a batch of square matrices.
+
+    ``weight`` is float [B, n, n]; returns int64 [B, n] with ``col[b, i]`` the
+    column given to row i. Shortest augmenting paths with dual potentials (the
+    Hungarian method in Jonker–Volgenant form, as in Crouse 2016) run on all B
+    problems at once: column and row reductions match most rows of a
+    near-permutation for free, then each remaining row is added by a Dijkstra
+    search whose steps are tensor operations over the batch (ties go to free
+    columns, which ends searches early on integer weights). Python loops run
+    over augmentations and search steps, never over problems or entries.
+    """
+    if weight.dim() != 3 or weight.shape[1] != weight.shape[2]:
+        raise ValueError(f"weight must be [B, n, n], got {tuple(weight.shape)}")
+    b, n, _ = weight.shape
+    if n == 0 or b == 0:
+        return torch.zeros(b, n, dtype=torch.int64)
+    cost = -weight.to(torch.float64)
+    cols = torch.arange(n).expand(b, n)
+    v, best_row = cost.min(dim=1)
+    u = torch.zeros(b, n, dtype=torch.float64)
+    first = torch.full((b, n), n, dtype=torch.int64).scatter_reduce_(1, best_row, cols, reduce="amin")
+    wins = first.gather(1, best_row) == cols
+    row4col = torch.where(wins, best_row, -1)
+    col4row = torch.where(first < n, first, -1)
+    _reduce_rows(cost, u, v, row4col, col4row)
+    free = col4row < 0
+    free_rows = torch.sort(free.to(torch.int8), dim=1, descending=True, stable=True).indices
+    n_free = free.sum(dim=1)
+    for step in range(int(n_free.max())):
+        _augment(cost, u, v, row4col, col4row, free_rows[:, step], n_free > step)
+    return col4row
+
+
+def _reduce_rows(cost: torch.Tensor, u: torch.Tensor, v: torch.Tensor, row4col: torch.Tensor,
+                 col4row: torch.Tensor) -> None:
+    """Row reduction: match free rows whose cheapest column is free, while that helps (in place).
+
+    A free row's potential rises to its smallest reduced cost, which keeps every
+    reduced cost >= 0; if that minimum lies on a free column the edge is tight
+    and joins the matching. Rows competing for one column: the lowest row wins
+    and the others try again in the next pass.
+    """
+    b, n = col4row.shape
+    rows = torch.arange(n).expand(b, n)
+    for _ in range(n):
+        row_free, col_free = col4row < 0, row4col < 0
+        if not bool((row_free.any(dim=1) & col_free.any(dim=1)).any()):
+            return
+        reduced = cost - v.unsqueeze(1)
+        low = reduced.min(dim=2).values
+        u.copy_(torch.where(row_free, low, u))
+        tight = (reduced == low.unsqueeze(2)) & col_free.unsqueeze(1) & row_free.unsqueeze(2)
+        has = tight.any(dim=2)
+        want = tight.to(torch.int8).argmax(dim=2)
+        winner = torch.full((b, n), n, dtype=torch.int64)
+        winner.scatter_reduce_(1, want, torch.where(has, rows, n), reduce="amin")
+        won = winner < n
+        if not bool(won.any()):
+            return
+        row4col.copy_(torch.where(won, winner, row4col))
+        padded = torch.cat([col4row, col4row.new_full((b, 1), -1)], dim=1)
+        padded.scatter_(1, torch.where(won, winner, n), rows)
+        col4row.copy_(padded[:, :n])
+
+
+def _augment(cost: torch.Tensor, u: torch.Tensor, v: torch.Tensor, row4col: torch.Tensor, col4row: torch.Tensor,
+             start: torch.Tensor, active: torch.Tensor) -> None:
+    """Match row ``start`` in every ``active`` problem along a shortest augmenting path (in place).
+
+    Dijkstra over reduced costs ``cost - u - v`` from the free row until a free
+    column is reached, then the potentials of the visited rows and columns are
+    updated and the matching flips along the path.
+    """
+    b, n = col4row.shape
+    inf = float("inf")
+    rows = cost.reshape(b * n, n)
+    base = torch.arange(b).unsqueeze(1) * n
+    free_col = (row4col < 0).to(torch.int8)
+    spc = torch.full((b, n), inf, dtype=torch.float64)
+    path = torch.zeros(b, n, dtype=torch.int64)
+    seen = torch.zeros(b, n, dtype=torch.bool)
+    min_val = torch.zeros(b, 1, dtype=torch.float64)
+    i = start.unsqueeze(1)
+    j = torch.zeros(b, 1, dtype=torch.int64)
+    searching = active.unsqueeze(1)
+    while bool(searching.any()):
+        r = rows.index_select(0, (base + i).squeeze(1)) + (min_val - u.gather(1, i) - v)
+        better = (r < spc) & ~seen & searching
+        spc = torch.where(better, r, spc)
+        path = torch.where(better, i, path)
+        masked = spc.masked_fill(seen, inf)
+        low = masked.min(dim=1, keepdim=True).values
+        tied = (masked == low).to(torch.int8)
+        j = torch.where(searching, (tied + tied * free_col).argmax(dim=1, keepdim=True), j)
+        seen.scatter_(1, j, True)
+        min_val = torch.where(searching, low, min_val)
+        owner = row4col.gather(1, j)
+        go_on = searching & (owner >= 0)
+        i = torch.where(go_on, owner, i)
+        searching = go_on
+    sink = j.squeeze(1)
+    bat = torch.arange(b)
+    act = active.unsqueeze(1)
+    step = torch.where(seen & act, min_val - spc, 0.0)
+    v.sub_(step)
+    visited = seen & act & (row4col >= 0)
+    u.scatter_add_(1, row4col.clamp(min=0), torch.where(visited, step, 0.0))
+    u[bat, start] += torch.where(active, min_val.squeeze(1), 0.0)
+    j = sink
+    walking = active.clone()
+    while bool(walking.any()):
+        i = path[bat, j]
+        row4col[bat, j] = torch.where(walking, i, row4col[bat, j])
+        prev = col4row[bat, i]
+        col4row[bat, i] = torch.where(walking, j, prev)
+        walking = walking & (i != start)
+        j = torch.where(walking, prev, j)
+
+
+# ---------------------------------------------------------------- relabelling
+
+
+def check_compatible(old: Placement, new: Placement, old_name: str = "--previous", new_name: str = "the new plan") -> None:
+    """Both placements must describe the same model and cluster shape."""
+    a, b = old.topology, new.topology
+    if old.layers != new.layers or a.experts != b.experts or a.slots != b.slots or a.gpus != b.gpus:
+        raise EplbError(
+            f"{old_name} ({old.layers} layers x {a.experts} experts, {a.slots} slots on {a.gpus} GPUs) does not match "
+            f"{new_name} ({new.layers} layers x {b.experts} experts, {b.slots} slots on {b.gpus} GPUs); "
+            "give a placement made for the same model and cluster"
+        )
+
+
+def _rank_on_gpu(phy2log: torch.Tensor, per_gpu: int) -> torch.Tensor:
+    """For each slot, how many earlier slots of its GPU hold the same expert, int64 [L, S].
+
+    The r-th copy of expert e on a GPU is "the same replica" in two placements,
+    so (expert, rank) pairs identify the replicas that can stay.
+    """
+    rows = phy2log.reshape(-1, per_gpu)
+    srt = torch.sort(rows, dim=1, stable=True)
+    pos = torch.arange(per_gpu).expand_as(rows)
+    starts = torch.ones_like(rows, dtype=torch.bool)
+    starts[:, 1:] = srt.values[:, 1:] != srt.values[:, :-1]
+    run_start = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), dim=1).values
+    rank = torch.empty_like(rows)
+    rank.scatter_(1, srt.indices, pos - run_start)
+    return rank.view_as(phy2log)
+
+
+def _slot_codes(phy2log: torch.Tensor, per_gpu: int, empty: int) -> torch.Tensor:
+    """Code ``expert * per_gpu + rank`` of each slot's replica (see :func:`_rank_on_gpu`); ``empty`` for -1 slots."""
+    code = phy2log * per_gpu + _rank_on_gpu(phy2log, per_gpu)
+    return torch.where(phy2log >= 0, code, torch.full_like(code, empty))
+
+
+def _replica_table(phy2log: torch.Tensor, rank: torch.Tensor, gpus: int, experts: int, width: int) -> torch.Tensor:
+    """One-hot [L, G, E * width]: GPU g holds the (rank+1)-th copy of expert e."""
+    layers, slots = phy2log.shape
+    code = torch.where(phy2log >= 0, phy2log * width + rank, experts * width)
+    row = (torch.arange(slots) // (slots // gpus)).expand(layers, slots)
+    table = torch.zeros(layers, gpus, experts * width + 1, dtype=torch.float32)
+    table.view(layers, -1).scatter_(1, row * (experts * width + 1) + code, 1.0)
+    return table[:, :, :-1]
+
+
+def stay_matrix(old: Placement, new: Placement) -> torch.Tensor:
+    """Replicas that stay when new GPU h takes old GPU g's place, int64 [L, G, G] (h, g).
+
+    Equals sum over experts of min(copies on new GPU h, copies on old GPU g),
+    computed as one batched product of one-hot (expert, copy) tables.
+    """
+    topo = new.topology
+    k = topo.slots_per_gpu
+    ra, rb = _rank_on_gpu(old.phy2log, k), _rank_on_gpu(new.phy2log, k)
+    width = int(torch.maximum(ra.max(), rb.max())) + 1
+    a = _replica_table(old.phy2log, ra, topo.gpus, topo.experts, width)
+    b = _replica_table(new.phy2log, rb, topo.gpus, topo.experts, width)
+    return torch.bmm(b, a.transpose(1, 2)).round().to(torch.int64)
+
+
+def gpu_mapping(old: Placement, new: Placement) -> torch.Tensor:
+    """Where each GPU of ``new`` should go to keep the most replicas in place, int64 [L, G].
+
+    Under the hierarchical policy GPUs stay grouped by node: the best GPU
+    matching is found for every (new node, old node) pair, then nodes are
+    matched on those totals. Excluded GPUs of the new topology map to themselves.
+    """
+    topo = new.topology
+    layers, g = new.layers, topo.gpus
+    stay = stay_matrix(old, new).to(torch.float64)
+    if topo.excluded_gpus:
+        dead = ~live_gpus(topo)
+        pinned = dead.unsqueeze(1) | dead.unsqueeze(0)
+        stay = torch.where(pinned, torch.full_like(stay, -_FORCE), stay)
+        stay = stay + torch.diag(dead.to(torch.float64) * 2 * _FORCE)
+    if not topo.hierarchical or topo.nodes == 1:
+        return max_weight_assignment(stay)
+    n, per = topo.nodes, topo.gpus_per_node
+    blocks = stay.view(layers, n, per, n, per).permute(0, 1, 3, 2, 4).reshape(-1, per, per)
+    inner = max_weight_assignment(blocks)
+    value = blocks.gather(2, inner.unsqueeze(2)).sum(dim=(1, 2)).view(layers, n, n)
+    node_to = max_weight_assignment(value)
+    inner = inner.view(layers, n, n, per)
+    chosen = inner.gather(2, node_to.view(layers, n, 1, 1).expand(layers, n, 1, per)).squeeze(2)
+    return (node_to.unsqueeze(2) * per + chosen).reshape(layers, g)
+
+
+def keep_slots(old: torch.Tensor, new: torch.Tensor, per_gpu: int) -> torch.Tensor:
+    """Permute the slots within each GPU of ``new`` so replicas ``old`` held there keep their slot.
+
+    Both are phy2log [L, S] with the same GPUs; returns ``new`` with each GPU's
+    experts reordered: a replica that matches one of ``old`` on that GPU goes to
+    that slot, the others fill the remaining slots in their order.
+    """
+    return _keep_slots(_slot_codes(old, per_gpu, -1), new, per_gpu)
+
+
+def _keep_slots(old_codes: torch.Tensor, new: torch.Tensor, per_gpu: int) -> torch.Tensor:
+    """:func:`keep_slots` with the old placement's slot codes computed once by the caller."""
+    a = old_codes.reshape(-1, per_gpu)
+    b_rows = new.reshape(-1, per_gpu)
+    b = _slot_codes(new, per_gpu, -2).reshape(-1, per_gpu)
+    same = b.unsqueeze(2) == a.unsqueeze(1)
+    kept = same.any(dim=2)
+    target = same.to(torch.int8).argmax(dim=2)
+    taken = same.any(dim=1)
+    free = torch.sort(taken.to(torch.int8), dim=1, stable=True).indices
+    order = (torch.cumsum((~kept).to(torch.int64), dim=1) - 1).clamp(min=0)
+    target = torch.where(kept, target, free.gather(1, order))
+    out = torch.empty_like(b_rows)
+    out.scatter_(1, target, b_rows)
+    return out.view_as(new)
+
+
+def relabel(old: Placement, new: Placement) -> Placement:
+    """``new`` with GPUs (and, hierarchically, nodes) renamed and slots permuted to keep ``old``'s replicas.
+
+    Every GPU keeps its set of replicas, so every balance figure of ``new``
+    is unchanged (under the global policy GPUs may change node, so node loads
+    can differ); only the number of moved replicas drops.
+    """
+    check_compatible(old, new)
+    topo = new.topology
+    layers, g, k = new.layers, topo.gpus, topo.slots_per_gpu
+    to = gpu_mapping(old, new)
+    moved = torch.empty(layers, g, k, dtype=torch.int64)
+    moved.scatter_(1, to.unsqueeze(2).expand(layers, g, k), new.phy2log.view(layers, g, k))
+    return Placement(keep_slots(old.phy2log, moved.view(layers, -1), k), topo)
+
+
+def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` for a 1-D ``values`` and an index of any shape (index_select, faster than indexing)."""
+    return values.index_select(0, index.reshape(-1)).view(index.shape)
+
+
+def swap_back(old: Placement, new: Placement, load: torch.Tensor, min_gain: float = 0.005) -> Placement:
+    """Swap replicas between GPUs of ``new`` to put more of them where ``old`` had them, at no cost to balance.
+
+    A swap trades a replica that moved onto GPU g for one of the experts g
+    lost, from a GPU h where a copy of it moved in; it keeps one more replica
+    in place (two when h wanted the first one back). A swap is allowed only
+    when neither GPU ends above the busiest GPU's load of ``new``, so every
+    layer's max GPU load (hence GPU imbalance and balancedness) stays the same
+    or drops; under the hierarchical policy swaps stay within a node, which
+    keeps every node's load too. Replica counts never change.
+
+    Rounds run on all layers at once. A round takes a set of swaps that touch
+    no slot twice and raise no GPU's load twice (each swap must be the best
+    one, most replicas kept then smallest load change, at every slot it uses
+    and at the GPU whose load it raises), so their effects add up exactly.
+    Rounds stop when a round keeps fewer than ``min_gain`` of the replicas
+    still moved. ``new`` should already be relabelled (:func:`relabel`).
+    """
+    check_compatible(old, new)
+    topo = new.topology
+    layers, slots, g_all, k, e = new.layers, topo.slots, topo.gpus, topo.slots_per_gpu, topo.experts
+    cur = keep_slots(old.phy2log, new.phy2log, k)
+    if g_all == 1:
+        return Placement(cur, topo)
+    old_codes = _slot_codes(old.phy2log, k, -1)
+    was = old.phy2log.reshape(-1)
+    lay_of = torch.arange(layers * slots) // slots
+    gpu_of = lay_of * g_all + torch.arange(layers * slots) % slots // k
+    live = live_gpus(topo).repeat(layers)[gpu_of]
+    parts = topo.nodes if topo.hierarchical else 1
+    part = gpu_of % g_all // topo.gpus_per_node if topo.hierarchical else torch.zeros_like(gpu_of)
+    share = torch.cat([load.to(torch.float64) / replica_counts(cur, e).clamp(min=1),
+                       torch.zeros(layers, 1, dtype=torch.float64)], dim=1).reshape(-1)
+    cur = cur.reshape(-1)
+    gpu_load = torch.zeros(layers * g_all, dtype=torch.float64)
+    gpu_load.index_add_(0, gpu_of, _at(share, lay_of * (e + 1) + torch.where(cur >= 0, cur, e)))
+    cap = gpu_load.view(layers, g_all)[:, live_gpus(topo)].max(dim=1).values
+    cap = (cap + 1e-9 * cap.clamp(min=1.0)).repeat_interleave(g_all)
+    offsets = torch.arange(k)
+    keys = layers * (e + 1) * parts
+    for _ in range(slots):
+        diff = (cur != was) & live
+        source = (diff & (cur >= 0)).nonzero().squeeze(1)
+        lacking = (diff & (was >= 0)).nonzero().squeeze(1)
+        if lacking.numel() == 0 or source.numel() == 0:
+            break
+        scale = 0.5 / _at(cap, _at(gpu_of, source))
+        out_key = _at(gpu_of, source) + _at(share, _at(lay_of, source) * (e + 1) + _at(cur, source)) * scale
+        out_key = torch.sort(out_key).values
+        src_key = (_at(lay_of, source) * (e + 1) + _at(cur, source)) * parts + _at(part, source)
+        order = torch.sort(src_key, stable=True).indices
+        source = _at(source, order)
+        copies = torch.bincount(src_key, minlength=keys)
+        first = torch.cumsum(copies, 0) - copies
+        y = _at(was, lacking)
+        want_key = (_at(lay_of, lacking) * (e + 1) + y) * parts + _at(part, lacking)
+        hits = _at(copies, want_key)
+        pair = torch.repeat_interleave(torch.arange(lacking.numel()), hits)
+        if pair.numel() == 0:
+            break
+        offset = torch.arange(pair.numel()) - _at(torch.cumsum(hits, 0) - hits, pair)
+        t = _at(source, _at(_at(first, want_key), pair) + offset)
+        s, y = _at(lacking, pair), _at(y, pair)
+        lay, g, h = _at(lay_of, s), _at(gpu_of, s), _at(gpu_of, t)
+        sy = _at(share, lay * (e + 1) + y)
+        half = 0.5 / _at(cap, g)
+        low = g + ((sy - (_at(cap, g) - _at(gpu_load, g))) * half).clamp(min=0.0)
+        high = g + ((sy + (_at(cap, h) - _at(gpu_load, h))) * half).clamp(max=0.75)
+        fits = torch.searchsorted(out_key, high, right=True) > torch.searchsorted(out_key, low)
+        keep = fits.nonzero().squeeze(1)
+        s, y, t, lay, g, h, sy = (_at(v, keep) for v in (s, y, t, lay, g, h, sy))
+        if s.numel() == 0:
+            break
+        mine = (s - s % k).unsqueeze(1) + offsets
+        x = _at(cur, mine)
+        xc = torch.where(x >= 0, x, e)
+        wanted = torch.zeros(layers * g_all * (e + 1), dtype=torch.bool)
+        wanted.index_fill_(0, _at(gpu_of, lacking) * (e + 1) + _at(was, lacking), True)
+        gain = 1 + _at(wanted, h.unsqueeze(1) * (e + 1) + xc).to(torch.int64)
+        d = sy.unsqueeze(1) - _at(share, lay.unsqueeze(1) * (e + 1) + xc)
+        valid = _at(diff, mine) & (x >= 0) & (d <= (_at(cap, g) - _at(gpu_load, g)).unsqueeze(1)) & (-d <= (_at(cap, h) - _at(gpu_load, h)).unsqueeze(1))
+        if not bool(valid.any()):
+            break
+        top = _at(cap, g).unsqueeze(1)
+        close = ((1.0 - (d.abs() / top).clamp(max=1.0)) * ((1 << 20) - 1)).to(torch.int64)
+        key = torch.where(valid, (((gain << 20) + close) << 32) + torch.arange(valid.numel()).view_as(valid), -1)
+        n = layers * slots
+        rises = torch.where(d > 0, g.unsqueeze(1), h.unsqueeze(1))
+        rises = torch.where(d != 0, n + rises, n + layers * g_all)
+        claims = (mine, t.unsqueeze(1).expand_as(key), s.unsqueeze(1).expand_as(key), rises)
+        best = torch.full((n + layers * g_all + 1,), -1, dtype=torch.int64)
+        for claim in claims:
+            best.scatter_reduce_(0, claim.reshape(-1), key.reshape(-1), reduce="amax")
+        take = valid & (key == _at(best, mine)) & (key == _at(best, t).unsqueeze(1)) & (key == _at(best, s).unsqueeze(1))
+        take &= (d == 0) | (key == _at(best, rises))
+        row, col = take.nonzero(as_tuple=True)
+        a, b, c = mine[row, col], t[row], s[row]
+        xs, ys, zs = _at(cur, a), _at(cur, b), _at(cur, c)
+        cur.index_copy_(0, c, ys)
+        cur.index_copy_(0, a, torch.where(a == c, ys, zs))
+        cur.index_copy_(0, b, xs)
+        gpu_load.index_add_(0, g[row], d[row, col])
+        gpu_load.index_add_(0, h[row], -d[row, col])
+        before = int(diff.sum())
+        cur = _keep_slots(old_codes, cur.view(layers, slots), k).reshape(-1)
+        if before - int(((cur != was) & live).sum()) < min_gain * before:
+            break
+    return Placement(cur.view(layers, slots), topo)
+
+
+# ---------------------------------------------------------------- move budget
+
+
+def _repair(cur: torch.Tensor, target: torch.Tensor, experts: int) -> torch.Tensor:
+    """Give every expert left without a replica one slot of ``target`` that holds it (in place, returns changed mask)."""
+    layers, slots = cur.shape
+    changed = torch.zeros_like(cur, dtype=torch.bool)
+    for _ in range(experts + 1):
+        missing = replica_counts(cur, experts) == 0
+        if not bool(missing.any()):
+            return changed
+        want = (target >= 0) & (cur != target) & missing.gather(1, target.clamp(min=0))
+        first = torch.full((layers, experts + 1), slots, dtype=torch.int64)
+        key = torch.where(want, target, torch.full_like(target, experts))
+        first.scatter_reduce_(1, key, torch.arange(slots).expand(layers, slots), reduce="amin")
+        pick = torch.zeros_like(want)
+        slot = first[:, :experts]
+        ok = slot < slots
+        rows = torch.arange(layers).unsqueeze(1).expand_as(slot)
+        pick[rows[ok], slot[ok]] = True
+        cur[pick] = target[pick]
+        changed |= pick
+    raise AssertionError("repair did not converge; the target placement is invalid")
+
+
+def budgeted(old: Placement, target: Placement, load: torch.Tensor, max_moves: int) -> Placement:
+    """At most ``max_moves`` replica moves per layer from ``old`` towards ``target``.
+
+    ``target`` should already be relabelled to ``old`` (:func:`relabel`), so its
+    changed slots are the moves worth making. Layers where the target needs no
+    more than ``max_moves`` moves take it whole. Elsewhere, moves are taken one
+    at a time: each step applies, in every layer, the changed slot that most
+    lowers the busiest live GPU's load (ties: the sum of squared GPU loads),
+    while each expert keeps a replica; a layer stops when no move improves it.
+    Moves the topology forces (slots of newly excluded GPUs emptied, newly live
+    slots filled, experts whose only replicas were lost) come first and may
+    exceed the budget.
+    """
+    if max_moves < 0:
+        raise EplbError(f"--max-moves {max_moves}: must be >= 0")
+    check_compatible(old, target)
+    topo = target.topology
+    e, k, g = topo.experts, topo.slots_per_gpu, topo.gpus
+    goal = target.phy2log
+    cur = old.phy2log.clone()
+    forced = (cur < 0) != (goal < 0)
+    cur[forced] = goal[forced]
+    forced |= _repair(cur, goal, e)
+    spent = (forced & (goal >= 0)).sum(dim=1)
+    needed = (cur != goal).sum(dim=1) + spent
+    whole = needed <= max_moves
+    cur[whole] = goal[whole]
+    load = load.to(torch.float64)
+    gpu_of = torch.arange(cur.shape[1]) // k
+    live = live_gpus(topo)
+    going = ~whole & (spent < max_moves)
+    for _ in range(max_moves):
+        if not bool(going.any()):
+            break
+        cur, improved = _best_move(cur, goal, load, e, g, gpu_of, live, going)
+        spent = spent + improved.to(torch.int64)
+        going = going & improved & (spent < max_moves)
+    return Placement(cur, topo).validate()
+
+
+def _best_move(cur: torch.Tensor, goal: torch.Tensor, load: torch.Tensor, experts: int, gpus: int,
+               gpu_of: torch.Tensor, live: torch.Tensor, going: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the single best slot change towards ``goal`` in every ``going`` layer that it improves.
+
+    Changing slot s from expert a to expert b moves one replica: GPU(s) loses
+    a's share and gains b's; every other replica of a carries more (a has one
+    copy fewer) and every replica of b less. The GPU loads after each candidate
+    change are computed exactly, for the changed slots only, [L, C, G].
+    """
+    layers, slots = cur.shape
+    e1 = experts + 1
+    cnt = replica_counts(cur, experts).to(torch.float64)
+    key = torch.where(cur >= 0, cur, experts)
+    per_gpu = torch.zeros(layers, gpus * e1, dtype=torch.float64)
+    per_gpu.scatter_add_(1, gpu_of * e1 + key, torch.ones_like(cur, dtype=torch.float64))
+    share = torch.cat([load / cnt.clamp(min=1), load.new_zeros(layers, 1)], dim=1)
+    gl = torch.zeros(layers, gpus, dtype=torch.float64)
+    gl.scatter_add_(1, gpu_of.expand(layers, slots), share.gather(1, key))
+    valid = (cur != goal) & (cur >= 0) & (goal >= 0)
+    valid &= cnt.gather(1, cur.clamp(min=0)) >= 2
+    width = int(valid.sum(dim=1).max())
+    if width == 0:
+        return cur, torch.zeros(layers, dtype=torch.bool)
+    pick = torch.sort(valid.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :width]
+    ok = valid.gather(1, pick)
+    a, b = cur.gather(1, pick).clamp(min=0), goal.gather(1, pick).clamp(min=0)
+    ca, cb = cnt.gather(1, a), cnt.gather(1, b)
+    wa, wb = load.gather(1, a), load.gather(1, b)
+    da = wa / (ca - 1).clamp(min=1) - wa / ca
+    db = wb / (cb + 1) - wb / cb.clamp(min=1)
+    by_expert = per_gpu.view(layers, gpus, e1).transpose(1, 2)
+    na = by_expert.gather(1, a.unsqueeze(2).expand(layers, width, gpus))
+    nb = by_expert.gather(1, b.unsqueeze(2).expand(layers, width, gpus))
+    own = torch.nn.functional.one_hot(gpu_of[pick], gpus).to(torch.float64)
+    after = (gl.unsqueeze(1) + (na - own) * da.unsqueeze(2) + nb * db.unsqueeze(2)
+             + own * (wb / (cb + 1) - wa / ca).unsqueeze(2))[:, :, live]
+    inf = float("inf")
+    peak = torch.where(ok, after.max(dim=2).values, inf)
+    spread = (after * after).sum(dim=2)
+    now = gl[:, live]
+    now_peak, now_spread = now.max(dim=1).values, (now * now).sum(dim=1)
+    tol = 1e-9 * now_peak.clamp(min=1.0)
+    tied = ok & (peak <= (peak.min(dim=1).values + tol).unsqueeze(1))
+    choice = torch.where(tied, spread, inf).argmin(dim=1, keepdim=True)
+    c_peak, c_spread = peak.gather(1, choice).squeeze(1), spread.gather(1, choice).squeeze(1)
+    better = (c_peak < now_peak - tol) | ((c_peak <= now_peak + tol) & (c_spread < now_spread - tol * now_peak))
+    improved = going & ok.gather(1, choice).squeeze(1) & better
+    slot = pick.gather(1, choice)
+    cur = cur.clone()
+    cur.scatter_(1, slot, torch.where(improved.unsqueeze(1), goal.gather(1, slot), cur.gather(1, slot)))
+    return cur, improved
+
+
+def follow(old: Placement, new: Placement, load: torch.Tensor, max_moves: int | None = None) -> Placement:
+    """The placement to serve after ``old`` when ``new`` was planned for ``load`` [L, E].
+
+    ``new`` relabelled (:func:`relabel`) and swapped back (:func:`swap_back`),
+    which keeps its balance on ``load``; then, with ``max_moves``, at most that
+    many moves per layer from ``old`` towards it (:func:`budgeted`).
+    """
+    placed = swap_back(old, relabel(old, new), load)
+    if max_moves is None:
+        return placed
+    return budgeted(old, placed, load, max_moves)

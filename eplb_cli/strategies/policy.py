@@ -1,0 +1,254 @@
+"""Chains of batched stages (replicate, pack, refine) composed into a phy2log for a topology.
+
+A :class:`Chain` names one stage of each kind, e.g. ``dhondt+kk+swap``;
+:func:`compose` runs it under the topology's policy:
+
+- global: replicate each layer's experts over all S slots, pack the replicas
+  into the G GPUs (S/G each), refine;
+- hierarchical: pack the expert groups into the N nodes (K/N groups each) and
+  refine that, then, batched over layers x nodes, replicate each node's experts
+  over its S/N slots and pack its replicas into its G/N GPUs.
+
+Everything is batched over a leading dimension (layers, or layers x nodes) and
+runs on the device of the load tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import EplbError
+from ..topology import Topology
+from . import pack as packers
+from .base import Strategy
+from .refine import invert, swap
+from .replicate import dhondt, expand, fixup
+
+REPLICATORS = ("dhondt",)
+PACKERS = packers.PACKERS
+REFINERS = ("swap", "fixup")
+DEFAULT_RESTARTS = 64
+AUTO = -1
+DEFAULT_FIXUP_ROUNDS = 4
+
+STAGE_HELP = "dhondt, lpt, rounds, snake, kk, restarts[:R], diverse, swap[:N], fixup[:N]"
+
+PRESETS: dict[str, tuple[str, str]] = {
+    "fast": ("dhondt+rounds", "D'Hondt replicas, LPT by rounds (one replica per GPU per round): ~LPT quality, ~2 ms"),
+    "balanced": (
+        "dhondt+kk+swap",
+        "D'Hondt replicas, balanced Karmarkar-Karp packing, best-improving swaps: near the bound in milliseconds",
+    ),
+    "thorough": (
+        "dhondt+kk+lpt+swap:64+fixup",
+        "the better of KK and LPT per layer, swaps to convergence, replica fix-ups; never worse than LPT",
+    ),
+    "diverse": (
+        "dhondt+diverse+swap",
+        "like balanced, but never two replicas of one expert on one GPU when a swap can avoid it",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One replicator, one or more packers and optional refiners.
+
+    With several packers every layer keeps the packing whose busiest bin is
+    lightest (the first listed on ties), so the chain is never worse than any
+    of them on any layer. ``restarts`` is the run count of the ``restarts`` packer, ``swap`` the
+    iteration bound of the swap refiner (0: no swaps; ``AUTO``: scaled to the
+    shape, see :func:`swap_iters`), ``fixup``
+    the number of replica fix-up rounds (0: none; each round is followed by
+    swaps when ``swap`` is set).
+    """
+
+    pack: tuple[str, ...] = ("kk",)
+    restarts: int = 0
+    swap: int = 0
+    fixup: int = 0
+    replicate: str = "dhondt"
+
+    @property
+    def text(self) -> str:
+        """Canonical chain text, which :func:`parse_chain` reads back to an equal Chain."""
+        parts = [self.replicate]
+        parts += [f"restarts:{self.restarts}" if name == "restarts" else name for name in self.pack]
+        if self.swap:
+            parts.append("swap" if self.swap == AUTO else f"swap:{self.swap}")
+        if self.fixup:
+            parts.append("fixup" if self.fixup == DEFAULT_FIXUP_ROUNDS else f"fixup:{self.fixup}")
+        return "+".join(parts)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _bad(text: str, why: str) -> EplbError:
+    presets = ", ".join(PRESETS)
+    return EplbError(f"chain '{text}': {why}; stages are {STAGE_HELP} (e.g. dhondt+kk+swap), presets {presets}")
+
+
+def parse_chain(text: str) -> Chain:
+    """Read ``dhondt+kk+swap``, ``restarts:64+swap``, ``lpt`` or a preset name into a Chain.
+
+    The replicator defaults to ``dhondt``; at least one packer is required
+    (several: the best per layer; ``diverse`` stands alone); ``restarts``,
+    ``swap`` and ``fixup`` take an optional positive count.
+    Raises :class:`EplbError` with one line naming the valid stages.
+    """
+    key = text.strip().lower()
+    if key in PRESETS:
+        key = PRESETS[key][0]
+    if not key:
+        raise _bad(text, "empty")
+    fields: dict[str, object] = {}
+    packs: list[str] = []
+    for token in key.split("+"):
+        name, _, arg = token.strip().partition(":")
+        name = name.strip()
+        if name not in REPLICATORS + PACKERS + REFINERS:
+            raise _bad(text, f"unknown stage '{name or token}'")
+        if arg and name not in ("restarts", "swap", "fixup"):
+            raise _bad(text, f"stage '{name}' takes no ':{arg}'")
+        count = None
+        if arg:
+            try:
+                count = int(arg)
+            except ValueError:
+                raise _bad(text, f"'{token.strip()}' needs a whole number after ':'") from None
+            if count < 1:
+                raise _bad(text, f"'{token.strip()}' needs a count of at least 1")
+        if name in PACKERS:
+            if name in packs:
+                raise _bad(text, f"packer '{name}' given twice")
+            packs.append(name)
+            if name == "restarts":
+                fields["restarts"] = count or DEFAULT_RESTARTS
+            continue
+        kind = "replicate" if name in REPLICATORS else name
+        if kind in fields:
+            raise _bad(text, f"more than one {kind} stage")
+        fields[kind] = name if kind == "replicate" else count or (AUTO if name == "swap" else DEFAULT_FIXUP_ROUNDS)
+    if not packs:
+        raise _bad(text, "no packer stage (lpt, rounds, snake, kk, restarts or diverse)")
+    if "diverse" in packs and len(packs) > 1:
+        raise _bad(text, "'diverse' cannot be combined with other packers")
+    return Chain(pack=tuple(packs), **fields)  # type: ignore[arg-type]
+
+
+def _pack_one(
+    name: str, w: torch.Tensor, bins: int, chain: Chain, seed: int, experts: torch.Tensor | None, presorted: bool
+) -> torch.Tensor:
+    """Slot of each item under one packer (``diverse`` needs ``experts``, else it is ``kk``)."""
+    if name == "restarts":
+        return packers.restarts(w, bins, chain.restarts, seed=seed, slots=True, presorted=presorted)
+    if name == "diverse" and experts is not None:
+        return packers.diverse(w, bins, experts, slots=True, presorted=presorted)
+    return getattr(packers, "kk" if name == "diverse" else name)(w, bins, slots=True, presorted=presorted)
+
+
+def _pack(
+    w: torch.Tensor, bins: int, chain: Chain, seed: int, *, experts: torch.Tensor | None = None, presorted: bool = False
+) -> torch.Tensor:
+    """Slot of each item under the chain's packers: per row, the one with the lightest busiest bin."""
+    tries = [_pack_one(name, w, bins, chain, seed, experts, presorted) for name in chain.pack]
+    if len(tries) == 1:
+        return tries[0]
+    rows, m = w.shape
+    stacked = torch.stack(tries, 1)
+    bin_of = torch.div(stacked, m // bins, rounding_mode="floor").view(rows, -1)
+    load = torch.zeros(rows, len(tries) * bins, dtype=w.dtype, device=w.device)
+    offset = (torch.arange(len(tries), device=w.device) * bins).repeat_interleave(m)
+    load.scatter_add_(1, bin_of + offset, w.repeat(1, len(tries)))
+    best = load.view(rows, len(tries), bins).amax(2).argmin(1)
+    return stacked.gather(1, best.view(rows, 1, 1).expand(rows, 1, m)).squeeze(1)
+
+
+def swap_iters(chain: Chain, bins: int, cap: int) -> int:
+    """Iteration bound of the chain's swap stage for ``bins`` bins of ``cap`` items (0: no swaps).
+
+    ``AUTO``: each iteration lightens one bin, and how many bins sit near the
+    maximum after KK grows with bins / cap (fewer, coarser items per bin), so
+    ``max(8, 2 * bins / cap)``: 8 for 32 GPUs x 9 slots, 25 for 64 x 5.
+    """
+    return max(8, 2 * bins // max(cap, 1)) if chain.swap == AUTO else chain.swap
+
+
+def place(w: torch.Tensor, slots: int, bins: int, chain: Chain, *, seed: int = 0) -> torch.Tensor:
+    """Expert (column of ``w``) held by each of ``slots`` slots, per row; bin b owns slots b*cap..b*cap+cap-1.
+
+    ``w`` [B, n]: replicate over the slots, order the replicas by weight
+    (one sort of the experts), pack them into ``bins`` bins, then refine.
+    """
+    rows, n = w.shape
+    cap = slots // bins
+    counts = dhondt(w, slots)
+    per = w / counts
+    order = per.sort(dim=1, descending=True, stable=True).indices
+    expert = order.gather(1, expand(counts.gather(1, order), slots))
+    weight = per.gather(1, expert)
+    spread = expert if "diverse" in chain.pack else None
+    at = _pack(weight, bins, chain, seed, experts=expert, presorted=True)
+    iters = swap_iters(chain, bins, cap)
+    if iters:
+        at = swap(weight, at, bins, iters, experts=spread, slots=True)
+    for _ in range(chain.fixup):
+        bin_of = torch.div(at, cap, rounding_mode="floor")
+        counts, expert, _moved = fixup(w, counts, expert, bin_of, bins, spread=spread is not None)
+        weight = (w / counts).gather(1, expert)
+        if iters:
+            at = swap(weight, at, bins, iters, experts=expert if spread is not None else None, slots=True)
+    return torch.empty_like(expert).scatter_(1, at, expert)
+
+
+def _check(load: torch.Tensor, topo: Topology) -> None:
+    if load.dim() != 2 or load.shape[1] != topo.experts:
+        raise EplbError(f"load has shape {tuple(load.shape)}; the topology expects [layers, {topo.experts}]")
+    if topo.slots % topo.gpus or topo.slots < topo.experts:
+        raise EplbError(f"{topo.slots} slots cannot be spread evenly over {topo.gpus} GPUs with every expert placed")
+    if topo.hierarchical and (topo.groups % topo.nodes or topo.experts % topo.groups or topo.gpus % topo.nodes):
+        raise EplbError(
+            f"hierarchical policy needs groups ({topo.groups}) divisible by nodes ({topo.nodes}) and experts by groups"
+        )
+
+
+def compose(load: torch.Tensor, topo: Topology, chain: Chain | str = "balanced", *, seed: int = 0) -> torch.Tensor:
+    """phy2log [L, S] int64 for loads [L, E] under ``topo``'s policy, built by ``chain``.
+
+    ``chain`` is a :class:`Chain`, chain text or a preset name.
+    """
+    if isinstance(chain, str):
+        chain = parse_chain(chain)
+    _check(load, topo)
+    load = load.to(torch.float64)
+    layers, experts = load.shape
+    if not topo.hierarchical or topo.nodes == 1:
+        return place(load, topo.slots, topo.gpus, chain, seed=seed)
+    nodes, groups = topo.nodes, topo.groups
+    size = experts // groups
+    group_load = load.view(layers, groups, size).sum(2)
+    at = _pack(group_load, nodes, chain, seed)
+    if chain.swap:
+        at = swap(group_load, at, nodes, swap_iters(chain, nodes, groups // nodes), slots=True)
+    group_at = invert(at)
+    member = torch.arange(size, device=load.device)
+    expert_at = (group_at.unsqueeze(2) * size + member).view(layers * nodes, experts // nodes)
+    node_load = load.gather(1, expert_at.view(layers, experts)).view(layers * nodes, experts // nodes)
+    local = place(node_load, topo.slots // nodes, topo.gpus // nodes, chain, seed=seed)
+    return expert_at.gather(1, local).view(layers, topo.slots)
+
+
+class ChainStrategy(Strategy):
+    """A :class:`Strategy` that runs a chain; ``name`` is the preset name or the chain text."""
+
+    def __init__(self, chain: Chain | str, name: str | None = None, description: str = "") -> None:
+        text = chain if isinstance(chain, str) else chain.text
+        self.chain = parse_chain(text) if isinstance(chain, str) else chain
+        self.name = name or text
+        self.description = description or (PRESETS[text][1] if text in PRESETS else f"chain {self.chain.text}")
+
+    def plan(self, load: torch.Tensor, topo: Topology, *, seed: int = 0) -> torch.Tensor:
+        return compose(load, topo, self.chain, seed=seed)

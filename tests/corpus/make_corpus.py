@@ -1,0 +1,251 @@
+"""Write the corpus of hostile input files that tests/test_fuzz.py feeds to every command.
+
+Run ``python tests/corpus/make_corpus.py`` from a checkout to regenerate it;
+the files are committed, so the tests never depend on this script. Folders:
+
+``traces/``       files no trace reader accepts (every trace command exits 2)
+``unplannable/``  readable traces with nothing to balance (planning commands exit 2)
+``warn/``         readable traces that only warn (``--strict`` makes them exit 2)
+``placements/``   placement files no placement reader accepts
+``mismatch/``     valid placements for another model than traces/small.safetensors
+``evil/``         pickles that would run code if unpickled without ``weights_only``
+
+Each file's expected error lies in ``EXPECTED`` in test_fuzz.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import struct
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from eplb_cli.safetensors_format import encode  # noqa: E402  (needs ROOT on sys.path in a bare checkout)
+
+HERE = Path(__file__).resolve().parent
+MARKER = "eplb-pwned-marker"
+"""File the evil pickles would create in the working folder if they ever ran."""
+
+
+def st_raw(header: object, data: bytes = b"", size: int | None = None) -> bytes:
+    """A safetensors file with an arbitrary (possibly lying) header."""
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text) if size is None else size) + text + data
+
+
+def st_load(load: torch.Tensor, meta: dict[str, str] | None = None, name: str = "load") -> bytes:
+    return encode({name: load}, meta)
+
+
+def good_load() -> torch.Tensor:
+    """2 windows x 3 layers x 4 experts of counts."""
+    return torch.arange(1, 25, dtype=torch.float32).reshape(2, 3, 4)
+
+
+class Evil:
+    """Unpickling this would run a shell command."""
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return (os.system, (f"touch {MARKER}",))
+
+
+def torch_bytes(obj: object) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def trace_files() -> dict[str, bytes]:
+    """Unreadable traces, by file name."""
+    good = st_load(good_load())
+    huge = [10_000_000, 94, 512]
+    files = {
+        "st-truncated-data.safetensors": good[:-10],
+        "st-truncated-header.safetensors": good[:20],
+        "st-four-bytes.safetensors": good[:4],
+        "st-garbage-header.safetensors": struct.pack("<Q", 16) + b"\x00\xff{not json}\x01\x02",
+        "st-implausible-header-size.safetensors": struct.pack("<Q", 1 << 60) + b'{"load": {}}',
+        "st-header-not-object.safetensors": st_raw([1, 2, 3]),
+        "st-offsets-disagree-with-shape.safetensors": st_raw(
+            {"load": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 8]}}, b"\x00" * 8),
+        "st-offsets-past-end.safetensors": st_raw(
+            {"load": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]}}, b"\x00" * 16),
+        "st-negative-shape.safetensors": st_raw(
+            {"load": {"dtype": "F32", "shape": [-3, 4], "data_offsets": [0, 0]}}),
+        "st-unknown-dtype.safetensors": st_raw(
+            {"load": {"dtype": "F8_E4M3", "shape": [2, 2], "data_offsets": [0, 4]}}, b"\x00" * 4),
+        "st-header-lies-huge.safetensors": st_raw(
+            {"load": {"dtype": "F32", "shape": huge, "data_offsets": [0, 4 * huge[0] * huge[1] * huge[2]]}},
+            b"\x00" * 64),
+        "st-no-load-tensor.safetensors": st_load(good_load(), name="weights"),
+        "st-rank1.safetensors": st_load(torch.ones(4)),
+        "st-rank4.safetensors": st_load(torch.ones(1, 1, 2, 2)),
+        "st-zero-experts.safetensors": st_load(torch.ones(1, 2, 0)),
+        "st-zero-layers.safetensors": st_load(torch.ones(1, 0, 4)),
+        "st-zero-windows.safetensors": st_load(torch.ones(0, 2, 4)),
+        "st-nan.safetensors": st_load(torch.tensor([[[1.0, float("nan")], [2.0, 3.0]]])),
+        "st-inf.safetensors": st_load(torch.tensor([[1.0, float("inf")], [2.0, 3.0]])),
+        "st-negative.safetensors": st_load(torch.tensor([[1, -5], [2, 3]], dtype=torch.int32)),
+        "st-bool.safetensors": st_load(torch.ones(2, 2, dtype=torch.bool)),
+        "st-groups-not-int.safetensors": st_load(good_load(), {"groups": "eight"}),
+        "st-metadata-not-strings.safetensors": st_raw(
+            {"__metadata__": {"groups": 8}, "load": {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]}},
+            b"\x00\x00\x80?"),
+        "json-truncated.json": b'{"logical_count": [[1, 2], [3',
+        "json-not-an-object.json": b"[[1, 2], [3, 4]]",
+        "json-wrong-keys.json": b'{"counts": [[1, 2]]}',
+        "json-ragged.json": b'{"logical_count": [[1, 2], [3]]}',
+        "json-strings.json": b'{"logical_count": [["1", "2"]]}',
+        "json-nan.json": b'{"logical_count": [[NaN, 1]]}',
+        "json-infinity.json": b'{"logical_count": [[Infinity, 1]]}',
+        "json-overflow.json": b'{"logical_count": [[1e400, 1]]}',
+        "json-negative.json": b'{"logical_count": [[-1, 1]]}',
+        "json-rank1.json": b'{"logical_count": [1, 2, 3]}',
+        "json-rank4.json": b'{"logical_count": [[[[1]]]]}',
+        "json-zero-experts.json": b'{"logical_count": [[], []]}',
+        "json-deeply-nested.json": b'{"logical_count": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+        "json-placement-not-trace.json": b'{"physical_to_logical_map": [[0, 1]]}',
+        "json-latin1.json": '{"logical_count": [[1]], "model": "\xe9"}'.encode("latin-1"),
+        "vllm-empty-history.json": b'{"load_history": []}',
+        "vllm-shapes-differ.json": b'{"load_history": [{"logical_expert_load": [[1, 2]]}, '
+                                   b'{"logical_expert_load": [[1, 2, 3]]}]}',
+        "vllm-missing-key.json": b'{"load_history": [{"load": [[1]]}]}',
+        "pt-truncated.pt": torch_bytes({"logical_count": torch.ones(2, 3)})[:-40],
+        "pt-garbage.pt": b"this is not a torch.save file at all",
+        "pt-tensor-not-dict.pt": torch_bytes(torch.ones(2, 3)),
+        "pt-nan.pt": torch_bytes({"logical_count": torch.tensor([[1.0, float("nan")]])}),
+        "pt-zip-without-pickle.pt": _zip_without_pickle(),
+        "csv-missing-load.csv": b"layer,expert,count\n0,0,1\n",
+        "csv-missing-layer.csv": b"expert,load\n0,1\n",
+        "csv-no-layer-column.csv": b"a,b\n1,2\n",
+        "csv-header-only.csv": b"layer,expert,load\n",
+        "csv-duplicate-cell.csv": b"layer,expert,load\n0,0,1\n0,1,1\n0,0,2\n",
+        "csv-duplicate-window-cell.csv": b"window,layer,expert,load\n0,0,0,1\n1,0,0,1\n1,0,0,2\n",
+        "csv-non-numeric.csv": b"layer,expert,load\n0,0,1\n0,1,lots\n",
+        "csv-nan.csv": b"layer,expert,load\n0,0,nan\n",
+        "csv-inf.csv": b"layer,expert,load\n0,0,1\n0,1,inf\n",
+        "csv-negative.csv": b"layer,expert,load\n0,0,-3\n",
+        "csv-blank-cell.csv": b"layer,expert,load\n0,0,\n",
+        "csv-fractional-id.csv": b"layer,expert,load\n0,1.5,3\n",
+        "csv-negative-id.csv": b"layer,expert,load\n-1,0,3\n",
+        "csv-huge-id.csv": b"layer,expert,load\n0,99999999999,3\n",
+        "csv-ragged.csv": b"layer,expert,load\n0,0,1,5,6\n",
+        "csv-unclosed-quote.csv": b'layer,expert,load\n0,0,"1\n0,1,2\n',
+        "csv-binary.csv": bytes(range(256)) * 4,
+        "csv-wide-repeated-layer.csv": b"layer,e0,e1\n0,1,2\n0,3,4\n",
+        "csv-wide-bad-column.csv": b"layer,e0,weird\n0,1,2\n",
+        "csv-wide-no-experts.csv": b"layer\n0\n",
+        "empty.safetensors": b"",
+        "empty.json": b"",
+        "whitespace.csv": b"  \n\n",
+        "no-extension-garbage": b"\x00\x01\x02garbage that is no format\n",
+    }
+    return files
+
+
+def _zip_without_pickle() -> bytes:
+    """A zip archive shaped like torch.save output but with no data.pkl."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/version", "3\n")
+    return buf.getvalue()
+
+
+def unplannable_files() -> dict[str, bytes]:
+    """Readable traces with no load at all."""
+    return {
+        "all-zero.safetensors": st_load(torch.zeros(2, 3, 4)),
+        "all-zero.json": b'{"logical_count": [[0, 0], [0, 0]]}',
+        "all-zero.csv": b"layer,expert,load\n0,0,0\n1,3,0\n",
+    }
+
+
+def warn_files() -> dict[str, bytes]:
+    """Readable traces that plan, with a warning (gaps in the ids become zero load)."""
+    return {
+        "gap-in-expert-ids.csv": b"layer,expert,load\n0,0,5\n0,1,7\n0,3,2\n1,0,1\n1,1,1\n1,2,1\n1,3,1\n",
+        "gap-in-layer-ids.csv": b"layer,expert,load\n0,0,5\n0,1,7\n2,0,1\n2,1,3\n",
+        "zero-layer.json": b'{"logical_count": [[0, 0, 0, 0], [4, 1, 2, 3]]}',
+    }
+
+
+def placement_files() -> dict[str, bytes]:
+    """Placements for 16 experts on 20 slots and 4 GPUs (traces/small.safetensors) that no reader accepts."""
+    topo = {"format": "eplb-placement", "version": 1, "experts": 16, "slots": 20, "gpus": 4, "nodes": 1,
+            "groups": 1, "policy": "global", "excluded_gpus": []}
+    meta = {k: json.dumps(v) for k, v in topo.items()}
+    good = torch.cat([torch.arange(16), torch.tensor([0, 1, 2, 3])]).repeat(4, 1)
+    out_of_range = good.clone()
+    out_of_range[2, 5] = 99
+    no_replica = good.clone()
+    no_replica[1, 7] = 0
+    negative = good.clone()
+    negative[0, 0] = -1
+
+    def st(phy2log: torch.Tensor, m: dict[str, str] = meta) -> bytes:
+        return encode({"phy2log": phy2log}, m)
+
+    return {
+        "pl-id-out-of-range.safetensors": st(out_of_range),
+        "pl-expert-without-replica.safetensors": st(no_replica),
+        "pl-empty-slot-on-live-gpu.safetensors": st(negative),
+        "pl-slots-disagree.safetensors": st(good[:, :16]),
+        "pl-truncated.safetensors": st(good)[:-7],
+        "pl-float-ids.safetensors": st(good.to(torch.float32)),
+        "pl-metadata-not-json.safetensors": st(good, {**meta, "gpus": "four"}),
+        "pl-gpus-do-not-divide.safetensors": st(good, {**meta, "gpus": "3"}),
+        "pl-logcnt-disagrees.safetensors": encode(
+            {"phy2log": good, "logcnt": torch.ones(4, 16, dtype=torch.int64)}, meta),
+        "pl-ragged.json": b'{"physical_to_logical_map": [[0, 1, 2], [0, 1]]}',
+        "pl-float-ids.json": b'{"physical_to_logical_map": [[0.5, 1.0]]}',
+        "pl-strings.json": b'{"physical_to_logical_map": [["a", "b"]]}',
+        "pl-truncated.json": b'{"physical_to_logical_map": [[0, 1, 2',
+    }
+
+
+def mismatch_files() -> dict[str, bytes]:
+    """Valid placements, but for another model than traces/small.safetensors (4 layers x 16 experts)."""
+    topo = {"format": "eplb-placement", "version": 1, "experts": 16, "slots": 20, "gpus": 4, "nodes": 1,
+            "groups": 1, "policy": "global", "excluded_gpus": []}
+    eight_layers = torch.cat([torch.arange(16), torch.tensor([0, 1, 2, 3])]).repeat(8, 1)
+    wider = torch.cat([torch.arange(32), torch.arange(8)]).repeat(4, 1)
+    return {
+        "pl-8-layers.safetensors": encode({"phy2log": eight_layers}, {k: json.dumps(v) for k, v in topo.items()}),
+        "pl-32-experts.json": json.dumps({"physical_to_logical_map": wider.tolist()}).encode(),
+    }
+
+
+def evil_files() -> dict[str, bytes]:
+    """Pickles whose loading would run ``touch eplb-pwned-marker``."""
+    return {
+        "evil-reduce.pt": torch_bytes({"logical_count": Evil()}),
+        "evil-legacy-pickle.pt": pickle.dumps({"logical_count": Evil()}, protocol=2),
+        "evil-placement.pt": torch_bytes({"physical_to_logical_map": Evil()}),
+    }
+
+
+def main() -> None:
+    """Write every corpus folder beside this script."""
+    for folder, files in (("traces", trace_files()), ("unplannable", unplannable_files()), ("warn", warn_files()),
+                          ("placements", placement_files()), ("mismatch", mismatch_files()),
+                          ("evil", evil_files())):
+        target = HERE / folder
+        target.mkdir(exist_ok=True)
+        for name, data in files.items():
+            (target / name).write_bytes(data)
+        print(f"{folder}: {len(files)} files")
+
+
+if __name__ == "__main__":
+    main()

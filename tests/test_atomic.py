@@ -1,0 +1,231 @@
+"""Atomic output: a failed, interrupted or killed write leaves the old file intact and no temporary behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from eplb_cli import atomic
+from eplb_cli.atomic import write_bytes_atomic, write_with
+from eplb_cli.cli import main
+from eplb_cli.errors import EplbError
+from eplb_cli.placement import load_placement
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = str(ROOT / "traces" / "small.safetensors")
+OLD = b"old contents, must survive\n"
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def plan_args(out: Path, *extra: str) -> list[str]:
+    return ["plan", SMALL, "--gpus", "4", "--strategy", "deepseek", "--quiet", "-o", str(out), *extra]
+
+
+@pytest.fixture(params=["anonymous", "named"])
+def temp_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with O_TMPFILE files, and again with the named-temporary fallback other systems use."""
+    if request.param == "named":
+        monkeypatch.setattr(atomic, "_open_anonymous", lambda folder: None)
+    elif atomic._open_anonymous(Path(".")) is None:
+        pytest.skip("no O_TMPFILE here")
+    return request.param
+
+
+def half_then_fail(fd: int, data: bytes) -> None:
+    """Stands in for atomic._write_all: writes half the bytes, then the disk is full."""
+    os.write(fd, data[: len(data) // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_fault_mid_write_keeps_the_old_file(temp_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.safetensors"
+    out.write_bytes(OLD)
+    monkeypatch.setattr(atomic, "_write_all", half_then_fail)
+    code = main(plan_args(out, "--force"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == f"eplb: error: {out}: cannot write (No space left on device); the old file is unchanged"
+    assert out.read_bytes() == OLD
+    assert listing(tmp_path) == ["p.safetensors"]
+
+
+def test_fault_in_a_path_writer_keeps_the_old_file(tmp_path: Path) -> None:
+    out = tmp_path / "plot.png"
+    out.write_bytes(OLD)
+    seen: list[Path] = []
+
+    def writer(tmp: Path) -> None:
+        seen.append(tmp)
+        tmp.write_bytes(b"partial")
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(EplbError, match="cannot write .*old file is unchanged"):
+        write_with(out, writer, force=True)
+    assert out.read_bytes() == OLD
+    assert listing(tmp_path) == ["plot.png"]
+    assert seen[0].parent == tmp_path and seen[0].name.startswith(".plot.png.") and seen[0].suffix == ".png"
+
+
+def test_interrupt_mid_write_keeps_the_old_file(temp_kind: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "t.json"
+    out.write_bytes(OLD)
+
+    def interrupted(fd: int, data: bytes) -> None:
+        os.write(fd, data[:3])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic, "_write_all", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_bytes_atomic(out, b"new" * 1000, force=True)
+    assert out.read_bytes() == OLD
+    assert listing(tmp_path) == ["t.json"]
+
+    def writer(tmp: Path) -> None:
+        tmp.write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_with(out, writer, force=True)
+    assert out.read_bytes() == OLD
+    assert listing(tmp_path) == ["t.json"]
+
+
+def test_overwrite_needs_force_for_every_writing_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = {
+        "p.json": plan_args(tmp_path / "p.json"),
+        "t.safetensors": ["generate", str(tmp_path / "t.safetensors"), "--layers", "2", "--experts", "4"],
+        "c.csv": ["convert", SMALL, str(tmp_path / "c.csv")],
+    }
+    for name, args in runs.items():
+        out = tmp_path / name
+        out.write_bytes(OLD)
+        code = main(args)
+        err = capsys.readouterr().err
+        assert code == 2 and f"{out}: file exists; pass --force" in err, err
+        assert out.read_bytes() == OLD
+        assert main([*args, "--force"]) == 0, capsys.readouterr().err
+        assert out.read_bytes() != OLD
+    assert listing(tmp_path) == sorted(runs)
+
+
+def test_written_files_are_complete_and_follow_the_umask(temp_kind: str, tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        write_bytes_atomic(tmp_path / "a.bin", b"x" * 100_000)
+        write_with(tmp_path / "b.bin", lambda tmp: tmp.write_bytes(b"y" * 10))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").read_bytes() == b"x" * 100_000
+    assert (tmp_path / "b.bin").read_bytes() == b"y" * 10
+    for name in ("a.bin", "b.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640
+    assert listing(tmp_path) == ["a.bin", "b.bin"]
+
+
+def test_file_appearing_during_the_write_is_not_clobbered(temp_kind: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "p.json"
+    real = atomic._write_all
+
+    def racing(fd: int, data: bytes) -> None:
+        real(fd, data)
+        out.write_bytes(OLD)
+
+    monkeypatch.setattr(atomic, "_write_all", racing)
+    with pytest.raises(EplbError, match="appeared while writing"):
+        write_bytes_atomic(out, b"new")
+    assert out.read_bytes() == OLD
+    assert listing(tmp_path) == ["p.json"]
+
+
+def test_unwritable_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(plan_args(tmp_path / "missing" / "p.json"))
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    (tmp_path / "dir.json").mkdir()
+    code = main(plan_args(tmp_path / "dir.json", "--force"))
+    assert code == 2 and "is a folder" in capsys.readouterr().err
+
+
+def test_stale_named_temporaries_of_dead_runs_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".p.json.eplb-{dead.stdout.strip()}-abcd.tmp.json"
+    alive = tmp_path / f".p.json.eplb-{os.getppid()}-abcd.tmp.json"
+    other = tmp_path / ".q.json.eplb-1-abcd.tmp.json"
+    for f in (stale, alive, other):
+        f.write_bytes(b"left over")
+    write_with(tmp_path / "p.json", lambda tmp: tmp.write_bytes(b"{}"))
+    assert listing(tmp_path) == sorted([alive.name, other.name, "p.json"])
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import os, sys, time
+    from eplb_cli import atomic
+    from eplb_cli.cli import main
+
+    if sys.argv[1] == "named":
+        atomic._open_anonymous = lambda folder: None
+
+    def slow(fd, data):
+        os.write(fd, data[: len(data) // 2])
+        print("writing", flush=True)
+        time.sleep(120)
+
+    atomic._write_all = slow
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+@pytest.mark.parametrize("kind", ["anonymous", "named"])
+def test_sigkill_mid_write_keeps_the_old_file(kind: str, tmp_path: Path) -> None:
+    """A run killed while writing its output: the old file is intact; no temporary is left (anonymous),
+    or the next write removes it (named fallback)."""
+    if kind == "anonymous" and atomic._open_anonymous(tmp_path) is None:
+        pytest.skip("no O_TMPFILE here")
+    out = tmp_path / "p.safetensors"
+    out.write_bytes(OLD)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, kind, *plan_args(out, "--force")],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert out.read_bytes() == OLD
+    if kind == "anonymous":
+        assert listing(tmp_path) == ["p.safetensors"]
+        return
+    left = [n for n in listing(tmp_path) if n != "p.safetensors"]
+    assert len(left) == 1 and left[0].startswith(".p.safetensors.eplb-")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    assert main(plan_args(out, "--force")) == 0
+    assert listing(tmp_path) == ["p.safetensors"]
+    assert load_placement(str(out)).topology.gpus == 4
+
+
+def test_standard_output_is_not_a_file(tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    write_bytes_atomic("-", b"to stdout")
+    assert capfdbinary.readouterr().out == b"to stdout"
+    assert listing(tmp_path) == []

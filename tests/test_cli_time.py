@@ -1,0 +1,240 @@
+"""CLI tests of plans over time: evaluate (and its gates), replay, plan --previous / --max-moves."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from eplb_cli.cli import main
+from eplb_cli.placement import load_placement
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = str(ROOT / "traces" / "small.safetensors")
+TOPO = ["--gpus", "4", "--nodes", "2", "--strategy", "deepseek"]
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("eplb: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """A placement planned on window 0 of the small trace, and its plan --json output."""
+    folder = tmp_path_factory.mktemp("time")
+    path = folder / "w0.safetensors"
+    code = main(["plan", SMALL, *TOPO, "--windows", "0:1", "-o", str(path)])
+    assert code == 0
+    return path
+
+
+def test_evaluate_agrees_with_plan_on_the_same_window(planned, capsys):
+    code, out, _ = run(capsys, "plan", SMALL, *TOPO, "--windows", "0:1", "--json")
+    assert code == 0
+    plan_doc = json.loads(out)
+    code, out, _ = run(capsys, "evaluate", planned, SMALL, "--windows", "0:1", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    for key in ("gpu_imbalance", "gpu_imbalance_worst", "node_imbalance", "balancedness", "slot_balancedness",
+                "lower_bound", "gap"):
+        assert doc[key] == pytest.approx(plan_doc[key], abs=1e-9), key
+    assert doc["passed"] is True and doc["gates"] == [] and doc["failure"] is None
+
+
+def test_evaluate_prints_the_plan_tables(planned, capsys):
+    code, out, _ = run(capsys, "evaluate", planned, SMALL, "--windows", "1:2")
+    assert code == 0
+    for needle in ("GPU imbalance", "balancedness", "lower bound", "Per node", "Per GPU", str(planned)):
+        assert needle in out
+    code, out, _ = run(capsys, "evaluate", planned, SMALL, "--layer", 2)
+    assert code == 0 and "Layer 2" in out
+
+
+def test_gates_pass_fail_and_bad_values(planned, capsys):
+    doc = json.loads(run(capsys, "evaluate", planned, SMALL, "--windows", "1:2", "--json")[1])
+    imb, bal = doc["gpu_imbalance"], doc["balancedness"]
+    code, out, err = run(capsys, "evaluate", planned, SMALL, "--windows", "1:2", "--max-imbalance", imb + 0.01,
+                         "--min-balancedness", bal - 0.01)
+    assert code == 0 and err == "" and "passed" in out
+    code, out, err = run(capsys, "evaluate", planned, SMALL, "--windows", "1:2", "--max-imbalance", imb - 0.01)
+    assert code == 1
+    line = one_line(err)
+    assert "gate failed" in line and "--max-imbalance" in line and f"{imb:.4f}" in line
+    assert "GPU imbalance" in out  # the report is still printed
+    code, out, err = run(capsys, "evaluate", planned, SMALL, "--windows", "1:2", "--min-balancedness", bal + 0.01,
+                         "--json")
+    assert code == 1 and "--min-balancedness" in one_line(err)
+    assert json.loads(out)["passed"] is False
+    code, _, err = run(capsys, "evaluate", planned, SMALL, "--max-imbalance", "0.5")
+    assert code == 2 and "--max-imbalance 0.5" in one_line(err)
+    code, _, err = run(capsys, "evaluate", planned, SMALL, "--min-balancedness", "1.5")
+    assert code == 2 and "--min-balancedness 1.5" in one_line(err)
+
+
+def test_mismatched_trace_names_both_files(planned, tmp_path, capsys):
+    other = tmp_path / "other.safetensors"
+    save_file({"load": torch.rand(3, 16)}, str(other))
+    code, _, err = run(capsys, "evaluate", planned, other)
+    line = one_line(err)
+    assert code == 2 and str(planned) in line and str(other) in line
+    wide = tmp_path / "wide.safetensors"
+    save_file({"load": torch.rand(4, 32)}, str(wide))
+    code, _, err = run(capsys, "evaluate", planned, wide)
+    line = one_line(err)
+    assert code == 2 and str(planned) in line and str(wide) in line
+
+
+def test_foreign_sglang_json_needs_gpus(planned, tmp_path, capsys):
+    p = load_placement(str(planned))
+    foreign = tmp_path / "sglang.json"
+    foreign.write_text(json.dumps({"physical_to_logical_map": p.phy2log.tolist()}))
+    code, _, err = run(capsys, "evaluate", foreign, SMALL)
+    assert code == 2 and "--gpus" in one_line(err)
+    code, out, err = run(capsys, "evaluate", foreign, SMALL, "--gpus", 4, "--nodes", 2, "--json")
+    assert code == 0, err
+    mine = json.loads(run(capsys, "evaluate", planned, SMALL, "--json")[1])
+    assert json.loads(out)["gpu_imbalance"] == pytest.approx(mine["gpu_imbalance"])
+    code, _, err = run(capsys, "evaluate", planned, SMALL, "--gpus", 8)
+    assert code == 2 and "--gpus 8" in one_line(err)
+
+
+def test_evaluate_failed_gpus(planned, capsys):
+    code, out, err = run(capsys, "evaluate", planned, SMALL, "--exclude-gpus", "1", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    failure = doc["failure"]
+    assert failure["failed_gpus"] == [1] and "shared evenly" in failure["model"]
+    p = load_placement(str(planned))
+    on_gpu1 = set(p.phy2log[:, 5:10].flatten().tolist())
+    elsewhere = [set(row[:5].tolist() + row[10:].tolist()) for row in p.phy2log]
+    expect = sorted([l, e] for l, row in enumerate(elsewhere) for e in range(16) if e not in row)
+    assert sorted(failure["lost_experts"]) == expect
+    assert all(e in on_gpu1 for _, e in expect)
+    assert doc["excluded_gpus"] == [1]
+    assert doc["gpu_imbalance"] >= failure["gpu_imbalance_before"] - 1e-9
+    code, out, _ = run(capsys, "evaluate", planned, SMALL, "--exclude-gpus", "1")
+    assert code == 0 and "failure model" in out and "lost experts" in out and "excluded" in out
+    code, _, err = run(capsys, "evaluate", planned, SMALL, "--exclude-gpus", "9")
+    assert code == 2 and "--exclude-gpus 9" in one_line(err)
+    code, _, err = run(capsys, "evaluate", planned, SMALL, "--exclude-gpus", "0,1,2,3")
+    assert code == 2 and "--exclude-gpus" in one_line(err)
+
+
+def test_plan_excluding_gpus_keeps_every_expert_live(capsys, tmp_path):
+    out_file = tmp_path / "ex.safetensors"
+    code, out, err = run(capsys, "plan", SMALL, "--gpus", 4, "--slots", 24, "--strategy", "deepseek",
+                         "--exclude-gpus", "2", "-o", out_file, "--json")
+    assert code == 0, err
+    p = load_placement(str(out_file))
+    assert bool((p.phy2log[:, 12:18] == -1).all()) and bool((p.logcnt >= 1).all())
+    code, out, _ = run(capsys, "evaluate", out_file, SMALL, "--json")
+    assert code == 0 and json.loads(out)["excluded_gpus"] == [2]
+
+
+def test_plan_previous_reports_moves(planned, capsys, tmp_path):
+    code, out, _ = run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "--json")
+    scratch = json.loads(out)
+    assert scratch["moves"] is None
+    code, out, err = run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "--previous", planned, "--json")
+    assert code == 0, err
+    aware = json.loads(out)
+    assert {"moves", "moves_intra_node", "moves_inter_node"} <= aware.keys()
+    assert aware["moves"] == aware["moves_intra_node"] + aware["moves_inter_node"]
+    assert aware["gpu_imbalance"] <= scratch["gpu_imbalance"] + 1e-12
+    new = tmp_path / "scratch.safetensors"
+    assert run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "-o", new)[0] == 0
+    from eplb_cli.metrics import migration
+
+    assert aware["moves"] <= migration(load_placement(str(planned)), load_placement(str(new)))["moves"]
+    code, out, _ = run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "--previous", planned)
+    assert code == 0 and "intra-node" in out and "moves" in out
+
+
+def test_plan_max_moves(planned, capsys):
+    code, out, err = run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "--previous", planned, "--max-moves", 2,
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["moves"] <= 2 * 4
+    code, out, _ = run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "--previous", planned, "--max-moves", 0,
+                       "--json")
+    assert json.loads(out)["moves"] == 0
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--max-moves", "3"], ["--max-moves needs --previous"]),
+    (["--previous", "missing.safetensors"], ["missing.safetensors"]),
+    (["--previous", "PLANNED", "--max-moves", "-1"], ["--max-moves -1"]),
+])
+def test_plan_previous_bad_input(planned, capsys, tmp_path, extra, needles):
+    out_file = tmp_path / "never.safetensors"
+    extra = [str(planned) if a == "PLANNED" else a for a in extra]
+    code, _, err = run(capsys, "plan", SMALL, *TOPO, "-o", out_file, *extra)
+    assert code == 2
+    line = one_line(err)
+    assert all(n in line for n in needles)
+    assert not out_file.exists()
+
+
+def test_plan_previous_for_another_cluster(planned, capsys, tmp_path):
+    out_file = tmp_path / "never.safetensors"
+    code, _, err = run(capsys, "plan", SMALL, "--gpus", 2, "--slots", 20, "--strategy", "deepseek",
+                       "--previous", planned, "-o", out_file)
+    assert code == 2 and str(planned) in one_line(err)
+    assert not out_file.exists()
+
+
+def test_replay_json_and_table(capsys):
+    code, out, err = run(capsys, "replay", SMALL, *TOPO, "--every", 2, "--forecast", "ema:0.5", "--expert-bytes",
+                         "1MiB", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"rebalances", "summary"}
+    s = doc["summary"]
+    for key in ("served_gpu_imbalance", "served_balancedness", "moves", "bytes_moved", "forecast", "passed"):
+        assert key in s
+    assert s["bytes_moved"] == s["moves"] * (1 << 20)
+    assert s["forecast"] == "ema:0.5" and len(doc["rebalances"]) == 2
+    code, out, _ = run(capsys, "replay", SMALL, *TOPO, "--forecast", "oracle", "--max-moves", 3)
+    assert code == 0
+    for needle in ("Rebalances", "served imb.", "served GPU imbalance", "served balancedness", "moves", "oracle"):
+        assert needle in out
+
+
+def test_replay_gates(capsys):
+    s = json.loads(run(capsys, "replay", SMALL, *TOPO, "--json")[1])["summary"]
+    code, _, err = run(capsys, "replay", SMALL, *TOPO, "--max-imbalance", s["served_gpu_imbalance"] - 0.001)
+    assert code == 1 and "gate failed" in one_line(err)
+    code, _, _ = run(capsys, "replay", SMALL, *TOPO, "--max-imbalance", s["served_gpu_imbalance"] + 0.001, "--quiet")
+    assert code == 0
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--forecast", "median"], "--forecast median"),
+    (["--every", "0"], "--every 0"),
+    (["--every", "6"], "--every/--start 6"),
+    (["--history", "0"], "--history 0"),
+    (["--expert-bytes", "lots"], "--expert-bytes lots"),
+    (["--max-moves", "2", "--no-migration-aware"], "--max-moves"),
+    (["--previous", "missing.json"], "missing.json"),
+    (["--exclude-gpus", "7"], "--exclude-gpus 7"),
+])
+def test_replay_bad_input(capsys, extra, needle):
+    code, out, err = run(capsys, "replay", SMALL, *TOPO, *extra)
+    assert code == 2 and out == ""
+    assert needle in one_line(err)
+
+
+def test_replay_previous_counts_first_moves(planned, capsys):
+    code, out, err = run(capsys, "replay", SMALL, *TOPO, "--previous", planned, "--json")
+    assert code == 0, err
+    assert json.loads(out)["rebalances"][0]["moves"] is not None

@@ -1,0 +1,216 @@
+"""Migration-aware planning: exact assignment, free relabelling, swap-back and the move budget."""
+
+import itertools
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eplb_cli.metrics import gpu_loads, migration, node_loads, score
+from eplb_cli.migration import budgeted, follow, max_weight_assignment, relabel, swap_back
+from eplb_cli.placement import Placement, replica_counts
+from eplb_cli.topology import resolve
+
+
+def random_placement(topo, layers, gen):
+    """A valid placement: every expert once, the redundant slots to random experts, slots shuffled."""
+    rows = []
+    for _ in range(layers):
+        extra = torch.randint(0, topo.experts, (topo.slots - topo.experts,), generator=gen)
+        row = torch.cat([torch.arange(topo.experts), extra])
+        rows.append(row[torch.randperm(topo.slots, generator=gen)])
+    return Placement(torch.stack(rows), topo).validate()
+
+
+def shuffle_gpus(p, gen, within_nodes=False):
+    """The same placement with GPUs renamed (within nodes if asked) and slots shuffled on each GPU."""
+    topo = p.topology
+    layers, k = p.layers, topo.slots_per_gpu
+    out = torch.empty_like(p.phy2log).view(layers, topo.gpus, k)
+    src = p.phy2log.view(layers, topo.gpus, k)
+    for l in range(layers):
+        if within_nodes:
+            nodes = torch.randperm(topo.nodes, generator=gen)
+            perm = torch.cat([n * topo.gpus_per_node + torch.randperm(topo.gpus_per_node, generator=gen) for n in nodes])
+        else:
+            perm = torch.randperm(topo.gpus, generator=gen)
+        for g in range(topo.gpus):
+            out[l, g] = src[l, perm[g]][torch.randperm(k, generator=gen)]
+    return Placement(out.view(layers, -1), topo).validate()
+
+
+def gpu_multisets(p):
+    """Per layer, the sorted list of each GPU's sorted experts (GPU names forgotten)."""
+    topo = p.topology
+    rows = torch.sort(p.phy2log.view(p.layers, topo.gpus, -1), dim=2).values.tolist()
+    return [sorted(map(tuple, layer)) for layer in rows]
+
+
+# ---------------------------------------------------------------- exact assignment
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 6), b=st.integers(1, 3), seed=st.integers(0, 10_000), top=st.integers(1, 5))
+def test_assignment_is_exact(n, b, seed, top):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randint(0, top + 1, (b, n, n), generator=gen).to(torch.float64)
+    col = max_weight_assignment(w)
+    for k in range(b):
+        assert sorted(col[k].tolist()) == list(range(n))
+        got = float(w[k, torch.arange(n), col[k]].sum())
+        best = max(sum(float(w[k, i, p[i]]) for i in range(n)) for p in itertools.permutations(range(n)))
+        assert got == best
+
+
+def test_assignment_recovers_a_permutation():
+    gen = torch.Generator().manual_seed(1)
+    perm = torch.stack([torch.randperm(40, generator=gen) for _ in range(5)])
+    w = torch.zeros(5, 40, 40, dtype=torch.float64)
+    w.scatter_(2, perm.unsqueeze(2), 3.0)
+    assert torch.equal(max_weight_assignment(w), perm)
+
+
+# ---------------------------------------------------------------- relabelling
+
+
+def test_moves_counted_by_hand():
+    # 1 layer, 4 experts, 6 slots on 3 GPUs in one node.
+    topo = resolve(4, 3, slots=6, policy="global")
+    old = Placement(torch.tensor([[0, 1, 2, 3, 0, 2]]), topo).validate()
+    # The same GPUs' contents, GPUs 0 and 1 swapped and slots flipped: every slot changes...
+    new = Placement(torch.tensor([[3, 2, 1, 0, 2, 0]]), topo).validate()
+    assert migration(old, new) == {"moves": 6, "moves_intra_node": 6, "moves_inter_node": 0}
+    # ...but relabelling GPUs and keeping slots moves nothing.
+    assert migration(old, relabel(old, new))["moves"] == 0
+    assert torch.equal(relabel(old, new).phy2log, old.phy2log)
+    # GPU 2 now holds {1, 3} instead of {0, 2}: two replicas move, and only those two.
+    new2 = Placement(torch.tensor([[2, 3, 0, 1, 1, 3]]), topo).validate()
+    r = relabel(old, new2)
+    assert r.phy2log.tolist() == [[0, 1, 2, 3, 1, 3]]
+    assert migration(old, r)["moves"] == 2
+
+
+def test_intra_and_inter_node_by_hand():
+    # 2 nodes x 2 GPUs x 1 slot, 4 experts; expert 3 is copied within node 1, expert 0 crosses nodes.
+    topo = resolve(4, 4, 2, slots=4, policy="global")
+    old = Placement(torch.tensor([[0, 1, 2, 3]]), topo).validate()
+    new = Placement(torch.tensor([[1, 1, 0, 3]]), topo)
+    m = migration(old, new)
+    assert m == {"moves": 2, "moves_intra_node": 1, "moves_inter_node": 1}
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), gpus=st.sampled_from([2, 4, 8]), per=st.integers(1, 4),
+       hier=st.booleans())
+def test_relabelling_never_changes_imbalance(seed, gpus, per, hier):
+    gen = torch.Generator().manual_seed(seed)
+    nodes = 2 if gpus >= 4 else 1
+    experts = max(gpus * per - gpus // 2, 1)
+    groups = nodes if hier and experts % nodes == 0 else 1
+    policy = "hierarchical" if groups > 1 else "global"
+    topo = resolve(experts, gpus, nodes, slots=gpus * per, groups=groups, policy=policy)
+    old, new = random_placement(topo, 3, gen), random_placement(topo, 3, gen)
+    load = torch.rand(3, experts, generator=gen, dtype=torch.float64) * 100
+    r = relabel(old, new)
+    a, b = score(new, load).summary(), score(r, load).summary()
+    assert abs(a["gpu_imbalance"] - b["gpu_imbalance"]) < 1e-12
+    assert abs(a["balancedness"] - b["balancedness"]) < 1e-12
+    if topo.hierarchical:
+        assert abs(a["node_imbalance"] - b["node_imbalance"]) < 1e-12
+    assert gpu_multisets(r) == gpu_multisets(new)
+    assert migration(old, r)["moves"] <= migration(old, new)["moves"]
+    # A renamed copy of the old placement relabels back to it exactly.
+    back = relabel(old, shuffle_gpus(old, gen, within_nodes=topo.hierarchical))
+    assert torch.equal(back.phy2log, old.phy2log)
+
+
+def test_relabel_keeps_excluded_gpus_in_place():
+    gen = torch.Generator().manual_seed(3)
+    full = resolve(12, 4, slots=16, policy="global")
+    old = random_placement(full, 2, gen)
+    topo = resolve(12, 4, slots=16, policy="global", exclude_gpus=[1])
+    rows = random_placement(resolve(12, 3, slots=12, policy="global"), 2, gen).phy2log
+    new_rows = torch.full((2, 16), -1, dtype=torch.int64)
+    new_rows[:, [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]] = rows
+    new = Placement(new_rows, topo).validate()
+    r = relabel(old, new)
+    r.validate()
+    assert bool((r.phy2log[:, 4:8] == -1).all())
+
+
+# ---------------------------------------------------------------- swap-back and the move budget
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), hier=st.booleans())
+def test_swap_back_keeps_balance_and_counts(seed, hier):
+    gen = torch.Generator().manual_seed(seed)
+    topo = resolve(16, 8, 2, slots=24, groups=2 if hier else 1, policy="hierarchical" if hier else "global")
+    old, new = random_placement(topo, 4, gen), random_placement(topo, 4, gen)
+    load = torch.rand(4, 16, generator=gen, dtype=torch.float64) * 100
+    r = relabel(old, new)
+    s = swap_back(old, r, load).validate()
+    assert torch.equal(replica_counts(s.phy2log, 16), replica_counts(new.phy2log, 16))
+    before, after = gpu_loads(new, load), gpu_loads(s, load)
+    assert bool((after.max(dim=1).values <= before.max(dim=1).values * (1 + 1e-9)).all())
+    if hier:
+        assert torch.allclose(node_loads(after, topo), node_loads(gpu_loads(r, load), topo))
+    assert migration(old, s)["moves"] <= migration(old, r)["moves"]
+
+
+def test_swap_back_finds_the_free_swap():
+    # Old: GPU0 {0, 1}, GPU1 {2, 3}. New: GPU0 {0, 2}, GPU1 {1, 3}; experts 1 and 2 weigh the same, so
+    # swapping them back costs no balance and keeps all four replicas in place.
+    topo = resolve(4, 2, slots=4, policy="global")
+    old = Placement(torch.tensor([[0, 1, 2, 3]]), topo).validate()
+    new = Placement(torch.tensor([[0, 2, 1, 3]]), topo).validate()
+    load = torch.tensor([[5.0, 2.0, 2.0, 5.0]], dtype=torch.float64)
+    assert migration(old, relabel(old, new))["moves"] == 2
+    assert migration(old, swap_back(old, relabel(old, new), load))["moves"] == 0
+    # When the swap would raise the busiest GPU (6 -> 9) it is refused.
+    heavy = torch.tensor([[5.0, 4.0, 1.0, 1.0]], dtype=torch.float64)
+    assert migration(old, swap_back(old, relabel(old, new), heavy))["moves"] == 2
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.integers(0, 6))
+def test_budget_caps_moves_per_layer(seed, budget):
+    gen = torch.Generator().manual_seed(seed)
+    topo = resolve(16, 4, slots=20, policy="global")
+    old, new = random_placement(topo, 3, gen), random_placement(topo, 3, gen)
+    load = torch.rand(3, 16, generator=gen, dtype=torch.float64) * 100
+    goal = relabel(old, new)
+    out = budgeted(old, goal, load, budget).validate()
+    assert bool(((out.phy2log != old.phy2log).sum(dim=1) <= budget).all())
+    # Every move taken is a slot of the goal, and each one lowered the busiest GPU (or the spread).
+    changed = out.phy2log != old.phy2log
+    assert torch.equal(out.phy2log[changed], goal.phy2log[changed])
+    assert bool((gpu_loads(out, load).max(dim=1).values <= gpu_loads(old, load).max(dim=1).values + 1e-9).all())
+
+
+def test_budget_zero_keeps_old_and_large_budget_takes_the_plan():
+    gen = torch.Generator().manual_seed(5)
+    topo = resolve(16, 4, slots=20, policy="global")
+    old, new = random_placement(topo, 3, gen), random_placement(topo, 3, gen)
+    load = torch.rand(3, 16, generator=gen, dtype=torch.float64)
+    goal = swap_back(old, relabel(old, new), load)
+    assert torch.equal(budgeted(old, goal, load, 0).phy2log, old.phy2log)
+    assert torch.equal(budgeted(old, goal, load, 20).phy2log, goal.phy2log)
+    assert torch.equal(follow(old, new, load, 20).phy2log, goal.phy2log)
+
+
+def test_newly_failed_gpu_forces_its_moves():
+    # The old placement used GPU 1; the new topology excludes it. Its experts must move even with budget 0.
+    gen = torch.Generator().manual_seed(8)
+    full = resolve(12, 4, slots=16, policy="global")
+    old = random_placement(full, 2, gen)
+    topo = resolve(12, 4, slots=16, policy="global", exclude_gpus=[1])
+    rows = random_placement(resolve(12, 3, slots=12, policy="global"), 2, gen).phy2log
+    new_rows = torch.full((2, 16), -1, dtype=torch.int64)
+    new_rows[:, [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]] = rows
+    new = Placement(new_rows, topo).validate()
+    load = torch.rand(2, 12, generator=gen, dtype=torch.float64)
+    for budget in (0, 3, None):
+        out = follow(old, new, load, budget).validate()
+        assert bool((out.phy2log[:, 4:8] == -1).all())
+        assert bool((replica_counts(out.phy2log, 12) >= 1).all())

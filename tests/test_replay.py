@@ -1,0 +1,130 @@
+"""Replaying a trace: the schedule, batched served scoring, forecasts against the oracle, moves."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from eplb_cli.errors import EplbError
+from eplb_cli.forecast import parse_forecast
+from eplb_cli.metrics import ServedTally, gpu_loads, live_gpus, score, window_gpu_loads
+from eplb_cli.replay import parse_bytes, rebalance_windows, replay
+from eplb_cli.strategies import get_strategy, plan
+from eplb_cli.topology import resolve
+from eplb_cli.trace import Trace
+from eplb_cli.traces import read_trace
+
+SMALL = Path(__file__).resolve().parents[1] / "traces" / "small.safetensors"
+SUMMARY_KEYS = {"served_gpu_imbalance", "served_balancedness", "moves", "moves_intra_node", "moves_inter_node",
+                "in_sample_gpu_imbalance", "rebalances", "served_windows", "forecast", "every", "history"}
+REBALANCE_KEYS = {"window", "served_until", "history_from", "in_sample_gpu_imbalance", "served_gpu_imbalance",
+                  "served_balancedness", "moves", "moves_intra_node", "moves_inter_node", "bytes_moved"}
+
+
+def drifting_trace(windows=8, layers=2, experts=8):
+    """A hot expert that moves to the next expert id every window: last window's plan is always wrong."""
+    load = torch.ones(windows, layers, experts, dtype=torch.float64)
+    for w in range(windows):
+        load[w, :, w % experts] = 40.0
+    return Trace(load, "<drift>")
+
+
+def test_schedule():
+    assert rebalance_windows(6, 1) == [(1, 2), (2, 3), (3, 4), (4, 5), (5, 6)]
+    assert rebalance_windows(7, 3) == [(3, 6), (6, 7)]
+    assert rebalance_windows(7, 2, start=1) == [(1, 3), (3, 5), (5, 7)]
+    for args, needle in (((6, 0), "--every 0"), ((6, 6), "none is left"), ((6, 2, 0), "--start 0")):
+        with pytest.raises(EplbError, match=needle):
+            rebalance_windows(*args)
+
+
+def test_windows_scored_at_once_match_one_by_one():
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4, 2, groups=4)
+    p = plan(tr.load[0], topo, get_strategy("deepseek"))
+    batched = window_gpu_loads(p, tr.load)
+    for w in range(tr.windows):
+        assert torch.allclose(batched[w], gpu_loads(p, tr.load[w]))
+
+
+def test_tally_agrees_with_score_on_one_window():
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4, 2, groups=4)
+    p = plan(tr.load[0], topo, get_strategy("deepseek"))
+    s = score(p, tr.load[1]).summary()
+    t = ServedTally().add(window_gpu_loads(p, tr.load[1:2]), live_gpus(topo))
+    assert abs(t.imbalance - s["gpu_imbalance"]) < 1e-12
+    assert abs(t.balancedness - s["balancedness"]) < 1e-12
+    assert abs(t.worst - s["gpu_imbalance_worst"]) < 1e-12
+
+
+def test_replay_dict_has_the_keys():
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4, 2, groups=4)
+    res = replay(tr, topo, every=2, forecast=parse_forecast("mean"), strategy="deepseek", expert_bytes=1000)
+    doc = res.to_dict()
+    assert set(doc) == {"rebalances", "summary"}
+    assert SUMMARY_KEYS <= doc["summary"].keys()
+    assert len(doc["rebalances"]) == 2 and REBALANCE_KEYS <= doc["rebalances"][0].keys()
+    first, second = doc["rebalances"]
+    assert first["moves"] is None and second["moves"] is not None
+    assert second["bytes_moved"] == second["moves"] * 1000
+    assert doc["summary"]["moves"] == second["moves"]
+    assert (first["window"], first["served_until"], second["window"], second["served_until"]) == (2, 4, 4, 6)
+
+
+def test_oracle_never_worse_than_last_on_a_drifting_trace():
+    tr = drifting_trace()
+    topo = resolve(tr.experts, 4, slots=12, policy="global")
+    got = {}
+    for spec in ("last", "mean", "oracle"):
+        got[spec] = replay(tr, topo, every=1, forecast=parse_forecast(spec), strategy="deepseek").summary
+    assert got["oracle"]["served_balancedness"] >= got["last"]["served_balancedness"]
+    assert got["oracle"]["served_balancedness"] >= got["mean"]["served_balancedness"]
+    assert got["oracle"]["served_gpu_imbalance"] <= got["last"]["served_gpu_imbalance"]
+    # On its own windows the oracle is in-sample.
+    assert abs(got["oracle"]["in_sample_gpu_imbalance"] - got["oracle"]["served_gpu_imbalance"]) < 1e-12
+
+
+def test_migration_aware_moves_less_at_no_in_sample_cost():
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4, 2, groups=4)
+    fc = parse_forecast("last")
+    aware = replay(tr, topo, every=1, forecast=fc, strategy="deepseek")
+    blind = replay(tr, topo, every=1, forecast=fc, strategy="deepseek", migration_aware=False)
+    assert aware.summary["moves"] <= blind.summary["moves"]
+    for a, b in zip(aware.rebalances, blind.rebalances):
+        assert a.in_sample_gpu_imbalance <= b.in_sample_gpu_imbalance + 1e-12
+    capped = replay(tr, topo, every=1, forecast=fc, strategy="deepseek", max_moves=1)
+    assert all(r.moves is None or r.moves <= tr.layers for r in capped.rebalances)
+
+
+def test_replay_with_an_excluded_gpu():
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4, slots=24, policy="global", exclude_gpus=[2])
+    res = replay(tr, topo, every=2, forecast=parse_forecast("last"), strategy="deepseek")
+    assert bool((res.placement.phy2log[:, 12:18] == -1).all())
+    res.placement.validate()
+
+
+def test_bad_arguments():
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4)
+    fc = parse_forecast("last")
+    with pytest.raises(EplbError, match="--history 0"):
+        replay(tr, topo, every=1, forecast=fc, history=0)
+    with pytest.raises(EplbError, match="--max-moves -1"):
+        replay(tr, topo, every=1, forecast=fc, max_moves=-1)
+    with pytest.raises(EplbError, match="--migration-aware"):
+        replay(tr, topo, every=1, forecast=fc, max_moves=2, migration_aware=False)
+
+
+@pytest.mark.parametrize("text, value", [("1000", 1000), ("42MiB", 42 << 20), ("1.5GB", 1_500_000_000), ("2 kib", 2048)])
+def test_parse_bytes(text, value):
+    assert parse_bytes(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "x", "-3", "4 parsecs", "inf"])
+def test_parse_bytes_rejects(text):
+    with pytest.raises(EplbError, match="--expert-bytes"):
+        parse_bytes(text)

@@ -1,0 +1,145 @@
+"""D'Hondt replica counts against a brute-force greedy, the replica expansion, and the fix-up move."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eplb_cli.strategies.replicate import dhondt, expand, fixup
+
+SETTINGS = settings(max_examples=50, deadline=None)
+
+
+def greedy(w: list[float], slots: int) -> list[int]:
+    """Next replica to argmax w / count, lowest index on ties; an all-zero row counts as uniform."""
+    if sum(w) <= 0:
+        w = [1.0] * len(w)
+    counts = [1] * len(w)
+    for _ in range(slots - len(w)):
+        q = [x / c for x, c in zip(w, counts)]
+        counts[q.index(max(q))] += 1
+    return counts
+
+
+load_value = st.one_of(
+    st.sampled_from([0.0, 1.0, 2.0, 3.0, 4.0, 6.0]),
+    st.floats(min_value=0.0, max_value=1e6, allow_nan=False, allow_infinity=False),
+)
+
+
+@st.composite
+def load_rows(draw: st.DrawFn) -> tuple[torch.Tensor, int]:
+    n = draw(st.integers(1, 12))
+    rows = draw(st.integers(1, 4))
+    slots = n + draw(st.integers(0, 30))
+    w = draw(st.lists(st.lists(load_value, min_size=n, max_size=n), min_size=rows, max_size=rows))
+    return torch.tensor(w, dtype=torch.float64), slots
+
+
+@SETTINGS
+@given(load_rows())
+def test_dhondt_equals_greedy(case: tuple[torch.Tensor, int]) -> None:
+    w, slots = case
+    got = dhondt(w, slots)
+    assert got.dtype == torch.int64
+    assert got.tolist() == [greedy(row, slots) for row in w.tolist()]
+
+
+@SETTINGS
+@given(
+    st.integers(1, 300),
+    st.integers(0, 400),
+    st.integers(1, 8),
+    st.floats(0.1, 3.0),
+    st.floats(0.0, 0.5),
+    st.integers(0, 2**16),
+)
+def test_dhondt_valid_and_optimal_at_scale(
+    n: int, extra: int, rows: int, sigma: float, zeros: float, seed: int
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.exp(sigma * torch.randn(rows, n, generator=gen, dtype=torch.float64))
+    w = torch.where(torch.rand(rows, n, generator=gen, dtype=torch.float64) < zeros, 0.0, w)
+    counts = dhondt(w, n + extra)
+    assert (counts >= 1).all()
+    assert (counts.sum(1) == n + extra).all()
+    # Optimality certificate: no expert's next replica would have been a better pick than
+    # the worst one taken (max over e of w/c must not exceed min over taken quotients).
+    live = w.sum(1) > 0
+    taken = torch.where(counts > 1, w / (counts - 1).clamp(min=1), torch.inf)
+    assert ((w / counts).amax(1)[live] <= taken.amin(1)[live] * (1 + 1e-12)).all()
+
+
+def test_dhondt_zero_rows_spread_round_robin() -> None:
+    counts = dhondt(torch.zeros(2, 4, dtype=torch.float64), 10)
+    assert counts.tolist() == [[3, 3, 2, 2], [3, 3, 2, 2]]
+
+
+def test_dhondt_no_redundant_slots_and_one_expert() -> None:
+    w = torch.tensor([[5.0, 0.0, 1.0]], dtype=torch.float64)
+    assert dhondt(w, 3).tolist() == [[1, 1, 1]]
+    assert dhondt(torch.tensor([[2.0]], dtype=torch.float64), 7).tolist() == [[7]]
+
+
+def test_dhondt_deepseek_readme_layer() -> None:
+    """A hot expert takes several replicas; the count is the greedy one."""
+    w = torch.tensor([[90.0, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86, 28, 42, 35, 11]], dtype=torch.float64)
+    assert dhondt(w, 24).tolist() == [greedy(w[0].tolist(), 24)]
+
+
+@SETTINGS
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=10), st.integers(1, 3))
+def test_expand_lists_each_column_count_times(counts: list[int], rows: int) -> None:
+    c = torch.tensor([counts] * rows)
+    got = expand(c, sum(counts))
+    want = [e for e, k in enumerate(counts) for _ in range(k)]
+    assert got.tolist() == [want] * rows
+
+
+def _bin_loads(
+    w: torch.Tensor, counts: torch.Tensor, expert: torch.Tensor, bin_of: torch.Tensor, bins: int
+) -> torch.Tensor:
+    per = (w / counts).gather(1, expert)
+    return torch.zeros(w.shape[0], bins, dtype=torch.float64).scatter_add_(1, bin_of, per)
+
+
+@SETTINGS
+@given(
+    st.integers(2, 6), st.integers(1, 5), st.integers(1, 4), st.floats(0.2, 3.0), st.integers(0, 2**16), st.booleans()
+)
+def test_fixup_never_worse_and_keeps_counts_valid(
+    bins: int, cap: int, rows: int, sigma: float, seed: int, spread: bool
+) -> None:
+    slots = bins * cap
+    gen = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, slots + 1, (1,), generator=gen))
+    w = torch.exp(sigma * torch.randn(rows, n, generator=gen, dtype=torch.float64))
+    counts = dhondt(w, slots)
+    expert = expand(counts, slots)
+    bin_of = torch.randperm(slots, generator=gen).expand(rows, slots) // cap
+    before = _bin_loads(w, counts, expert, bin_of, bins).amax(1)
+    dups = [len(r) - len(set(r)) for r in (expert * bins + bin_of).tolist()]
+    new_counts, new_expert, moved = fixup(w, counts, expert, bin_of, bins, spread=spread)
+    after = _bin_loads(w, new_counts, new_expert, bin_of, bins).amax(1)
+    assert (after <= before * (1 + 1e-12)).all()
+    assert (after[moved] < before[moved]).all()
+    assert (new_counts >= 1).all() and (new_counts.sum(1) == slots).all()
+    recount = torch.zeros_like(new_counts).scatter_add_(1, new_expert, torch.ones_like(new_expert))
+    assert torch.equal(recount, new_counts)
+    if spread:
+        after_dups = [len(r) - len(set(r)) for r in (new_expert * bins + bin_of).tolist()]
+        assert all(a <= b for a, b in zip(after_dups, dups))
+
+
+def test_fixup_thins_a_dominant_expert() -> None:
+    """One expert carries most of the load: giving it a cold expert's replica lowers the busiest GPU."""
+    w = torch.tensor([[100.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    counts = torch.tensor([[2, 2, 1, 1]])
+    expert = expand(counts, 6)
+    bin_of = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    before = _bin_loads(w, counts, expert, bin_of, 3).amax(1)
+    counts2, expert2, moved = fixup(w, counts, expert, bin_of, 3)
+    assert moved.tolist() == [True]
+    assert counts2.tolist() == [[3, 1, 1, 1]]
+    assert _bin_loads(w, counts2, expert2, bin_of, 3).amax(1) < before
