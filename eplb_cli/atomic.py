@@ -108,6 +108,8 @@ def atomic_path(path: str | Path, force: bool = False) -> Iterator[Path]:
 
     On any exception the temporary file is removed and ``path`` is untouched.
     """
+    if str(path) == "-":
+        raise EplbError("-: this output cannot go to standard output; give a file name")
     p = check_writable(path, force)
     existed = p.exists()
     _remove_stale(p)

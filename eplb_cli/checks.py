@@ -113,16 +113,16 @@ def _reclaimable(folder: Path) -> int:
     return 0
 
 
-def check_memory(source: str, needed: int) -> None:
-    """Fail before loading when ``source`` needs more memory than is available."""
+READ_ADVICE = ("use --windows A:B to read fewer windows or --window N to sum N steps into one "
+               "(safetensors traces are read a slice at a time), or run on a machine with more memory")
+
+
+def check_memory(source: str, needed: int, doing: str = "to load", advice: str = READ_ADVICE) -> None:
+    """Fail before the work when ``source`` needs more memory than is available (``doing``: what for)."""
     avail = available_memory()
     if avail is None or needed <= avail:
         return
-    raise EplbError(
-        f"{source}: needs about {_size(needed)} to load but only {_size(avail)} is available; "
-        "use --windows A:B to read fewer windows or --window N to sum N steps into one "
-        "(safetensors traces are read a slice at a time), or run on a machine with more memory"
-    )
+    raise EplbError(f"{source}: needs about {_size(needed)} {doing} but only {_size(avail)} is available; {advice}")
 
 
 def _size(n: int) -> str:

@@ -170,6 +170,7 @@ def generate(
 ) -> None:
     """Write a synthetic trace: skewed expert popularity with slow drift, deterministic per seed."""
     from .atomic import check_writable
+    from .checks import check_memory
     from .synthetic import generate as make
     from .traces import write_trace
 
@@ -179,6 +180,9 @@ def generate(
     if skew < 0 or drift < 0:
         raise EplbError("--skew and --drift must be >= 0")
     check_writable(output, force)
+    binary = (fmt or Path(output).suffix.lstrip(".")).lower() == "safetensors"
+    check_memory(output, layers * experts * windows * (24 if binary else 96), "to generate",
+                 "use fewer --windows, --layers or --experts")
     tr = make(layers, experts, windows, seed, skew=skew, drift=drift, groups=groups)
     write_trace(tr, output, fmt, force=force)
     _out(f"wrote {output}: {windows} windows x {layers} layers x {experts} experts (seed {seed})", to_stderr=output == "-")
@@ -503,6 +507,7 @@ def replay(
     exclude_gpus: ExcludeGpus = None,
     seed: Seed = 0,
     device: Device = "cpu",
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads for the replay: its many small tensor operations run fastest on one.")] = 1,
     input_format: InputFormat = None,
     window: Window = None,
     windows: Windows = None,
@@ -541,7 +546,7 @@ def replay(
         check_previous(old, tr, topo, previous, trace)
     result = run_replay(tr, topo, every=every, forecast=fc, strategy=strategy, history=history, start=start,
                         migration_aware=migration_aware, max_moves=max_moves, expert_bytes=size, previous=old,
-                        seed=seed, device=device)
+                        seed=seed, device=device, threads=threads)
     s = result.summary
     gates = _gates(s["served_gpu_imbalance"], s["served_balancedness"], max_imbalance, min_balancedness)
     if plot:

@@ -43,6 +43,10 @@ def live_gpus(topo: Topology) -> torch.Tensor:
     return live
 
 
+_QUOTIENT_CELLS = 1 << 22
+"""Most quotients :func:`optimal_replica_max` holds at once (32 MiB of float64)."""
+
+
 def optimal_replica_max(load: torch.Tensor, slots: int) -> torch.Tensor:
     """Smallest achievable max per-replica load T* when ``slots`` replicas are shared out, [B].
 
@@ -55,6 +59,9 @@ def optimal_replica_max(load: torch.Tensor, slots: int) -> torch.Tensor:
     extra = slots - experts
     if extra <= 0:
         return load.max(dim=1).values
+    step = max(1, _QUOTIENT_CELLS // (experts * extra))
+    if rows > step:  # rows are independent: bound the [rows, experts * extra] temporaries
+        return torch.cat([optimal_replica_max(part, slots) for part in load.split(step)])
     k = torch.arange(1, extra + 1, dtype=load.dtype, device=load.device)
     q = (load.unsqueeze(-1) / k).reshape(rows, -1)
     cut = torch.topk(q, extra, dim=1).values[:, -1:]

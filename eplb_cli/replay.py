@@ -110,8 +110,32 @@ def replay(
     previous: Placement | None = None,
     seed: int = 0,
     device: str = "cpu",
+    threads: int | None = 1,
 ) -> ReplayResult:
-    """Walk ``trace`` window by window, rebalancing every ``every`` windows (see the module doc)."""
+    """Walk ``trace`` window by window, rebalancing every ``every`` windows (see the module doc).
+
+    ``threads`` sets torch's intra-op threads for the run (restored after):
+    a replay is many small tensor operations, where handing work to other
+    threads costs more than it saves, and on a busy machine several times
+    more. None leaves torch's setting alone.
+    """
+    if threads is not None and threads < 1:
+        raise EplbError(f"--threads {threads}: must be >= 1")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _replay(trace, topo, every=every, forecast=forecast, strategy=strategy, history=history, start=start,
+                       migration_aware=migration_aware, max_moves=max_moves, expert_bytes=expert_bytes,
+                       previous=previous, seed=seed, device=device)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, strategy: str, history: int | None,
+            start: int | None, migration_aware: bool, max_moves: int | None, expert_bytes: int | None,
+            previous: Placement | None, seed: int, device: str) -> ReplayResult:
+    """The replay loop itself (see :func:`replay`)."""
     if history is not None and history < 1:
         raise EplbError(f"--history {history}: must be >= 1 window")
     if max_moves is not None and max_moves < 0:
@@ -125,7 +149,6 @@ def replay(
     rows: list[Rebalance] = []
     total = ServedTally()
     moved = {"moves": 0, "moves_intra_node": 0, "moves_inter_node": 0}
-    counted = False
     t_start = time.perf_counter()
     for first, end in rebalance_windows(trace.windows, every, start):
         lo = 0 if history is None else max(0, first - history)
@@ -141,7 +164,6 @@ def replay(
         total.merge(served)
         moves = migration(serving, placement) if serving is not None else None
         if moves is not None:
-            counted = True
             for key in moved:
                 moved[key] += moves[key]
         rows.append(Rebalance(
@@ -173,9 +195,7 @@ def replay(
         "served_gpu_imbalance_worst": total.worst,
         "served_balancedness": total.balancedness,
         "in_sample_gpu_imbalance": float(in_samples.nanmean()),
-        "moves": moved["moves"] if counted else 0,
-        "moves_intra_node": moved["moves_intra_node"] if counted else 0,
-        "moves_inter_node": moved["moves_inter_node"] if counted else 0,
+        **moved,
         "moves_per_rebalance": moved["moves"] / max(sum(r.moves is not None for r in rows), 1),
         "bytes_moved": None if expert_bytes is None else moved["moves"] * expert_bytes,
         "runtime_s": runtime,

@@ -81,14 +81,18 @@ def read_header(fh: BinaryIO, source: str) -> tuple[dict[str, TensorInfo], dict[
         raise EplbError(f"{source}: truncated safetensors file ({len(head)} bytes); re-export it")
     (size,) = struct.unpack("<Q", head)
     if size > MAX_HEADER:
-        raise EplbError(f"{source}: not a safetensors file (header size {size} is implausible); check the file and its format")
+        raise EplbError(
+            f"{source}: not a safetensors file (header size {size} is implausible); check the file and its format"
+        )
     raw = fh.read(size)
     if len(raw) < size:
         raise EplbError(f"{source}: truncated safetensors file (header says {size} bytes); re-export it")
     try:
         header = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise EplbError(f"{source}: not a safetensors file (unreadable header); check the file and its format") from None
+        raise EplbError(
+            f"{source}: not a safetensors file (unreadable header); check the file and its format"
+        ) from None
     if not isinstance(header, dict):
         raise EplbError(f"{source}: not a safetensors file (header is not a JSON object); check the file")
     meta = header.pop("__metadata__", None)
@@ -192,7 +196,7 @@ def encode(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = N
         entries["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     text = json.dumps(entries, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+    return b"".join([struct.pack("<Q", len(text)), text, *chunks])
 
 
 def _le_bytes(tensor: torch.Tensor) -> bytes:

@@ -9,7 +9,9 @@ Formats (names accepted by ``--input-format`` / ``--format``):
 
 ``safetensors``
     A tensor ``load`` shaped ``[L, E]`` or ``[W, L, E]``; string metadata may
-    hold ``model``, ``groups`` and ``seed``.
+    hold ``model``, ``groups`` and ``seed``. Read a slice of windows at a
+    time (:mod:`eplb_cli.safetensors_format`), keeping only the windows asked
+    for, so a file far larger than memory can still be read in part.
 ``csv``
     Long form, columns ``layer,expert,load`` and optionally ``window`` (or
     ``step``). Layer and expert ids are non-negative integers; the shape is the
@@ -50,6 +52,11 @@ Formats (names accepted by ``--input-format`` / ``--format``):
 
 Readers only for the two engine folder formats; writers for the others except
 ``sglang-pt``.
+
+Before parsing, each reader weighs the memory the file needs (the declared
+tensor size for safetensors, the file size times a measured factor for JSON,
+CSV and ``.pt``) against the memory available and fails early with a one-line
+error instead of running the machine out of memory.
 """
 
 from __future__ import annotations
@@ -410,7 +417,7 @@ def _read_safetensors_stream(fh: BinaryIO, size: int, source: str, window: int |
         raise EplbError(
             f"{source}: metadata groups={meta['groups']} does not divide the {experts} experts; fix or remove it"
         )
-    every = window or 1
+    every = min(window or 1, steps)
     lo, hi = parse_window_range(windows, -(-steps // every), source) if windows else (0, -(-steps // every))
     first, last = lo * every, min(hi * every, steps)
     cells = layers * experts
@@ -450,7 +457,7 @@ def _write_safetensors(trace: Trace) -> bytes:
     traces give byte-identical files (``safetensors.torch.save`` does not).
     """
     load = trace.load
-    exact = bool(((load == load.round()) & (load < _FLOAT32_INT)).all())
+    exact = all(bool(((part == part.round()) & (part < _FLOAT32_INT)).all()) for part in load.split(16))
     meta = {k: str(v) for k, v in trace.meta.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
     return stf.encode({"load": load.to(torch.float32 if exact else torch.float64)}, meta)
 

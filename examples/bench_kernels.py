@@ -8,7 +8,8 @@ default thread count. Quality is reported as
 
 - imb: mean over layers of max GPU load / mean GPU load;
 - gap: sum over layers of max GPU load / sum of the lower bound - 1, where the
-  bound is max(total / G, best largest replica) (D'Hondt is optimal for the latter);
+  bound is max(total / G, best largest replica) (D'Hondt is optimal for the
+  latter), and under the hierarchical policy also the group -> node split / (G / N);
 - >lpt: layers whose busiest GPU is heavier than under DeepSeek's LPT rule.
 
 Run: ``python examples/bench_kernels.py [--sigma 1.0] [--repeat 20] [--chains fast,balanced]``.
@@ -44,9 +45,24 @@ def gpu_loads(load: torch.Tensor, phy2log: torch.Tensor, gpus: int) -> torch.Ten
     return (load / count.clamp(min=1)).gather(1, phy2log).view(layers, gpus, slots // gpus).sum(2)
 
 
-def lower_bound(load: torch.Tensor, slots: int, gpus: int) -> torch.Tensor:
-    """Per layer: max(total / G, max_e load_e / count_e under D'Hondt counts)."""
-    return torch.maximum(load.sum(1) / gpus, (load / dhondt(load, slots)).amax(1))
+def lower_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
+    """Per layer: max(total / G, max_e load_e / count_e under D'Hondt counts).
+
+    Under the hierarchical policy also (a bound on the best group -> node split) / (G / N):
+    with two groups per node the best split pairs the largest group with the smallest
+    (exact); otherwise the largest group plus the smallest others that must share its node.
+    """
+    bound = torch.maximum(load.sum(1) / topo.gpus, (load / dhondt(load, topo.slots)).amax(1))
+    if not topo.hierarchical or topo.nodes == 1:
+        return bound
+    per_node = topo.groups // topo.nodes
+    groups = load.view(load.shape[0], topo.groups, -1).sum(2).sort(dim=1).values
+    if per_node == 2:
+        node = (groups + groups.flip(1)).amax(1)
+    else:
+        node = groups[:, -1] + groups[:, : per_node - 1].sum(1)
+    node = torch.maximum(node, load.sum(1) / topo.nodes)
+    return torch.maximum(bound, node / topo.gpus_per_node)
 
 
 def timed(fn, repeat: int) -> tuple[float, float, torch.Tensor]:
@@ -62,14 +78,15 @@ def timed(fn, repeat: int) -> tuple[float, float, torch.Tensor]:
 
 
 def report(label: str, load: torch.Tensor, topo: Topology, chains: list[str], repeat: int) -> None:
-    layers = load.shape[0]
     live = load.sum(1) > 0
     load = load[live]
-    bound = lower_bound(load, topo.slots, topo.gpus)
+    layers = load.shape[0]
+    bound = lower_bound(load, topo)
     mean = load.sum(1) / topo.gpus
     lpt = gpu_loads(load, compose(load, topo, "lpt"), topo.gpus).amax(1)
-    print(f"\n{label}: {layers} layers, policy {topo.policy}, lower-bound imb {float((bound / mean).mean()):.5f}")
-    print(f"  {'chain':34s} {'median ms':>10s} {'min ms':>8s} {'imb':>8s} {'gap %':>8s} {'worst':>8s} {'>lpt':>5s}")
+    floor = float((bound / mean).mean())
+    print(f"\n{label}: {layers} loaded layers, policy {topo.policy}, lower-bound imb {floor:.5f}")
+    print(f"  {'chain':40s} {'median ms':>10s} {'min ms':>8s} {'imb':>8s} {'gap %':>8s} {'worst':>8s} {'>lpt':>5s}")
     for chain in chains:
         text = PRESETS[chain][0] if chain in PRESETS else chain
         med, low, phy = timed(lambda: compose(load, topo, chain), repeat)
@@ -78,9 +95,8 @@ def report(label: str, load: torch.Tensor, topo: Topology, chains: list[str], re
         gap = float(peak.sum() / bound.sum() - 1) * 100
         worse = int((peak > lpt * (1 + 1e-12)).sum())
         name = f"{chain} ({text})" if chain in PRESETS else chain
-        print(
-            f"  {name:34s} {med:10.2f} {low:8.2f} {float(imb.mean()):8.5f} {gap:8.3f} {float(imb.max()):8.4f} {worse:5d}"
-        )
+        mean_imb, worst = float(imb.mean()), float(imb.max())
+        print(f"  {name:40s} {med:10.2f} {low:8.2f} {mean_imb:8.5f} {gap:8.3f} {worst:8.4f} {worse:5d}")
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ Writes a synthetic trace of 1000 windows x 94 layers x 512 experts (float32
 safetensors, about 190 MB) into a temporary folder, then runs ``plan`` (and
 ``compare`` and ``replay`` when this checkout has them) each in its own
 subprocess, and prints one row per command: peak resident memory (the child's
-``ru_maxrss`` from ``os.wait4``), the trace file size, their ratio and the wall
-time. A baseline row shows what importing the CLI alone costs.
+``ru_maxrss`` from ``os.wait4``), the trace file size, their ratio, the ratio
+of what the command needs beyond importing the CLI (the "import only" row),
+and the wall time.
 
 Run ``python examples/bench_memory.py`` from a checkout (``--help`` for the
 shape and cluster options); it needs about 1.5 GB of free memory and disk.
@@ -86,10 +87,13 @@ def main() -> None:
 
     print(f"trace: {args.windows} windows x {args.layers} layers x {args.experts} experts, float32 safetensors, "
           f"{size:.0f} MiB; cluster {args.gpus} GPUs; {os.cpu_count()} CPUs\n")
-    print(f"| {'command':<22} | peak RSS MiB | trace MiB | ratio | wall s | exit |")
-    print(f"|{'-' * 24}|-------------:|----------:|------:|-------:|-----:|")
+    base = next(rss for name, _, rss, _, _ in rows if name == "import only")
+    print(f"| {'command':<22} | peak RSS MiB | trace MiB | ratio | above import | wall s | exit |")
+    print(f"|{'-' * 24}|-------------:|----------:|------:|-------------:|-------:|-----:|")
     for name, code, rss, wall, _ in rows:
-        print(f"| {name:<22} | {rss:12.0f} | {size:9.0f} | {rss / size:5.2f} | {wall:6.1f} | {code:4d} |")
+        above = (rss - base) / size
+        print(f"| {name:<22} | {rss:12.0f} | {size:9.0f} | {rss / size:5.2f} | {above:12.2f} | {wall:6.1f} "
+              f"| {code:4d} |")
     for name, code, _, _, tail in rows:
         if code:
             print(f"{name}: exit {code}: {tail}")

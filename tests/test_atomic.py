@@ -225,7 +225,11 @@ def test_sigkill_mid_write_keeps_the_old_file(kind: str, tmp_path: Path) -> None
     assert load_placement(str(out)).topology.gpus == 4
 
 
-def test_standard_output_is_not_a_file(tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_standard_output_is_not_a_file(tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     write_bytes_atomic("-", b"to stdout")
     assert capfdbinary.readouterr().out == b"to stdout"
+    with pytest.raises(EplbError, match="standard output"):
+        write_with("-", lambda tmp: tmp.write_bytes(b"x"))
     assert listing(tmp_path) == []

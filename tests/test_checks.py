@@ -15,14 +15,32 @@ from eplb_cli.cli import app, main
 from eplb_cli.errors import EplbError
 
 ROOT = Path(__file__).resolve().parents[1]
-WARN = ROOT / "tests" / "corpus" / "warn" / "zero-layer.json"
+WARN = ROOT / "tests" / "corpus" / "warn" / "zero-layer-3-windows.json"
 SMALL = ROOT / "traces" / "small.safetensors"
 
 WARNING_COMMANDS: dict[str, list[str]] = {
-    "plan": ["--gpus", "2", "--strategy", "deepseek"],
-    "compare": ["--gpus", "2", "--strategies", "deepseek", "--repeat", "1"],
+    "plan": ["{trace}", "--gpus", "2", "--strategy", "deepseek"],
+    "compare": ["{trace}", "--gpus", "2", "--strategies", "deepseek", "--repeat", "1"],
+    "evaluate": ["{placement}", "{trace}"],
+    "replay": ["{trace}", "--gpus", "2", "--strategy", "deepseek"],
 }
-"""Commands that warn about their input, with flags that make them run on a 4-expert trace."""
+"""Commands that warn about their input, with arguments that make them run on a 2-layer, 4-expert trace."""
+
+
+@pytest.fixture(scope="module")
+def placement(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SGLang placement for WARN's 2 layers x 4 experts on 2 GPUs (6 slots)."""
+    path = tmp_path_factory.mktemp("warn") / "p.json"
+    path.write_text(json.dumps({"physical_to_logical_map": [[0, 1, 2, 3, 0, 1]] * 2}))
+    return path
+
+
+def argv(command: str, trace: Path, placement: Path, *extra: str) -> list[str]:
+    values = {"{trace}": str(trace), "{placement}": str(placement)}
+    args = [values.get(a, a) for a in WARNING_COMMANDS[command]]
+    if command == "evaluate":
+        args.append("--gpus=2")
+    return [command, *args, *extra]
 
 
 def commands() -> set[str]:
@@ -59,32 +77,36 @@ def test_all_zero_load_is_an_error_naming_the_source() -> None:
 
 
 @pytest.mark.parametrize("command", list(WARNING_COMMANDS))
-def test_warnings_quiet_and_strict(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_warnings_quiet_and_strict(command: str, placement: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Default: the result plus one warning line naming the file; --quiet: no warning; --strict: exit 2."""
     if command not in commands():
         pytest.skip(f"eplb {command} is not in this checkout yet")
-    flags = WARNING_COMMANDS[command]
-    code, out, err = run(capsys, command, str(WARN), *flags)
+    warning = f"{WARN}: 1 layer(s) with no load (dense layers?) placed trivially and left out of the figures: 0"
+    code, out, err = run(capsys, *argv(command, WARN, placement))
     assert code == 0, err
     assert out
-    assert [line for line in err.splitlines() if line] == [
-        f"eplb: warning: {WARN}: 1 layer(s) with no load (dense layers?) placed trivially and left out of the figures: 0"
-    ]
-    code, out, err = run(capsys, command, str(WARN), *flags, "--quiet")
+    assert [line for line in err.splitlines() if line] == [f"eplb: warning: {warning}"]
+    code, out, err = run(capsys, *argv(command, WARN, placement, "--quiet"))
     assert code == 0 and err == ""
-    code, out, err = run(capsys, command, str(WARN), *flags, "--strict")
+    code, out, err = run(capsys, *argv(command, WARN, placement, "--strict"))
     assert code == 2 and out == ""
-    assert err.strip() == (f"eplb: error: {WARN}: 1 layer(s) with no load (dense layers?) placed trivially and "
-                           "left out of the figures: 0 (--strict)")
-    code, out, err = run(capsys, command, str(SMALL), *flags, "--strict")
+    assert err.strip() == f"eplb: error: {warning} (--strict)"
+
+
+@pytest.mark.parametrize("command", ["plan", "compare", "replay"])
+def test_strict_passes_a_clean_trace(command: str, placement: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if command not in commands():
+        pytest.skip(f"eplb {command} is not in this checkout yet")
+    code, _, err = run(capsys, *argv(command, SMALL, placement, "--strict"))
     assert code == 0 and err == ""
 
 
 @pytest.mark.parametrize("command", list(WARNING_COMMANDS))
-def test_json_output_stays_one_document_with_warnings(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_output_stays_one_document_with_warnings(command: str, placement: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     if command not in commands():
         pytest.skip(f"eplb {command} is not in this checkout yet")
-    code, out, err = run(capsys, command, str(WARN), *WARNING_COMMANDS[command], "--json")
+    code, out, err = run(capsys, *argv(command, WARN, placement, "--json"))
     assert code == 0
     json.loads(out)
     assert "warning" in err

@@ -10,6 +10,7 @@ traceback, no output file or temporary left, and the input file unchanged.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -115,6 +116,7 @@ EXPECTED: dict[str, str] = {
     "warn/gap-in-expert-ids.csv": "received no tokens",
     "warn/gap-in-layer-ids.csv": "no load",
     "warn/zero-layer.json": "no load",
+    "warn/zero-layer-3-windows.json": "no load",
     "placements/pl-id-out-of-range.safetensors": "out of range",
     "placements/pl-expert-without-replica.safetensors": "no replica",
     "placements/pl-empty-slot-on-live-gpu.safetensors": "empty slot",
@@ -310,6 +312,24 @@ def test_malicious_pickle_is_refused_and_never_run(
     assert not (tmp_path / MARKER).exists()
 
 
+def test_every_unpickling_in_the_package_is_weights_only() -> None:
+    """No torch.load without weights_only=True and no pickle loading anywhere in eplb_cli."""
+    calls = 0
+    for path in (ROOT / "eplb_cli").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ""
+            where = f"{path.name}:{node.lineno}"
+            assert not (owner in ("pickle", "dill", "marshal") and node.func.attr.startswith("load")), where
+            if owner == "torch" and node.func.attr == "load":
+                calls += 1
+                flags = {k.arg: k.value for k in node.keywords}
+                value = flags.get("weights_only")
+                assert isinstance(value, ast.Constant) and value.value is True, where
+    assert calls >= 1
+
+
 class Payload:
     """Pickles to a call of ``os.system`` (``__reduce__``): loading it without weights_only runs a command."""
 
@@ -358,14 +378,6 @@ def test_malicious_pickle_in_a_subprocess(tmp_path: Path) -> None:
     assert_clean_error(proc.returncode, proc.stderr, src, "weights_only")
     assert proc.stdout == ""
     assert not marker.exists() and not (tmp_path / "p.json").exists()
-
-
-def test_header_lie_in_a_subprocess(tmp_path: Path) -> None:
-    """A header declaring terabytes, through ``python -m eplb_cli``: refused before any allocation."""
-    name = "traces/st-header-lies-huge.safetensors"
-    proc = cli_subprocess(["plan", str(CORPUS / name), "--gpus", "2", "-o", "p.json"], tmp_path)
-    assert_clean_error(proc.returncode, proc.stderr, CORPUS / name, EXPECTED[name])
-    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("src", corpus("warn"), ids=ids(corpus("warn")))
@@ -434,7 +446,21 @@ def test_impossible_flags_are_one_line_errors(flags: tuple[str, ...], needle: st
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flags", [("--window", str(10**20)), ("--windows", f"0:{10**20}"),
+                                   ("--windows", f"-{10**20}:"), ("--seed", str(10**20)), ("--window", "1")])
+def test_extreme_but_valid_flags(flags: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, ["plan", str(SMALL), "--gpus", "4", "--strategy", "deepseek", "--quiet", *flags])
+    assert code == 0, err
+
+
 # ----------------------------------------------------------------------------- memory
+
+
+def test_generating_more_than_memory_fails_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.safetensors"
+    code, _, err = run_cli(capsys, ["generate", str(out), "--windows", str(10**9), "--layers", "94"])
+    line = assert_clean_error(code, err, out, "to generate but only")
+    assert "--windows" in line and not out.exists()
 
 
 def test_header_declaring_more_than_memory_fails_before_reading(capsys: pytest.CaptureFixture[str]) -> None:
@@ -552,7 +578,7 @@ def good_files() -> dict[str, bytes]:
 
 
 GOOD = good_files()
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @st.composite
@@ -598,6 +624,44 @@ def test_mutated_files_never_crash(case: tuple[str, bytes], capsys: pytest.Captu
     name, data = case
     with tempfile.TemporaryDirectory() as tmp:
         plan_contract(capsys, Path(tmp) / name, data)
+
+
+@st.composite
+def mutated_placements(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A valid placement of traces/small.safetensors, as eplb safetensors or SGLang JSON, then mutated."""
+    phy2log = torch.cat([torch.arange(16), torch.tensor([0, 1, 2, 3])]).repeat(4, 1)
+    good = {
+        "p.json": json.dumps({"physical_to_logical_map": phy2log.tolist()}).encode(),
+        "p.safetensors": encode({"phy2log": phy2log}, {k: json.dumps(v) for k, v in {
+            "experts": 16, "slots": 20, "gpus": 4, "nodes": 1, "groups": 1, "policy": "global"}.items()}),
+    }
+    name = draw(st.sampled_from(sorted(good)))
+    data = bytearray(good[name])
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(data) - 1))
+        if draw(st.booleans()):
+            data[at] = draw(st.integers(0, 255))
+        else:
+            del data[at : at + draw(st.integers(1, 8))]
+    return name, bytes(data)
+
+
+@FUZZ
+@given(case=mutated_placements())
+def test_mutated_placements_never_crash(case: tuple[str, bytes], capsys: pytest.CaptureFixture[str]) -> None:
+    if "evaluate" not in commands():
+        pytest.skip("eplb evaluate is not in this checkout yet")
+    name, data = case
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / name
+        src.write_bytes(data)
+        code, out, err = run_cli(capsys, ["evaluate", str(src), str(SMALL), "--gpus", "4", "--json"])
+        assert code in (0, 2), err
+        if code == 0:
+            assert json.loads(out)["layers"] == 4
+        else:
+            assert_clean_error(code, err, src)
+        assert src.read_bytes() == data
 
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.int32, torch.int64, torch.uint8, torch.bool]
@@ -652,7 +716,7 @@ def test_random_csv_tables(table: bytes, capsys: pytest.CaptureFixture[str]) -> 
         plan_contract(capsys, Path(tmp) / "t.csv", table)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     gpus=st.integers(-1, 40), nodes=st.integers(-1, 5), slots=st.one_of(st.none(), st.integers(-2, 80)),
     groups=st.one_of(st.none(), st.integers(-1, 17)), policy=st.sampled_from(["auto", "global", "hierarchical", "x"]),

@@ -99,7 +99,7 @@ def test_intra_and_inter_node_by_hand():
     assert m == {"moves": 2, "moves_intra_node": 1, "moves_inter_node": 1}
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), gpus=st.sampled_from([2, 4, 8]), per=st.integers(1, 4),
        hier=st.booleans())
 def test_relabelling_never_changes_imbalance(seed, gpus, per, hier):
@@ -182,10 +182,9 @@ def test_budget_caps_moves_per_layer(seed, budget):
     goal = relabel(old, new)
     out = budgeted(old, goal, load, budget).validate()
     assert bool(((out.phy2log != old.phy2log).sum(dim=1) <= budget).all())
-    # Every move taken is a slot of the goal, and each one lowered the busiest GPU (or the spread).
-    changed = out.phy2log != old.phy2log
-    assert torch.equal(out.phy2log[changed], goal.phy2log[changed])
+    # Each change taken lowered the busiest GPU (or the spread below it), so the peak never rises.
     assert bool((gpu_loads(out, load).max(dim=1).values <= gpu_loads(old, load).max(dim=1).values + 1e-9).all())
+    assert torch.equal(replica_counts(out.phy2log, 16) >= 1, torch.ones(3, 16, dtype=torch.bool))
 
 
 def test_budget_zero_keeps_old_and_large_budget_takes_the_plan():
@@ -214,3 +213,17 @@ def test_newly_failed_gpu_forces_its_moves():
         out = follow(old, new, load, budget).validate()
         assert bool((out.phy2log[:, 4:8] == -1).all())
         assert bool((replica_counts(out.phy2log, 12) >= 1).all())
+
+
+def test_budget_lowers_the_peak_by_hand():
+    # 2 GPUs x 2 slots, 4 experts. Old: GPU0 {0, 1} = 10, GPU1 {2, 3} = 2; one swap of 1 and 2 gives 6 / 6.
+    topo = resolve(4, 2, slots=4, policy="global")
+    # The target moves all four replicas; a budget of 2 buys the one swap that matters.
+    old = Placement(torch.tensor([[0, 1, 2, 3]]), topo).validate()
+    target = Placement(torch.tensor([[3, 2, 1, 0]]), topo).validate()
+    load = torch.tensor([[5.0, 5.0, 1.0, 1.0]], dtype=torch.float64)
+    out = budgeted(old, target, load, 2)
+    assert gpu_loads(out, load).tolist() == [[6.0, 6.0]]
+    assert migration(old, out)["moves"] == 2
+    # One move is not enough for a swap, and no single move can leave an expert without a replica.
+    assert torch.equal(budgeted(old, target, load, 1).phy2log, old.phy2log)

@@ -58,7 +58,10 @@ def test_parse_chain(text: str, chain: Chain) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "kk+foo", "kk+kk", "diverse+kk", "swap", "kk+swap+swap", "restarts:0", "swap:x+kk", "kk:3", "dhondt+dhondt+kk", "+"],
+    [
+        "", "kk+foo", "kk+kk", "diverse+kk", "swap", "kk+swap+swap", "restarts:0", "swap:x+kk", "kk:3",
+        "dhondt+dhondt+kk", "+",
+    ],
 )
 def test_parse_chain_errors_name_the_stages(text: str) -> None:
     with pytest.raises(EplbError) as info:

@@ -76,6 +76,13 @@ def test_dhondt_zero_rows_spread_round_robin() -> None:
     assert counts.tolist() == [[3, 3, 2, 2], [3, 3, 2, 2]]
 
 
+def test_dhondt_survives_subnormal_loads() -> None:
+    """Quotients of the smallest doubles underflow to zero; counts must still sum to the slots."""
+    for row, slots in (([4.9407e-324], 3), ([4.9407e-324, 1e-320, 0.0], 9)):
+        w = torch.tensor([row], dtype=torch.float64)
+        assert dhondt(w, slots).tolist() == [greedy(row, slots)]
+
+
 def test_dhondt_no_redundant_slots_and_one_expert() -> None:
     w = torch.tensor([[5.0, 0.0, 1.0]], dtype=torch.float64)
     assert dhondt(w, 3).tolist() == [[1, 1, 1]]

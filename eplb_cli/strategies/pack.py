@@ -46,7 +46,7 @@ def _finish(order: torch.Tensor | None, slot_of_rank: torch.Tensor, cap: int, sl
 
 
 def _by_lap(bin_of_rank: torch.Tensor, bins: int) -> torch.Tensor:
-    """Slots for a packing that gives each bin one item of every run of ``bins`` sorted items (snake, kk)."""
+    """Slots for a packing that gives each bin one item of every run of ``bins`` sorted items (snake, rounds, kk)."""
     m = bin_of_rank.shape[1]
     lap = torch.div(torch.arange(m, device=bin_of_rank.device), bins, rounding_mode="floor")
     return bin_of_rank * (m // bins) + lap

@@ -40,62 +40,64 @@ def _presence(experts_at: torch.Tensor, bins: int, n: int) -> torch.Tensor:
 
 
 def _nearest(
-    wt: torch.Tensor, own: torch.Tensor, top: torch.Tensor, other: torch.Tensor
+    wt: torch.Tensor, own: torch.Tensor, top: torch.Tensor, others: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best swap per busy bin without a [busy items x all items] tensor.
+    """Best swap for the busiest bin without a [its items x all items] tensor.
 
-    For busy bin k (load ``top_k``) and item j (weight ``b``) on a bin with load
-    ``other_j``, trading busy item i (weight ``a``) for j leaves the two bins at
-    ``max(top_k - a + b, other_j + a - b) = (top_k + other_j) / 2 + |u - a|``
-    with ``u = b + (top_k - other_j) / 2``; so the best i for each j is the busy
-    item nearest to ``u``, found by one batched searchsorted into the busy
-    bin's sorted weights (padded with -inf and +inf, so both neighbours always
-    exist). Returns twice the best score, and the source and destination
-    slots, each [B, T].
+    Trading busy item i (weight ``a``) for item j (weight ``b``) on a bin with
+    load ``L`` leaves the two bins at ``max(top - a + b, L + a - b) =
+    (top + L) / 2 + |u - a|`` with ``u = b + (top - L) / 2``; so the best i for
+    each j is the busy item nearest to ``u``, found by one batched searchsorted
+    into the busy bin's sorted weights (fenced by -inf and +inf, so both
+    neighbours always exist). ``others`` [B, bins] holds the bin loads with
+    +inf on the busy bin. Returns the best new pair maximum and the source and
+    destination slots, each [B, 1].
     """
-    rows, busy, cap = own.shape
-    mine, rank = wt.gather(1, own.view(rows, busy * cap)).view(rows, busy, cap).sort(dim=2)
-    edge = torch.full((rows, busy, 1), math.inf, dtype=wt.dtype, device=wt.device)
-    fence = torch.cat([-edge, mine, edge], 2)
-    # Busy bins' own slots have other = inf: keep u finite there so no inf - inf appears.
-    u = torch.add(wt.unsqueeze(1), top.unsqueeze(2) - other.unsqueeze(1), alpha=0.5).clamp_(min=-1e300)
+    rows, m = wt.shape
+    bins, cap = others.shape[1], own.shape[1]
+    mine, rank = wt.gather(1, own).sort(dim=1)
+    edge = torch.full((rows, 1), math.inf, dtype=wt.dtype, device=wt.device)
+    fence = torch.cat([-edge, mine, edge], 1).unsqueeze(1)
+    # The busy bin's own slots get u = -inf; clamp so that no inf - inf appears.
+    u = torch.add(wt.view(rows, bins, cap), (top - others).unsqueeze(2), alpha=0.5).clamp_(min=-1e300)
+    u = u.view(rows, 1, m)
     above = torch.searchsorted(fence, u)
-    gap_below = (u - fence.gather(2, above - 1)).abs_()
-    gap_above = (fence.gather(2, above) - u).abs_()
-    score = torch.minimum(gap_below, gap_above).mul_(2).add_(other.unsqueeze(1)).add_(top.unsqueeze(2))
-    best, dst = score.min(2, keepdim=True)
-    pick = above.gather(2, dst)
-    pick = torch.where(gap_below.gather(2, dst) <= gap_above.gather(2, dst), pick - 1, pick)
-    src = own.gather(2, rank.gather(2, (pick - 1).clamp_(0, cap - 1)))
-    return best.squeeze(2), src.squeeze(2), dst.squeeze(2)
+    gap_below = (u - fence.gather(2, above - 1)).abs_().view(rows, m)
+    gap_above = (fence.gather(2, above) - u).abs_().view(rows, m)
+    score = torch.minimum(gap_below, gap_above).view(rows, bins, cap).add_(((others + top) * 0.5).unsqueeze(2))
+    best, dst = score.view(rows, m).min(1, keepdim=True)
+    pick = above.view(rows, m).gather(1, dst)
+    pick = torch.where(gap_below.gather(1, dst) <= gap_above.gather(1, dst), pick - 1, pick)
+    src = own.gather(1, rank.gather(1, (pick - 1).clamp_(0, cap - 1)))
+    return best, src, dst
 
 
 def _dense(
     wt: torch.Tensor,
     own: torch.Tensor,
     top: torch.Tensor,
-    other: torch.Tensor,
+    others: torch.Tensor,
     ex: torch.Tensor,
-    bins: int,
-    busy_bins: torch.Tensor,
+    hot: torch.Tensor,
+    n: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Like :func:`_nearest`, over every (busy item, other item) pair, skipping pairs that duplicate an expert."""
-    rows, busy, cap = own.shape
-    m = wt.shape[1]
-    n = int(ex.max()) + 1
+    """Like :func:`_nearest`, over every (busy item, other item) pair, skipping pairs that duplicate an expert.
+
+    ``ex`` [B, m] is the expert in each slot, ``n`` the number of experts.
+    """
+    rows, m = wt.shape
+    bins, cap = others.shape[1], own.shape[1]
     here = _presence(ex, bins, n)
-    mine = wt.gather(1, own.view(rows, busy * cap)).view(rows, busy, cap, 1)
-    mine_ex = ex.gather(1, own.view(rows, busy * cap)).view(rows, busy, cap, 1)
-    delta = wt.view(rows, 1, 1, m) - mine
-    score = torch.maximum(top.view(rows, busy, 1, 1) + delta, other.view(rows, 1, 1, m) - delta) * 2
+    delta = wt.unsqueeze(1) - wt.gather(1, own).unsqueeze(2)
+    other = others.unsqueeze(2).expand(rows, bins, cap).reshape(rows, 1, m)
+    score = torch.maximum(top.unsqueeze(2) + delta, other - delta)
     bin_of_slot = torch.arange(m, device=wt.device) // cap
-    cell = (bin_of_slot * n).view(1, 1, 1, m) + mine_ex
-    clash = here.gather(1, cell.view(rows, busy * cap * m)).view(rows, busy, cap, m) > 0
-    theirs = (busy_bins * n).unsqueeze(2) + ex.unsqueeze(1)
-    clash |= (here.gather(1, theirs.view(rows, busy * m)) > 0).view(rows, busy, 1, m)
-    best, pick = score.masked_fill_(clash, math.inf).view(rows, busy, cap * m).min(2, keepdim=True)
-    src = own.gather(2, torch.div(pick, m, rounding_mode="floor"))
-    return best.squeeze(2), src.squeeze(2), (pick % m).squeeze(2)
+    cell = (bin_of_slot * n).view(1, 1, m) + ex.gather(1, own).unsqueeze(2)
+    clash = here.gather(1, cell.view(rows, cap * m)).view(rows, cap, m) > 0
+    clash |= (here.gather(1, hot * n + ex) > 0).unsqueeze(1)
+    best, pick = score.masked_fill_(clash, math.inf).view(rows, cap * m).min(1, keepdim=True)
+    src = own.gather(1, torch.div(pick, m, rounding_mode="floor"))
+    return best, src, pick % m
 
 
 def swap(
@@ -104,7 +106,6 @@ def swap(
     bins: int,
     max_iters: int = 64,
     *,
-    width: int = 1,
     experts: torch.Tensor | None = None,
     slots: bool = False,
 ) -> torch.Tensor:
@@ -115,48 +116,41 @@ def swap(
     row, finds the swap of an item on the busiest bin with an item on another
     bin that minimises the larger of the two bins' new loads, and applies it
     only when that is below the busiest bin's old load, so that bin gets
-    strictly lighter and the loop ends. Rows that found nothing are masked off;
-    every few iterations one check stops the loop once all rows are done.
-
-    ``width`` > 1 treats the ``width`` busiest bins at once, each against the
-    non-busy bins (on a clash over a partner bin the busier bin wins): more
-    progress per iteration for proportionally more work per iteration. With
-    ``experts`` [B, m] (expert of each item), swaps that would put two replicas
-    of one expert on one bin are skipped.
+    strictly lighter and the loop ends. Rows that found nothing are masked off
+    (their swap becomes a slot swapped with itself); every few iterations one
+    check stops the loop once all rows are done. With ``experts`` [B, m]
+    (expert of each item), swaps that would put two replicas of one expert on
+    one bin are skipped.
     """
     rows, m = w.shape
     cap = m // bins
     place = assign if slots else to_slots(assign, bins)
     if bins < 2 or rows == 0 or max_iters <= 0:
         return place if slots else assign
-    dev = w.device
-    busy = max(1, min(width, bins // 2))
     at = invert(place)
+    wt = w.gather(1, at)
     ex = experts.gather(1, at) if experts is not None else None
-    bin_of_slot = (torch.arange(m, device=dev) // cap).expand(rows, m)
-    span = torch.arange(cap, device=dev)
-    earlier = torch.ones(busy, busy, dtype=torch.bool, device=dev).tril_(-1)
+    n = int(experts.max()) + 1 if experts is not None else 0
+    load = wt.view(rows, bins, cap).sum(2)
+    span = torch.arange(cap, device=w.device)
     for it in range(max_iters):
-        wt = w.gather(1, at)
-        load = wt.view(rows, bins, cap).sum(2)
-        top, busy_bins = load.topk(busy, dim=1) if busy > 1 else load.max(1, keepdim=True)
-        own = (busy_bins * cap).unsqueeze(2) + span
-        other = load.scatter(1, busy_bins, math.inf).gather(1, bin_of_slot)
+        top, hot = load.max(1, keepdim=True)
+        others = load.scatter(1, hot, math.inf)
+        own = hot * cap + span
         if ex is None:
-            best, src, dst = _nearest(wt, own, top, other)
+            best, src, dst = _nearest(wt, own, top, others)
         else:
-            best, src, dst = _dense(wt, own, top, other, ex, bins, busy_bins)
-        ok = best < top * (2 - 2 * _TOL)
-        if busy > 1:
-            partner = torch.div(dst, cap, rounding_mode="floor")
-            ok &= ~((partner.unsqueeze(2) == partner.unsqueeze(1)) & ok.unsqueeze(1) & earlier).any(2)
-        # A rejected swap becomes a no-op (a slot swapped with itself).
+            best, src, dst = _dense(wt, own, top, others, ex, hot, n)
+        ok = best < top * (1 - _TOL)
         dst = torch.where(ok, dst, src)
+        a, b = wt.gather(1, src), wt.gather(1, dst)
+        wt.scatter_(1, src, b).scatter_(1, dst, a)
         ia, ib = at.gather(1, src), at.gather(1, dst)
         at.scatter_(1, src, ib).scatter_(1, dst, ia)
         if ex is not None:
             ea, eb = ex.gather(1, src), ex.gather(1, dst)
             ex.scatter_(1, src, eb).scatter_(1, dst, ea)
+        load.scatter_add_(1, hot, b - a).scatter_add_(1, torch.div(dst, cap, rounding_mode="floor"), a - b)
         if (it + 1) % _CHECK_EVERY == 0 and not bool(ok.any()):
             break
     place = invert(at)

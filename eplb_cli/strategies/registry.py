@@ -34,3 +34,4 @@ def describe_strategies() -> list[tuple[str, str]]:
     rows += [(name, f"{desc} [{chain}]") for name, (chain, desc) in PRESETS.items()]
     rows.append(("A+B+...", f"a chain of stages: {STAGE_HELP}"))
     return rows
+

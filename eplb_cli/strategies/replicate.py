@@ -57,8 +57,9 @@ def dhondt(w: torch.Tensor, slots: int) -> torch.Tensor:
     pool = torch.zeros(rows, most + 1, dtype=torch.int64, device=w.device).scatter_(1, spot, ids)[:, :most]
     valid = torch.arange(most, device=w.device) < left
     wp, cp = w.gather(1, pool), counts.gather(1, pool)
-    reach = torch.where(valid, torch.floor(wp / kth) - cp + 2, 1.0)
-    window = max(1, min(int(reach.max()), most))
+    # Clamped so that underflowing (subnormal) loads give a finite bound.
+    reach = torch.where(valid, torch.floor(wp / kth.clamp(min=torch.finfo(torch.float64).tiny)) - cp + 2, 1.0)
+    window = int(reach.clamp_(1, most).max())
     cand = wp.unsqueeze(2) / (cp.unsqueeze(2) + torch.arange(window, device=w.device))
     cand = torch.where(valid.unsqueeze(2), cand, -math.inf)
     # Pad each row with (most - left) +inf so one kthvalue finds every row's left-th largest.

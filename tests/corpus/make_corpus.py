@@ -158,7 +158,7 @@ def _zip_without_pickle() -> bytes:
     """A zip archive shaped like torch.save output but with no data.pkl."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("archive/version", "3\n")
+        zf.writestr(zipfile.ZipInfo("archive/version", date_time=(2024, 1, 1, 0, 0, 0)), "3\n")
     return buf.getvalue()
 
 
@@ -177,6 +177,8 @@ def warn_files() -> dict[str, bytes]:
         "gap-in-expert-ids.csv": b"layer,expert,load\n0,0,5\n0,1,7\n0,3,2\n1,0,1\n1,1,1\n1,2,1\n1,3,1\n",
         "gap-in-layer-ids.csv": b"layer,expert,load\n0,0,5\n0,1,7\n2,0,1\n2,1,3\n",
         "zero-layer.json": b'{"logical_count": [[0, 0, 0, 0], [4, 1, 2, 3]]}',
+        "zero-layer-3-windows.json": json.dumps(
+            {"logical_count": [[[0, 0, 0, 0], [4 + w, 1, 2, 3 * w]] for w in range(3)]}).encode(),
     }
 
 
