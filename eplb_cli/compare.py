@@ -16,12 +16,13 @@ from typing import Callable
 import torch
 
 from .metrics import migration, score
+from .migration import relabel
 from .placement import Placement
 from .strategies import get_strategy, plan
 from .topology import Topology
 from .trace import Trace
 
-ROWS_PER_CALL = 4096
+ROWS_PER_CALL = 1024  # rows (windows x layers) planned per call: bounds the working memory
 
 
 @dataclass
@@ -92,7 +93,11 @@ def out_of_sample(trace: Trace, topo: Topology, name: str, *, seed: int = 0, dev
 def compare(trace: Trace, topo: Topology, names: list[str], *, repeat: int = 3, seed: int = 0, device: str = "cpu",
             oos: bool = True, max_pairs: int | None = 64,
             progress: Callable[[str], None] | None = None) -> list[CompareRow]:
-    """Run each named strategy on ``trace``; moves are counted against the first strategy's placement."""
+    """Run each named strategy on ``trace``.
+
+    Moves are the replicas that differ from the first strategy's placement
+    after relabelling GPUs to keep as many in place as possible.
+    """
     for name in names:
         get_strategy(name)  # fail on a bad name before any work
     load = trace.total()
@@ -101,7 +106,8 @@ def compare(trace: Trace, topo: Topology, names: list[str], *, repeat: int = 3, 
         if progress:
             progress(name)
         placement, times = time_plan(load, topo, name, repeat=repeat, seed=seed, device=device)
-        moves = migration(rows[0].placement, placement)["moves"] if rows else None
+        # GPUs are interchangeable: count the moves left after the free relabelling.
+        moves = migration(rows[0].placement, relabel(rows[0].placement, placement))["moves"] if rows else None
         rows.append(CompareRow(
             strategy=name,
             placement=placement,

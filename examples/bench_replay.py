@@ -52,7 +52,7 @@ def forecasts_table(strategy: str, style: str) -> str:
                 rows.append({"trace": f"{name} ({trace.windows} w)", "cluster": f"{gpus} GPUs / {slots} slots",
                              "forecast": spec, "served_gpu_imbalance": s["served_gpu_imbalance"],
                              "served_balancedness": s["served_balancedness"],
-                             "moves_per_rebalance": s["moves_per_rebalance"]})
+                             "moves_per_rebalance": f"{s['moves_per_rebalance']:,.0f}"})
     columns = [("trace", "trace"), ("cluster", "cluster"), ("forecast", "forecast"),
                ("served_gpu_imbalance", "served imb."), ("served_balancedness", "served bal."),
                ("moves_per_rebalance", "moves / rebalance")]
@@ -85,7 +85,7 @@ def previous_table(strategy: str, style: str) -> str:
     pairs = trace.windows - 1
     slots = trace.layers * topo.slots
     scratch = moves[names[0]]
-    rows = [{"plan": name, "moves": moves[name] / pairs, "share": moves[name] / pairs / slots,
+    rows = [{"plan": name, "moves": f"{moves[name] / pairs:,.0f}", "share": moves[name] / pairs / slots,
              "vs": moves[name] / scratch, "imbalance": imbalance[name] / pairs} for name in names]
     columns = [("plan", "plan of window t given window t-1's"), ("moves", "replicas moved per rebalance"),
                ("share", "of all slots"), ("vs", "vs scratch"), ("imbalance", "in-sample GPU imb.")]
@@ -105,7 +105,7 @@ def budget_table(strategy: str, style: str) -> str:
     runs += [(f"--max-moves {m}", True, m) for m in (256, 64, 16, 4, 0)]
     for label, aware, cap in runs:
         s = replay(trace, topo, every=1, forecast=fc, strategy=strategy, migration_aware=aware, max_moves=cap).summary
-        rows.append({"run": label, "moves_per_rebalance": s["moves_per_rebalance"],
+        rows.append({"run": label, "moves_per_rebalance": f"{s['moves_per_rebalance']:,.0f}",
                      "served_gpu_imbalance": s["served_gpu_imbalance"], "served_balancedness": s["served_balancedness"],
                      "runtime_s": s["runtime_s"]})
     columns = [("run", "replay (every window, forecast last)"), ("moves_per_rebalance", "moves / rebalance"),
@@ -125,7 +125,8 @@ def speed_table(strategy: str, style: str) -> str:
         rows.append({"run": f"--every {every}" + ("" if aware else " --no-migration-aware"),
                      "rebalances": s["rebalances"], "seconds": time.perf_counter() - t0,
                      "ms_per_rebalance": (time.perf_counter() - t0) / s["rebalances"] * 1e3,
-                     "served_gpu_imbalance": s["served_gpu_imbalance"], "moves_per_rebalance": s["moves_per_rebalance"]})
+                     "served_gpu_imbalance": s["served_gpu_imbalance"],
+                     "moves_per_rebalance": f"{s['moves_per_rebalance']:,.0f}"})
     columns = [("run", f"replay, 100 windows, strategy {strategy}"), ("rebalances", "rebalances"),
                ("seconds", "wall s"), ("ms_per_rebalance", "ms / rebalance"),
                ("served_gpu_imbalance", "served imb."), ("moves_per_rebalance", "moves / rebalance")]
