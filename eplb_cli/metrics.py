@@ -72,6 +72,28 @@ def optimal_replica_max(load: torch.Tensor, slots: int) -> torch.Tensor:
     return (load / (1 + above + take)).max(dim=1).values
 
 
+def _best_split(value: torch.Tensor, subsets: list[tuple[int, ...]], k: int) -> torch.Tensor:
+    """Min over partitions of k groups into the given equal-size subsets of the max subset value, [L].
+
+    ``value`` [L, len(subsets)] is each subset's cost; dynamic programming over
+    group masks, batched over layers (at most a few hundred masks for k <= 12).
+    """
+    per = len(subsets[0])
+    masks = [sum(1 << i for i in sub) for sub in subsets]
+    best: dict[int, torch.Tensor] = {0: torch.zeros(value.shape[0], dtype=value.dtype, device=value.device)}
+    for size in range(per, k + 1, per):
+        for combo in itertools.combinations(range(k), size):
+            mask = sum(1 << i for i in combo)
+            low = combo[0]
+            cands = [
+                torch.maximum(best[mask ^ m], value[:, j])
+                for j, m in enumerate(masks)
+                if (m >> low) & 1 and (m & mask) == m and (mask ^ m) in best
+            ]
+            best[mask] = torch.stack(cands).min(dim=0).values
+    return best[(1 << k) - 1]
+
+
 def group_split_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
     """Lower bound on the max node load when whole groups go to nodes, [L].
 
@@ -90,34 +112,43 @@ def group_split_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
         heavy = srt[:, -1] + srt[:, : per - 1].sum(-1)
         return torch.maximum(group.sum(-1) / n, heavy)
     subsets = list(itertools.combinations(range(k), per))
-    masks = [sum(1 << i for i in s) for s in subsets]
-    sub_load = torch.stack([group[:, list(s)].sum(-1) for s in subsets], dim=1)
-    best: dict[int, torch.Tensor] = {0: torch.zeros(layers, dtype=load.dtype, device=load.device)}
-    for size in range(per, k + 1, per):
-        for combo in itertools.combinations(range(k), size):
-            mask = sum(1 << i for i in combo)
-            low = combo[0]
-            cands = [
-                torch.maximum(best[mask ^ m], sub_load[:, j])
-                for j, m in enumerate(masks)
-                if (m >> low) & 1 and (m & mask) == m and (mask ^ m) in best
-            ]
-            best[mask] = torch.stack(cands).min(dim=0).values
-    return best[(1 << k) - 1]
+    return _best_split(torch.stack([group[:, list(sub)].sum(-1) for sub in subsets], dim=1), subsets, k)
+
+
+def hierarchical_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
+    """Lower bound on the max GPU load under the hierarchical policy, [L].
+
+    Each node holds whole groups and replicates only its own experts within its
+    S/N slots, so for a given split a node's GPUs carry at least
+    max(node load / GPUs per node, optimal max replica load of the node's
+    experts over S/N slots). The bound is the best split of that (exact by
+    dynamic programming for at most 12 groups; else the group split alone).
+    """
+    k, n, gpn = topo.groups, topo.nodes, topo.gpus_per_node
+    if k > 12:
+        return group_split_bound(load, topo) / gpn
+    layers, experts = load.shape
+    size = experts // k
+    subsets = list(itertools.combinations(range(k), k // n))
+    idx = torch.tensor([[g * size + e for g in sub for e in range(size)] for sub in subsets], device=load.device)
+    member = load[:, idx]  # [L, subsets, E / N]
+    t_star = optimal_replica_max(member.reshape(-1, idx.shape[1]), topo.slots // n).view(layers, len(subsets))
+    return _best_split(torch.maximum(member.sum(-1) / gpn, t_star), subsets, k)
 
 
 def lower_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
     """Lower bound on the max GPU load of any placement, per layer [L].
 
     LB = max(total / live GPUs, optimal max per-replica load over live slots),
-    and under the hierarchical policy also the best group->node split divided
-    by GPUs per node.
+    and under the hierarchical policy also the best group->node split, where
+    each node's GPUs carry at least its load share and its own replicas' max
+    (see :func:`hierarchical_bound`).
     """
     live = int(live_gpus(topo).sum())
     slots = live * topo.slots_per_gpu
     lb = torch.maximum(load.sum(-1) / live, optimal_replica_max(load, slots))
     if topo.hierarchical:
-        lb = torch.maximum(lb, group_split_bound(load, topo) / topo.gpus_per_node)
+        lb = torch.maximum(lb, hierarchical_bound(load, topo))
     return lb
 
 

@@ -157,7 +157,7 @@ def main() -> None:
         if args.only and key != args.only:
             continue
         if key == "forecasts" and (args.skip_real or not REAL.is_dir()):
-            print(f"\n{title}: skipped ({REAL} not present)")
+            print(f"\n{title}: skipped ({'--skip-real' if args.skip_real else f'{REAL} not present'})")
             continue
         t0 = time.perf_counter()
         body = fn(args.strategy, style)

@@ -91,3 +91,43 @@ def test_lower_bound_never_above_achieved_max(case):
     p = Placement(DeepSeekStrategy().plan(load, topo), topo).validate()
     gmax = gpu_loads(p, load).max(-1).values
     assert (lower_bound(load, topo) <= gmax + 1e-9).all()
+
+
+def test_hierarchical_bound_counts_each_nodes_own_replicas():
+    # 2 groups of 2 experts on 2 nodes of 1 GPU with 3 slots: each node holds one whole group.
+    load = torch.tensor([[9.0, 1.0, 3.0, 3.0]])
+    topo = resolve(4, 2, 2, slots=6, groups=2, policy="hierarchical")
+    from eplb_cli.metrics import hierarchical_bound
+
+    assert hierarchical_bound(load, topo).tolist() == [10.0]
+    # 2 GPUs per node (4 GPUs, 8 slots): node 0 has 4 slots, replicas 9/3 x3 + 1 -> max(10/2, 3) = 5,
+    # where the global bound only gives max(16 / 4, 3) = 4.
+    topo = resolve(4, 4, 2, slots=8, groups=2, policy="hierarchical")
+    assert hierarchical_bound(load, topo).tolist() == [5.0]
+
+
+@st.composite
+def hierarchical_cases(draw):
+    nodes = draw(st.integers(2, 4))
+    groups = nodes * draw(st.integers(1, 3))
+    size = draw(st.integers(1, 4))
+    experts = groups * size
+    gpn = draw(st.integers(1, 3))
+    gpus = nodes * gpn
+    per_gpu = draw(st.integers(-(-experts // gpus), -(-experts // gpus) + 3))
+    layers = draw(st.integers(1, 3))
+    values = draw(st.lists(st.integers(0, 60), min_size=layers * experts, max_size=layers * experts))
+    load = torch.tensor(values, dtype=torch.float64).view(layers, experts)
+    return load, resolve(experts, gpus, nodes, slots=per_gpu * gpus, groups=groups, policy="hierarchical")
+
+
+@settings(max_examples=60, deadline=None)
+@given(hierarchical_cases())
+def test_hierarchical_lower_bound_never_above_achieved_max(case):
+    from eplb_cli.strategies import get_strategy
+
+    load, topo = case
+    lb = lower_bound(load, topo)
+    for name in ("deepseek", "balanced"):
+        p = Placement(get_strategy(name).plan(load, topo), topo).validate()
+        assert (lb <= gpu_loads(p, load).max(-1).values + 1e-9).all(), name
