@@ -64,6 +64,19 @@ def _warn(messages: list[str], quiet: bool, strict: bool, source: str) -> None:
             typer.echo(f"eplb: warning: {source}: {m}", err=True)
 
 
+def _trace_and_topology(trace: str, input_format: str | None, window: int | None, windows: str | None, gpus: int,
+                        nodes: int, slots: int | None, redundant: int | None, groups: int | None, policy: str,
+                        exclude_gpus: str | None):
+    """Read the trace, then validate the topology flags against it (groups default to the trace's)."""
+    from . import api
+    from .topology import parse_gpu_list, resolve
+
+    tr = api.load_trace(trace, input_format, window=window, windows=windows)
+    topo = resolve(tr.experts, gpus, nodes, slots, redundant, groups if groups is not None else tr.groups, policy,
+                   parse_gpu_list(exclude_gpus))
+    return tr, topo
+
+
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
     """Expert-parallel load balancing for MoE serving."""
@@ -102,7 +115,6 @@ def plan(
     from .atomic import check_writable
     from .checks import check_device, load_warnings
     from .placement import placement_format, save_placement
-    from .topology import parse_gpu_list, resolve
 
     check_device(device)
     if output:
@@ -112,9 +124,8 @@ def plan(
         from .plots import check_plot
 
         check_plot(plot, force)
-    tr = api.load_trace(trace, input_format, window=window, windows=windows)
-    topo = resolve(tr.experts, gpus, nodes, slots, redundant, groups if groups is not None else tr.groups, policy,
-                   parse_gpu_list(exclude_gpus))
+    tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
+                                   policy, exclude_gpus)
     load = tr.total()
     _warn(load_warnings(load, trace), quiet or json_out and quiet, strict, trace)
     if layer is not None and not 0 <= layer < tr.layers:
@@ -233,10 +244,8 @@ def compare(
     strict: Strict = False,
 ) -> None:
     """Run several strategies on the same trace and topology and print one table."""
-    from . import api
     from .checks import check_device, load_warnings
     from .compare import compare as run_compare
-    from .topology import parse_gpu_list, resolve
 
     check_device(device)
     if sum((json_out, csv_out, markdown)) > 1:
@@ -250,9 +259,8 @@ def compare(
     names = [n.strip() for n in strategies_.split(",") if n.strip()]
     if not names:
         raise EplbError("--strategies: give at least one strategy, e.g. deepseek,balanced")
-    tr = api.load_trace(trace, input_format, window=window, windows=windows)
-    topo = resolve(tr.experts, gpus, nodes, slots, redundant, groups if groups is not None else tr.groups, policy,
-                   parse_gpu_list(exclude_gpus))
+    tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
+                                   policy, exclude_gpus)
     _warn(load_warnings(tr.total(), trace), quiet, strict, trace)
     show = sys.stderr.isatty() and not quiet
     with _progress(len(names), show) as step:
@@ -520,11 +528,9 @@ def replay(
     strict: Strict = False,
 ) -> None:
     """Replay a trace as a server would: plan from a forecast every N windows, serve the next ones, count moves."""
-    from . import api
     from .checks import check_device, load_warnings
     from .forecast import parse_forecast
     from .replay import parse_bytes, replay as run_replay
-    from .topology import parse_gpu_list, resolve
 
     check_device(device)
     _check_gates(max_imbalance, min_balancedness)
@@ -534,9 +540,8 @@ def replay(
 
         check_plot(plot, force)
     size = parse_bytes(expert_bytes) if expert_bytes is not None else None
-    tr = api.load_trace(trace, input_format, window=window, windows=windows)
-    topo = resolve(tr.experts, gpus, nodes, slots, redundant, groups if groups is not None else tr.groups, policy,
-                   parse_gpu_list(exclude_gpus))
+    tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
+                                   policy, exclude_gpus)
     _warn(load_warnings(tr.total(), trace), quiet, strict, trace)
     old = None
     if previous is not None:

@@ -456,7 +456,7 @@ def budgeted(old: Placement, target: Placement, load: torch.Tensor, max_moves: i
         raise EplbError(f"--max-moves {max_moves}: must be >= 0")
     check_compatible(old, target)
     topo = target.topology
-    e, k = topo.experts, topo.slots_per_gpu
+    e = topo.experts
     goal = target.phy2log
     cur = old.phy2log.clone()
     forced = (cur < 0) != (goal < 0)
