@@ -53,6 +53,34 @@ def evaluate(placement: Placement, load: torch.Tensor | Trace) -> Score:
     return score(placement, load.to(torch.float64))
 
 
+FAILURE_MODEL = ("replicas on the failed GPUs are gone; each expert's load is shared evenly by its surviving replicas; "
+                 "experts with no surviving replica are lost and their tokens served by no GPU (left out of the loads)")
+
+
+def evaluate_failure(placement: Placement, load: torch.Tensor, failed: list[int]) -> tuple[Placement, Score, dict | None]:
+    """Score ``placement`` on ``load`` [L, E] as it runs once ``failed`` GPUs are gone.
+
+    Returns the placement as it runs (failed slots empty), its score, and a
+    summary of the loss (lost experts, lost load share, figures before the
+    failure); with no failed GPUs, the placement, its score and None.
+    """
+    from .metrics import fail_gpus, lost_experts
+
+    before = score(placement, load)
+    if not failed:
+        return placement, before, None
+    broken = fail_gpus(placement, failed)
+    lost = lost_experts(broken)
+    summary = before.summary()
+    failure = {
+        "failed_gpus": sorted(set(failed)), "model": FAILURE_MODEL,
+        "lost_experts": lost.nonzero().tolist(),
+        "lost_load_share": float((load * lost).sum() / load.sum()),
+        "gpu_imbalance_before": summary["gpu_imbalance"], "balancedness_before": summary["balancedness"],
+    }
+    return broken, score(broken, load), failure
+
+
 def rebalance_experts(weight: torch.Tensor, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int,
                       *, strategy: str = "balanced", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Drop-in for DeepSeek's ``rebalance_experts``: returns (phy2log, log2phy, logcnt).

@@ -321,9 +321,6 @@ Previous = Annotated[Optional[str], typer.Option("--previous", help="The placeme
 MaxMoves = Annotated[Optional[int], typer.Option("--max-moves", help="Move at most M replicas per layer from the placement served now, taking the moves that most lower the busiest GPU (fewer moves, some balance lost).", metavar="M", show_default=False)]
 MaxImbalance = Annotated[Optional[float], typer.Option("--max-imbalance", help="CI gate: exit 1 when the mean GPU imbalance (max/mean) is above X.", metavar="X", show_default=False)]
 MinBalancedness = Annotated[Optional[float], typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
-FAILURE_MODEL = ("replicas on the failed GPUs are gone; each expert's load is shared evenly by its surviving replicas; "
-                 "experts with no surviving replica are lost and their tokens served by no GPU (left out of the loads)")
-
 
 def _read_placement_for(path: str, tr, trace: str, defaults: dict, flag_gpus: Optional[int] = None):
     """Read a placement and check that it fits the trace: same layers and experts (exit 2 naming both files)."""
@@ -418,7 +415,6 @@ def evaluate(
     """Score an existing placement on a trace (e.g. the next day's load), optionally as a CI gate."""
     from . import api
     from .checks import load_warnings
-    from .metrics import fail_gpus, lost_experts, score
     from .topology import parse_gpu_list
 
     _check_gates(max_imbalance, min_balancedness)
@@ -444,21 +440,8 @@ def evaluate(
         raise EplbError(f"--exclude-gpus {bad[0]}: {placement} has GPUs 0 to {topo.gpus - 1}")
     if failed and len(set(failed) | set(topo.excluded_gpus)) >= topo.gpus:
         raise EplbError("--exclude-gpus fails every GPU: leave at least one")
-    sc = score(p, load)
+    p, sc, failure = api.evaluate_failure(p, load, failed)
     summary = sc.summary()
-    failure = None
-    if failed:
-        broken = fail_gpus(p, failed)
-        lost = lost_experts(broken)
-        before = summary
-        p, sc = broken, score(broken, load)
-        summary = sc.summary()
-        failure = {
-            "failed_gpus": sorted(set(failed)), "model": FAILURE_MODEL,
-            "lost_experts": lost.nonzero().tolist(),
-            "lost_load_share": float((load * lost).sum() / load.sum()),
-            "gpu_imbalance_before": before["gpu_imbalance"], "balancedness_before": before["balancedness"],
-        }
     gates = _gates(summary["gpu_imbalance"], summary["balancedness"], max_imbalance, min_balancedness)
     if plot:
         from .plots import score_heatmap
@@ -482,7 +465,7 @@ def evaluate(
         if failure:
             head += [
                 ("failed GPUs", ", ".join(map(str, failure["failed_gpus"]))),
-                ("failure model", FAILURE_MODEL),
+                ("failure model", failure["model"]),
                 ("lost experts", report.lost_experts_line(failure["lost_experts"])),
                 ("lost load", f"{report.fmt_pct(failure['lost_load_share'])} of all tokens"),
                 ("before failure", f"GPU imbalance {report.fmt_ratio(failure['gpu_imbalance_before'])}, "
