@@ -197,15 +197,10 @@ def _int_table(values: object, source: str, what: str) -> torch.Tensor:
 
 
 def _parse_json(data: bytes, source: str) -> object:
-    """Parse JSON bytes with one-line errors naming the file."""
-    try:
-        return json.loads(data)
-    except UnicodeDecodeError:
-        raise EplbError(f"{source}: not UTF-8 text; save the JSON as UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise EplbError(f"{source}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
-    except RecursionError:
-        raise EplbError(f"{source}: JSON nested too deeply; a placement is a [layers][slots] table") from None
+    """Parse a placement's JSON with one-line errors naming the file."""
+    from .traces import parse_json
+
+    return parse_json(data, source, nesting="a placement is a [layers][slots] table")
 
 
 def _json_bytes(doc: object) -> bytes:

@@ -219,7 +219,7 @@ def detect_format(path: str | Path) -> str:
     if kind != "json":
         return kind
     check_memory(source, p.stat().st_size * _PARSE_FACTOR["json"])
-    return _json_kind(_parse_json(_read_file_bytes(p, source), source), source)
+    return _json_kind(parse_json(_read_file_bytes(p, source), source), source)
 
 
 def _file_kind(p: Path, data: bytes, source: str) -> str:
@@ -287,7 +287,7 @@ def _sniff(data: bytes, source: str, parse_json: bool = True) -> str:
     """Guess the format of ``data`` from its first bytes (``json`` unparsed unless ``parse_json``)."""
     head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"{"):
-        return _json_kind(_parse_json(data, source), source) if parse_json else "json"
+        return _json_kind(parse_json(data, source), source) if parse_json else "json"
     if data[:4] == b"PK\x03\x04":
         return "sglang-pt"
     if len(data) > 10 and data[8:10] == b'{"':
@@ -306,10 +306,10 @@ def _sniff(data: bytes, source: str, parse_json: bool = True) -> str:
 def _read_bytes(data: bytes, fmt: str, source: str) -> Trace:
     """Parse ``data`` with the reader for ``fmt``; JSON is dispatched by its keys."""
     if fmt == "json":
-        obj = _parse_json(data, source)
+        obj = parse_json(data, source)
         return _JSON_READERS[_json_kind(obj, source)](obj, source)
     if fmt in _JSON_READERS:
-        return _JSON_READERS[fmt](_parse_json(data, source), source)
+        return _JSON_READERS[fmt](parse_json(data, source), source)
     return _BYTE_READERS[fmt](data, source)
 
 
@@ -685,8 +685,11 @@ def _write_csv_wide(trace: Trace) -> bytes:
 # --------------------------------------------------------------------- JSON (SGLang, vLLM)
 
 
-def _parse_json(data: bytes, source: str) -> Any:
-    """Parse JSON bytes with one-line errors."""
+def parse_json(data: bytes, source: str, nesting: str = "a trace is at most 3 levels of lists") -> Any:
+    """Parse JSON bytes (a trace or a placement file) with one-line errors naming the file.
+
+    ``nesting`` says what the file should look like when it is nested too deeply.
+    """
     try:
         return json.loads(data)
     except UnicodeDecodeError:
@@ -696,7 +699,7 @@ def _parse_json(data: bytes, source: str) -> Any:
             f"{source}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); fix or re-export the file"
         ) from None
     except RecursionError:
-        raise EplbError(f"{source}: JSON nested too deeply; a trace is at most 3 levels of lists") from None
+        raise EplbError(f"{source}: JSON nested too deeply; {nesting}") from None
 
 
 def _json_kind(obj: Any, source: str) -> str:
@@ -900,7 +903,7 @@ def _read_trtllm(folder: Path, source: str) -> Trace:
     meta_path = folder / "meta_info.json"
     if not meta_path.is_file():
         raise EplbError(f"{source}: no meta_info.json; give the EXPERT_STATISTIC_PATH folder TensorRT-LLM wrote")
-    info = _parse_json(_read_file_bytes(meta_path, str(meta_path)), str(meta_path))
+    info = parse_json(_read_file_bytes(meta_path, str(meta_path)), str(meta_path))
     experts = info.get("num_experts") if isinstance(info, dict) else None
     if not isinstance(experts, int) or isinstance(experts, bool) or experts < 1:
         raise EplbError(f"{meta_path}: needs a positive integer 'num_experts'; re-run the statistic dump")

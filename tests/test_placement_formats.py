@@ -179,7 +179,7 @@ def test_unknown_format_names() -> None:
         ("p.json", b'{"physical_to_logical_map": [[0, 1], [0]]}', "rectangular"),
         ("p.json", b'{"physical_to_logical_map": [[0.5, 1]]}', "integer expert ids"),
         ("p.json", b'{"something": 1}', "physical_to_logical_map"),
-        ("p.json", b"{broken", "not valid JSON"),
+        ("p.json", b"{broken", "invalid JSON"),
         ("p.pt", b"PK\x03\x04 not a zip", "torch.save"),
         ("p.csv", b"layer,slot\n0,0\n", "lacks expert"),
         ("p.csv", b"layer,slot,expert\n0,0,x\n", "line 2"),
