@@ -25,8 +25,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_DEBUG = {"on": False}
-
 # ------------------------------------------------------------ shared options
 TraceArg = Annotated[str, typer.Argument(help="Load trace file or folder (safetensors, CSV, SGLang, vLLM, TensorRT-LLM); - reads stdin.", show_default=False)]
 Gpus = Annotated[int, typer.Option("--gpus", "-g", help="Number of GPUs (expert-parallel ranks).", show_default=False)]
@@ -80,7 +78,7 @@ def _trace_and_topology(trace: str, input_format: str | None, window: int | None
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
     """Expert-parallel load balancing for MoE serving."""
-    _DEBUG["on"] = debug
+    # --debug is read from argv by main(), which must know it before typer parses anything.
 
 
 @app.command()
@@ -127,7 +125,7 @@ def plan(
     tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
                                    policy, exclude_gpus)
     load = tr.total()
-    _warn(load_warnings(load, trace), quiet or json_out and quiet, strict, trace)
+    _warn(load_warnings(load, trace), quiet, strict, trace)
     if layer is not None and not 0 <= layer < tr.layers:
         raise EplbError(f"--layer {layer}: the trace has layers 0 to {tr.layers - 1}")
     res = api.plan_load(load, topo, strategy, seed=seed, device=device)

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .metrics import migration, score
+from .metrics import ServedTally, gpu_loads, live_gpus, migration, score
 from .migration import relabel
 from .placement import Placement
 from .strategies import get_strategy, plan
@@ -71,23 +71,12 @@ def out_of_sample(trace: Trace, topo: Topology, name: str, *, seed: int = 0, dev
     if max_pairs and len(starts) > max_pairs:
         starts = torch.linspace(0, w - 2, max_pairs).round().long().unique()
     strat = get_strategy(name)
-    per_chunk = max(1, ROWS_PER_CALL // layers)
-    ratios, means, maxes = [], [], []
-    for chunk in starts.split(per_chunk):
-        past = trace.load[chunk].reshape(-1, experts)
-        served = trace.load[chunk + 1].reshape(-1, experts)
-        stacked = plan(past, topo, strat, seed=seed, device=device)
-        s = score(stacked, served)
-        gpu = s.gpu_load[:, s.live][s.active]
-        ratios.append(gpu.max(-1).values / gpu.mean(-1))
-        means.append(gpu.mean(-1).sum())
-        maxes.append(gpu.max(-1).values.sum())
-    ratio = torch.cat(ratios)
-    return {
-        "oos_gpu_imbalance": float(ratio.mean()) if ratio.numel() else float("nan"),
-        "oos_balancedness": float(sum(means) / sum(maxes)) if ratio.numel() else float("nan"),
-        "oos_pairs": int(len(starts)),
-    }
+    live = live_gpus(topo)
+    tally = ServedTally()
+    for chunk in starts.split(max(1, ROWS_PER_CALL // layers)):
+        stacked = plan(trace.load[chunk].reshape(-1, experts), topo, strat, seed=seed, device=device)
+        tally.add(gpu_loads(stacked, trace.load[chunk + 1].reshape(-1, experts)), live)
+    return {"oos_gpu_imbalance": tally.imbalance, "oos_balancedness": tally.balancedness, "oos_pairs": int(len(starts))}
 
 
 def compare(trace: Trace, topo: Topology, names: list[str], *, repeat: int = 3, seed: int = 0, device: str = "cpu",
