@@ -150,3 +150,17 @@ def test_diverse_splits_replicas_when_possible(bins: int, cap: int, sigma: float
         if counts[row].max() <= bins:
             cells = (expert[row] * bins + bin_of[row]).tolist()
             assert len(cells) == len(set(cells))
+
+
+@pytest.mark.parametrize("bins,cap,kind", [(32, 9, "lognormal"), (8, 9, "heavy"), (16, 5, "zero-tail"), (4, 18, "ties")])
+def test_lpt_matches_reference_at_scale(bins: int, cap: int, kind: str) -> None:
+    """Wide shapes, where LPT deals runs of many items per step, and tails it piles onto one bin."""
+    gen = torch.Generator().manual_seed(bins * cap)
+    shape = (6, bins * cap)
+    w = torch.exp(torch.randn(shape, generator=gen, dtype=torch.float64) * (4.0 if kind == "heavy" else 1.0))
+    if kind == "zero-tail":
+        w[:, ::3] = 0
+    if kind == "ties":
+        w = torch.randint(0, 5, shape, generator=gen).double()
+    want = torch.tensor([lpt_reference(row, bins) for row in w.tolist()])
+    assert torch.equal(pack.lpt(w, bins), want)

@@ -27,6 +27,7 @@ from . import pack as packers
 from .base import Strategy
 from .refine import invert, swap
 from .replicate import dhondt, expand, fixup
+from .sorting import argsort_rows
 
 REPLICATORS = ("dhondt",)
 PACKERS = packers.PACKERS
@@ -190,7 +191,7 @@ def place(w: torch.Tensor, slots: int, bins: int, chain: Chain, *, seed: int = 0
     cap = slots // bins
     counts = dhondt(w, slots)
     per = w / counts
-    order = per.sort(dim=1, descending=True, stable=True).indices
+    order = argsort_rows(per, descending=True)
     expert = order.gather(1, expand(counts.gather(1, order), slots))
     weight = per.gather(1, expert)
     spread = expert if "diverse" in chain.pack else None
