@@ -132,7 +132,7 @@ def _rounds_ranked(ws: torch.Tensor, bins: int) -> torch.Tensor:
     load = torch.zeros(rows, bins, dtype=ws.dtype, device=ws.device)
     deal = []
     for lap in range(m // bins):
-        lightest = load.argsort(dim=1, stable=True)
+        lightest = argsort_rows(load)
         load.scatter_add_(1, lightest, ws[:, lap * bins : (lap + 1) * bins])
         deal.append(lightest)
     return torch.cat(deal, 1)

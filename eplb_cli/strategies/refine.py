@@ -15,15 +15,16 @@ import torch
 from .sorting import sort_ints
 
 _TOL = 1e-12
-_CHECK_EVERY = 4
+_CHECK_EVERY = 2
 _PHASE = 4
 
 
 def to_slots(bin_of_item: torch.Tensor, bins: int) -> torch.Tensor:
     """Slot of each item for a ``bin_of_item`` [B, m]: within a bin, items keep their index order."""
-    rows, m = bin_of_item.shape
-    key = bin_of_item * m + torch.arange(m, device=bin_of_item.device)
-    return invert(sort_ints(key) % m)
+    m = bin_of_item.shape[1]
+    shift = max(1, (m - 1).bit_length())
+    key = (bin_of_item << shift) | torch.arange(m, device=bin_of_item.device)
+    return invert(sort_ints(key) & ((1 << shift) - 1))
 
 
 def invert(perm: torch.Tensor) -> torch.Tensor:

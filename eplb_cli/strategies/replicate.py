@@ -62,10 +62,10 @@ def dhondt(w: torch.Tensor, slots: int) -> torch.Tensor:
     window = int(reach.clamp_(1, most).max())
     cand = wp.unsqueeze(2) / (cp.unsqueeze(2) + torch.arange(window, device=w.device))
     cand = torch.where(valid.unsqueeze(2), cand, -math.inf)
-    # Pad each row with (most - left) +inf so one kthvalue finds every row's left-th largest.
+    # Pad each row with (most - left) +inf so that every row's left-th largest is its most-th largest.
     pad = torch.where(torch.arange(most, device=w.device) < most - left, math.inf, -math.inf)
     flat = torch.cat([cand.view(rows, most * window), pad], 1)
-    cut = flat.kthvalue(most * window + 1, dim=1, keepdim=True).values
+    cut = flat.topk(most, dim=1).values[:, most - 1 :]
     above = (cand > cut.unsqueeze(2)).sum(2)
     tied = (cand == cut.unsqueeze(2)).any(2)
     tied &= tied.cumsum(1) <= left - above.sum(1, keepdim=True)
