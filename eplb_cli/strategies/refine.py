@@ -200,15 +200,15 @@ def swap(
     phase, since = 0, 0
     for _ in range(max_iters):
         heavy = phases[phase]
-        if ex is None and heavy > 1:
+        if heavy > 1:
             best, top, src, dst = _nearest(wt, load, heavy)
-        elif ex is None:
-            top, hot = load.max(1, keepdim=True)
-            best, src, dst = _nearest_one(wt, hot * cap + span, top, load.scatter(1, hot, math.inf))
         else:
             top, hot = load.max(1, keepdim=True)
             others = load.scatter(1, hot, math.inf)
-            best, src, dst = _dense(wt, hot * cap + span, top, others, ex, hot, n)
+            if ex is None:
+                best, src, dst = _nearest_one(wt, hot * cap + span, top, others)
+            else:
+                best, src, dst = _dense(wt, hot * cap + span, top, others, ex, hot, n)
         ok = best < top * (1 - _TOL)
         dst = torch.where(ok, dst, src)
         a, b = wt.gather(1, src), wt.gather(1, dst)
@@ -218,9 +218,8 @@ def swap(
         if ex is not None:
             ea, eb = ex.gather(1, src), ex.gather(1, dst)
             ex.scatter_(1, src, eb).scatter_(1, dst, ea)
-        div = torch.div
-        load.scatter_add_(1, div(src, cap, rounding_mode="floor"), b - a)
-        load.scatter_add_(1, div(dst, cap, rounding_mode="floor"), a - b)
+        load.scatter_add_(1, torch.div(src, cap, rounding_mode="floor"), b - a)
+        load.scatter_add_(1, torch.div(dst, cap, rounding_mode="floor"), a - b)
         since += 1
         if phase < len(phases) - 1:
             if since == _PHASE:
