@@ -124,15 +124,20 @@ def test_relabelling_never_changes_imbalance(seed, gpus, per, hier):
     assert torch.equal(back.phy2log, old.phy2log)
 
 
-def test_relabel_keeps_excluded_gpus_in_place():
-    gen = torch.Generator().manual_seed(3)
+def _gpu1_fails(gen: torch.Generator) -> tuple[Placement, Placement]:
+    """A random 4-GPU placement and a new one for the same 12 experts with GPU 1 excluded (its slots -1)."""
     full = resolve(12, 4, slots=16, policy="global")
     old = random_placement(full, 2, gen)
     topo = resolve(12, 4, slots=16, policy="global", exclude_gpus=[1])
     rows = random_placement(resolve(12, 3, slots=12, policy="global"), 2, gen).phy2log
     new_rows = torch.full((2, 16), -1, dtype=torch.int64)
     new_rows[:, [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]] = rows
-    new = Placement(new_rows, topo).validate()
+    return old, Placement(new_rows, topo).validate()
+
+
+def test_relabel_keeps_excluded_gpus_in_place():
+    gen = torch.Generator().manual_seed(3)
+    old, new = _gpu1_fails(gen)
     r = relabel(old, new)
     r.validate()
     assert bool((r.phy2log[:, 4:8] == -1).all())
@@ -201,13 +206,7 @@ def test_budget_zero_keeps_old_and_large_budget_takes_the_plan():
 def test_newly_failed_gpu_forces_its_moves():
     # The old placement used GPU 1; the new topology excludes it. Its experts must move even with budget 0.
     gen = torch.Generator().manual_seed(8)
-    full = resolve(12, 4, slots=16, policy="global")
-    old = random_placement(full, 2, gen)
-    topo = resolve(12, 4, slots=16, policy="global", exclude_gpus=[1])
-    rows = random_placement(resolve(12, 3, slots=12, policy="global"), 2, gen).phy2log
-    new_rows = torch.full((2, 16), -1, dtype=torch.int64)
-    new_rows[:, [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]] = rows
-    new = Placement(new_rows, topo).validate()
+    old, new = _gpu1_fails(gen)
     load = torch.rand(2, 12, generator=gen, dtype=torch.float64)
     for budget in (0, 3, None):
         out = follow(old, new, load, budget).validate()
