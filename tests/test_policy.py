@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.errors import EplbError
-from eplb_cli.strategies.policy import AUTO, PRESETS, Chain, ChainStrategy, compose, parse_chain
-from eplb_cli.topology import Topology
+from eplb_cli.metrics import gpu_loads as placed_loads
+from eplb_cli.metrics import lower_bound as bound
+from eplb_cli.placement import Placement
+from eplb_cli.strategies.policy import AUTO, PRESETS, Chain, ChainStrategy, compose, parse_chain, place
+from eplb_cli.topology import Topology, resolve
+from eplb_cli.traces import read_trace
 
 
 def gpu_loads(load: torch.Tensor, phy2log: torch.Tensor, gpus: int) -> torch.Tensor:
@@ -176,6 +181,37 @@ def test_balanced_never_worse_than_lpt_per_layer(sigma: float, policy: str) -> N
     lpt = gpu_loads(load, compose(load, topo, "lpt"), 32).amax(1)
     for chain in ("balanced", "thorough"):
         assert (gpu_loads(load, compose(load, topo, chain), 32).amax(1) <= lpt * (1 + 1e-12)).all()
+
+
+# One node of a DeepSeek-V3-like layer (one group per node): an expert with 58% of the load.
+DOMINANT = [229532, 58426, 17285, 14963, 14828, 13513, 11411, 6331, 4995, 3524, 2492, 2361, 2358, 2089, 1663, 1369,
+            1364, 1098, 1069, 834, 625, 480, 450, 438, 427, 419, 376, 350, 344, 260, 205, 186]
+
+
+def test_balanced_gives_a_dominant_expert_fewer_larger_replicas() -> None:
+    """D'Hondt cuts the hot expert into 8 replicas of ~28.7k and the next into 2 of ~29.2k: 10 items on
+    8 GPUs, so two share a GPU and the busiest is >= 57k, 16% above the mean of 49.5k. Fewer, larger
+    replicas of the hot expert, each filled up with cold ones, get within 2% of the mean."""
+    w = torch.tensor([DOMINANT], dtype=torch.float64)
+    slots, bins = 40, 8
+    mean = float(w.sum()) / bins
+    counts = [1] * 32
+    for _ in range(slots - 32):
+        q = [x / c for x, c in zip(DOMINANT, counts)]
+        counts[q.index(max(q))] += 1
+    replicas = sorted((x / c for x, c in zip(DOMINANT, counts) for _ in range(c)), reverse=True)
+    assert replicas[bins - 1] + replicas[bins] > 1.15 * mean
+    phy = place(w, slots, bins, parse_chain("balanced"))
+    assert float(gpu_loads(w, phy, bins).amax()) < 1.02 * mean
+    assert int((phy == 0).sum()) < counts[0]
+
+
+def test_balanced_hierarchical_64_gpus_within_target_of_the_bound() -> None:
+    """Issue 3's hierarchical target at 320 slots on 64 GPUs in 8 nodes (one group per node): gap <= 0.2%."""
+    load = read_trace(Path(__file__).resolve().parents[1] / "traces" / "deepseek-v3-synthetic.safetensors").total()
+    topo = resolve(256, 64, 8, slots=320, groups=8, policy="hierarchical")
+    achieved = placed_loads(Placement(compose(load, topo, "balanced"), topo).validate(), load).amax(1)
+    assert float(achieved.sum() / bound(load, topo).sum()) - 1 <= 0.002
 
 
 def test_real_deepseek_trace_balanced_beats_lpt(shared_traces) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.strategies import pack
-from eplb_cli.strategies.refine import dedupe, invert, swap, to_slots
+from eplb_cli.strategies.refine import RESPLIT_CAP, RESPLIT_PARTNERS, dedupe, invert, swap, to_slots
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -114,3 +116,44 @@ def test_swap_improves_kk_on_skewed_items() -> None:
     start = pack.kk(w, 8)
     out = swap(w, start, 8, 64)
     assert loads(w, out, 8).amax(1).sum() < loads(w, start, 8).amax(1).sum()
+
+
+def best_pair_split(items: list[float]) -> float:
+    """Brute force: the lowest larger half over all splits of the pool into two equal halves."""
+    half = len(items) // 2
+    total = sum(items)
+    return min(max(s, total - s) for s in (sum(c) for c in itertools.combinations(items, half)))
+
+
+@SETTINGS
+@given(st.integers(3, RESPLIT_CAP - 1), st.integers(0, 2**16), st.sampled_from(["lognormal", "ties"]))
+def test_swap_splits_two_coarse_bins_exactly(cap: int, seed: int, kind: str) -> None:
+    """With two bins of 3+ items, the re-split step makes the packing an optimal equal-size partition."""
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "ties":
+        w = torch.randint(0, 5, (1, 2 * cap), generator=gen).double()
+    else:
+        w = torch.exp(1.5 * torch.randn(1, 2 * cap, generator=gen, dtype=torch.float64))
+    start = (torch.randperm(2 * cap, generator=gen) // cap).unsqueeze(0)
+    out = swap(w, start, 2, 8)
+    assert_valid(out, 2, cap)
+    assert float(loads(w, out, 2).amax()) <= best_pair_split(w[0].tolist()) * (1 + 1e-12)
+
+
+@SETTINGS
+@given(packed())
+def test_converged_swap_leaves_no_improving_resplit(case: tuple[torch.Tensor, torch.Tensor, int]) -> None:
+    """No re-split of the busiest bin with any other bin beats it (all bins are partners up to 8 bins)."""
+    w, start, bins = case
+    cap = w.shape[1] // bins
+    if not 3 <= cap <= RESPLIT_CAP or bins - 1 > RESPLIT_PARTNERS:
+        return
+    out = swap(w, start, bins, 10_000)
+    for row in range(w.shape[0]):
+        ld = loads(w[row : row + 1], out[row : row + 1], bins)[0].tolist()
+        hot = max(range(bins), key=lambda b: (ld[b], -b))
+        mine = [float(w[row, i]) for i in range(w.shape[1]) if out[row, i] == hot]
+        for other in range(bins):
+            if other != hot:
+                theirs = [float(w[row, i]) for i in range(w.shape[1]) if out[row, i] == other]
+                assert best_pair_split(mine + theirs) >= ld[hot] * (1 - 1e-9)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eplb_cli.strategies.replicate import dhondt, expand, fixup
+from eplb_cli.strategies.replicate import dhondt, expand, fixup, thinned
 
 SETTINGS = settings(max_examples=50, deadline=None)
 
@@ -93,6 +93,35 @@ def test_dhondt_deepseek_readme_layer() -> None:
     """A hot expert takes several replicas; the count is the greedy one."""
     w = torch.tensor([[90.0, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86, 28, 42, 35, 11]], dtype=torch.float64)
     assert dhondt(w, 24).tolist() == [greedy(w[0].tolist(), 24)]
+
+
+def plain_greedy(w: list[float], slots: int) -> list[int]:
+    """Next replica to argmax w / count, lowest index on ties (no special case for all-zero rows)."""
+    counts = [1] * len(w)
+    for _ in range(slots - len(w)):
+        q = [x / c for x, c in zip(w, counts)]
+        counts[q.index(max(q))] += 1
+    return counts
+
+
+@SETTINGS
+@given(load_rows(), st.integers(1, 5))
+def test_thinned_is_dhondt_with_the_heaviest_expert_held_back(case: tuple[torch.Tensor, int], most: int) -> None:
+    w, slots = case
+    counts = dhondt(w, slots)
+    got = thinned(w, counts, most)
+    assert got.shape == (w.shape[0], most, w.shape[1])
+    for row, (loads, base) in enumerate(zip(w.tolist(), counts.tolist())):
+        if sum(loads) <= 0:
+            continue  # D'Hondt spreads an all-zero row round-robin; nothing to thin there
+        top = loads.index(max(loads))
+        for d in range(1, most + 1):
+            if base[top] <= d or len(loads) == 1:
+                assert got[row, d - 1].tolist() == base
+                continue
+            kept = base[top] - d
+            others = plain_greedy(loads[:top] + loads[top + 1 :], slots - kept)
+            assert got[row, d - 1].tolist() == others[:top] + [kept] + others[top:]
 
 
 @SETTINGS

@@ -26,7 +26,7 @@ from ..topology import Topology
 from . import pack as packers
 from .base import Strategy
 from .refine import invert, swap
-from .replicate import dhondt, expand, fixup
+from .replicate import dhondt, expand, fixup, thinned
 from .sorting import argsort_rows
 
 REPLICATORS = ("dhondt",)
@@ -35,6 +35,9 @@ REFINERS = ("swap", "fixup")
 DEFAULT_RESTARTS = 64
 AUTO = -1
 DEFAULT_FIXUP_ROUNDS = 4
+COARSE_CAP = 6
+RETRY_ABOVE = 1e-3
+THINNED = 4
 
 STAGE_HELP = "dhondt, lpt, rounds, snake, kk, restarts[:R], diverse, swap[:N], fixup[:N]"
 
@@ -181,21 +184,17 @@ def swap_iters(chain: Chain, bins: int, cap: int) -> int:
     return max(6, 5 * bins // max(2 * cap, 1)) if chain.swap == AUTO else chain.swap
 
 
-def place(w: torch.Tensor, slots: int, bins: int, chain: Chain, *, seed: int = 0) -> torch.Tensor:
-    """Expert (column of ``w``) held by each of ``slots`` slots, per row; bin b owns slots b*cap..b*cap+cap-1.
-
-    ``w`` [B, n]: replicate over the slots, order the replicas by weight
-    (one sort of the experts), pack them into ``bins`` bins, then refine.
-    """
-    rows, n = w.shape
+def _arrange(
+    w: torch.Tensor, counts: torch.Tensor, slots: int, bins: int, chain: Chain, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack and refine replicas with the given counts: (expert of each slot [B, slots], busiest bin load [B])."""
     cap = slots // bins
-    counts = dhondt(w, slots)
     per = w / counts
     order = argsort_rows(per, descending=True)
     expert = order.gather(1, expand(counts.gather(1, order), slots))
     weight = per.gather(1, expert)
     spread = expert if "diverse" in chain.pack else None
-    at = _pack(weight, bins, chain, seed, experts=expert, presorted=True)
+    at = _pack(weight, bins, chain, seed, experts=spread, presorted=True)
     iters = swap_iters(chain, bins, cap)
     if iters:
         at = swap(weight, at, bins, iters, experts=spread, slots=True)
@@ -205,7 +204,44 @@ def place(w: torch.Tensor, slots: int, bins: int, chain: Chain, *, seed: int = 0
         weight = (w / counts).gather(1, expert)
         if iters:
             at = swap(weight, at, bins, iters, experts=expert if spread is not None else None, slots=True)
-    return torch.empty_like(expert).scatter_(1, at, expert)
+    busiest = torch.empty_like(weight).scatter_(1, at, weight).view(-1, bins, cap).sum(2).amax(1)
+    return torch.empty_like(expert).scatter_(1, at, expert), busiest
+
+
+def place(
+    w: torch.Tensor, slots: int, bins: int, chain: Chain, *, seed: int = 0, rows_per_group: int = 1
+) -> torch.Tensor:
+    """Expert (column of ``w``) held by each of ``slots`` slots, per row; bin b owns slots b*cap..b*cap+cap-1.
+
+    ``w`` [B, n]: replicate over the slots (D'Hondt), order the replicas by
+    weight (one sort of the experts), pack them into ``bins`` bins, then refine.
+
+    For chains that refine, when bins hold 3 to :data:`COARSE_CAP` slots, rows
+    whose busiest bin is more than :data:`RETRY_ABOVE` above their bound (mean
+    bin load, or the largest replica) are packed again with the heaviest
+    expert given 1 .. :data:`THINNED` fewer replicas (:func:`thinned`), and
+    keep whichever count vector packs best, so a row never gets worse. When
+    consecutive runs of ``rows_per_group`` rows are the nodes of one layer,
+    a row is retried only if its busiest bin is also above every bound in its
+    run: only then can it set the layer's maximum.
+    """
+    rows, n = w.shape
+    counts = dhondt(w, slots)
+    phy, busiest = _arrange(w, counts, slots, bins, chain, seed)
+    if not chain.swap or not 3 <= slots // bins <= COARSE_CAP or slots == n or rows == 0:
+        return phy
+    bound = torch.maximum(w.sum(1) / bins, (w / counts).amax(1))
+    floor = bound.view(-1, rows_per_group).amax(1).repeat_interleave(rows_per_group)
+    heaviest = counts.gather(1, w.argmax(1, keepdim=True)).squeeze(1)
+    retry = ((busiest > torch.maximum(bound, floor) * (1 + RETRY_ABOVE)) & (heaviest > 1)).nonzero().squeeze(1)
+    if retry.numel() == 0:
+        return phy
+    tries = thinned(w[retry], counts[retry], THINNED).view(-1, n)
+    alt, alt_busiest = _arrange(w[retry].repeat_interleave(THINNED, 0), tries, slots, bins, chain, seed)
+    options = torch.cat([busiest[retry].unsqueeze(1), alt_busiest.view(-1, THINNED)], 1)
+    best = options.argmin(1)
+    chosen = torch.cat([phy[retry].unsqueeze(1), alt.view(-1, THINNED, slots)], 1)[torch.arange(retry.numel()), best]
+    return phy.index_copy(0, retry, chosen)
 
 
 def _check(load: torch.Tensor, topo: Topology) -> None:
@@ -266,7 +302,7 @@ def _compose(load: torch.Tensor, topo: Topology, chain: Chain, seed: int) -> tor
     member = torch.arange(size, device=load.device)
     expert_at = (group_at.unsqueeze(2) * size + member).view(layers * nodes, experts // nodes)
     node_load = load.gather(1, expert_at.view(layers, experts)).view(layers * nodes, experts // nodes)
-    local = place(node_load, topo.slots // nodes, topo.gpus // nodes, chain, seed=seed)
+    local = place(node_load, topo.slots // nodes, topo.gpus // nodes, chain, seed=seed, rows_per_group=nodes)
     return expert_at.gather(1, local).view(layers, topo.slots)
 
 

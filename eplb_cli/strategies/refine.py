@@ -1,5 +1,10 @@
 """Local search on a packing: swaps that lighten the busiest bin, and swaps that split duplicates.
 
+When bins hold few items (at most :data:`RESPLIT_CAP`), a swap is generalised
+to an exact re-split: the busiest bin and a partner pool their items and are
+refilled by the best equal-size split of the pool, which also finds the
+two-for-two and three-for-three exchanges single swaps miss.
+
 Both work on the *slot* form of a packing: ``slot_of_item`` [B, m] is a
 permutation of ``range(m)`` and bin ``b`` owns slots ``b*cap .. b*cap+cap-1``
 (``cap = m / bins``); a swap exchanges two slots' items, so bin sizes never
@@ -8,7 +13,9 @@ change. :func:`to_slots` turns a plain ``bin_of_item`` into that form.
 
 from __future__ import annotations
 
+import itertools
 import math
+from functools import lru_cache
 
 import torch
 
@@ -17,6 +24,8 @@ from .sorting import sort_ints
 _TOL = 1e-12
 _CHECK_EVERY = 2
 _PHASE = 4
+RESPLIT_CAP = 6
+RESPLIT_PARTNERS = 8
 
 
 def to_slots(bin_of_item: torch.Tensor, bins: int) -> torch.Tensor:
@@ -132,6 +141,71 @@ def ladder(bins: int) -> list[int]:
     return [k, 1] if k > 1 else [1]
 
 
+@lru_cache(maxsize=None)
+def _splits(cap: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every way to split 2 * ``cap`` pooled items into two halves of ``cap``.
+
+    Position 0 (the busy bin's first item) is always in the first half, since a
+    split and its mirror give the same pair of loads: C(2cap - 1, cap - 1)
+    splits (126 for cap 5, 462 for cap 6). Returns ``pick`` [K, 2cap + 1]
+    float64, a 0/1 row per split (1: first half) followed by a 1 for the
+    pool's offset column, and ``perm`` [K, 2cap] int64, the pool positions of
+    the first half then the second.
+    """
+    halves = [c for c in itertools.combinations(range(2 * cap), cap) if c[0] == 0]
+    perm = torch.tensor([list(c) + [i for i in range(2 * cap) if i not in c] for c in halves])
+    pick = torch.zeros(len(halves), 2 * cap + 1, dtype=torch.float64).scatter_(1, perm[:, :cap], 1.0)
+    pick[:, -1] = 1.0
+    return pick, perm
+
+
+def _resplit(
+    wt: torch.Tensor, load: torch.Tensor, heavy: int, partners: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best re-split of each of the ``heavy`` busiest bins with one of its own light partner bins, per row.
+
+    Bins are ranked by load; busy bin k may pair with the light bins ranked
+    k, k + heavy, ... from the light end (at most ``partners`` of them), so
+    the pairs never share a bin and can all be applied at once. The pooled
+    items of busy bin h and partner o (pair load P) are split into two bins of
+    ``cap`` in every way (:func:`_splits`). A split whose first half weighs F
+    leaves the pair at ``max(F, P - F) = P / 2 + |F - P / 2|``, so one matrix
+    product of [h's items, o's items, -P / 2] with the split rows scores every
+    partner and split. Light partners are tried because a pair can at best
+    reach its mean. Returns the best new pair maximum and the busy bin's load
+    [B, heavy], the pools' slots [B, heavy * 2cap] (h's, then o's, per busy
+    bin) and the slots to read them from (each pool in the order of its best
+    split).
+    """
+    rows, m = wt.shape
+    bins = load.shape[1]
+    cap = m // bins
+    pick, perm = _splits(cap)
+    pick, perm = pick.to(wt.device, wt.dtype), perm.to(wt.device)
+    per = min(partners, (bins - heavy) // heavy)
+    ranked = load.sort(dim=1, stable=True)
+    top, hot = ranked.values[:, -heavy:].flip(1), ranked.indices[:, -heavy:].flip(1)
+    light = ranked.values[:, : heavy * per].view(rows, per, heavy).transpose(1, 2)
+    other = ranked.indices[:, : heavy * per].view(rows, per, heavy).transpose(1, 2)
+    span = torch.arange(cap, device=wt.device)
+    own = hot.unsqueeze(2) * cap + span  # [B, heavy, cap]
+    theirs = (other.unsqueeze(3) * cap + span).reshape(rows, -1)
+    half = (light + top.unsqueeze(2)) * 0.5  # [B, heavy, per]
+    pool = torch.cat(
+        [
+            wt.gather(1, own.view(rows, -1)).view(rows, heavy, 1, cap).expand(rows, heavy, per, cap),
+            wt.gather(1, theirs).view(rows, heavy, per, cap),
+            half.neg().unsqueeze(3),
+        ],
+        3,
+    )
+    off, split = (pool.view(-1, 2 * cap + 1) @ pick.T).abs_().view(rows, heavy, per, -1).min(3)
+    best, j = (off + half).min(2, keepdim=True)
+    slots = torch.cat([own, other.gather(2, j) * cap + span], 2)
+    read = slots.gather(2, perm[split.gather(2, j).squeeze(2)])
+    return best.squeeze(2), top, slots.view(rows, -1), read.view(rows, -1)
+
+
 def _dense(
     wt: torch.Tensor,
     own: torch.Tensor,
@@ -181,9 +255,13 @@ def swap(
     its own partner bins (see :func:`ladder`), and every such swap also leaves
     both of its bins below the busiest load. Rows that found nothing are
     masked off (their swap becomes a slot swapped with itself); every few
-    iterations one check stops the loop once all rows are done. With
-    ``experts`` [B, m] (expert of each item), one bin per iteration, and swaps
-    that would put two replicas of one expert on one bin are skipped.
+    iterations one check stops the loop once all rows are done. When bins
+    hold 3 to :data:`RESPLIT_CAP` items, up to ``max_iters`` more iterations
+    then re-split the busiest bin with its best partner among the lightest
+    :data:`RESPLIT_PARTNERS` (:func:`_resplit`), which finds the two-for-two
+    and larger exchanges that single swaps miss. With ``experts`` [B, m] (expert of each item), one bin
+    per iteration, and swaps that would put two replicas of one expert on one
+    bin are skipped.
     """
     rows, m = w.shape
     cap = m // bins
@@ -197,10 +275,18 @@ def swap(
     load = wt.view(rows, bins, cap).sum(2)
     span = torch.arange(cap, device=w.device)
     phases = [1] if ex is not None else ladder(bins)
+    resplit = ex is None and 3 <= cap <= RESPLIT_CAP
     phase, since = 0, 0
     for _ in range(max_iters):
         heavy = phases[phase]
-        if heavy > 1:
+        if resplit:
+            best, top, pool, read = _resplit(wt, load, heavy, RESPLIT_PARTNERS)
+            ok = best < top * (1 - _TOL)
+            read = torch.where(ok.repeat_interleave(2 * cap, 1), read, pool)
+            wt.scatter_(1, pool, wt.gather(1, read))
+            at.scatter_(1, pool, at.gather(1, read))
+            load = wt.view(rows, bins, cap).sum(2)
+        elif heavy > 1:
             best, top, src, dst = _nearest(wt, load, heavy)
         else:
             top, hot = load.max(1, keepdim=True)
@@ -209,17 +295,18 @@ def swap(
                 best, src, dst = _nearest_one(wt, hot * cap + span, top, others)
             else:
                 best, src, dst = _dense(wt, hot * cap + span, top, others, ex, hot, n)
-        ok = best < top * (1 - _TOL)
-        dst = torch.where(ok, dst, src)
-        a, b = wt.gather(1, src), wt.gather(1, dst)
-        wt.scatter_(1, src, b).scatter_(1, dst, a)
-        ia, ib = at.gather(1, src), at.gather(1, dst)
-        at.scatter_(1, src, ib).scatter_(1, dst, ia)
-        if ex is not None:
-            ea, eb = ex.gather(1, src), ex.gather(1, dst)
-            ex.scatter_(1, src, eb).scatter_(1, dst, ea)
-        load.scatter_add_(1, torch.div(src, cap, rounding_mode="floor"), b - a)
-        load.scatter_add_(1, torch.div(dst, cap, rounding_mode="floor"), a - b)
+        if not resplit:
+            ok = best < top * (1 - _TOL)
+            dst = torch.where(ok, dst, src)
+            a, b = wt.gather(1, src), wt.gather(1, dst)
+            wt.scatter_(1, src, b).scatter_(1, dst, a)
+            ia, ib = at.gather(1, src), at.gather(1, dst)
+            at.scatter_(1, src, ib).scatter_(1, dst, ia)
+            if ex is not None:
+                ea, eb = ex.gather(1, src), ex.gather(1, dst)
+                ex.scatter_(1, src, eb).scatter_(1, dst, ea)
+            load.scatter_add_(1, torch.div(src, cap, rounding_mode="floor"), b - a)
+            load.scatter_add_(1, torch.div(dst, cap, rounding_mode="floor"), a - b)
         since += 1
         if phase < len(phases) - 1:
             if since == _PHASE:

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from .sorting import argsort_rows
+
 
 def dhondt(w: torch.Tensor, slots: int) -> torch.Tensor:
     """Replica counts [B, n] int64 for loads ``w`` [B, n]: each >= 1, each row sums to ``slots``.
@@ -70,6 +72,39 @@ def dhondt(w: torch.Tensor, slots: int) -> torch.Tensor:
     tied = (cand == cut.unsqueeze(2)).any(2)
     tied &= tied.cumsum(1) <= left - above.sum(1, keepdim=True)
     return counts.scatter_add_(1, pool, above + tied.long())
+
+
+def thinned(w: torch.Tensor, counts: torch.Tensor, most: int) -> torch.Tensor:
+    """Count vectors [B, most, n] giving each row's heaviest expert 1 .. ``most`` fewer replicas.
+
+    The freed replicas go where D'Hondt would put its next ones among the
+    other experts (the largest quotients ``w_e / (count_e + j)``, j >= 0, lower
+    expert first on ties), so variant d is D'Hondt's allocation with that
+    expert held at ``count - d``. Where the heaviest expert has too few
+    replicas to give d away, variant d repeats ``counts``.
+
+    Why: D'Hondt minimises the largest replica, but when GPUs hold few slots a
+    hot expert cut into many mid-sized replicas can make even packing
+    impossible (10 replicas of ~29k on 8 GPUs whose mean load is 49.5k puts
+    two on one GPU); fewer, larger replicas that each fill a GPU with small
+    ones can do far better.
+    """
+    rows, n = w.shape
+    dev = w.device
+    if n == 1:
+        return counts.unsqueeze(1).repeat(1, most, 1)
+    w = w.to(torch.float64)
+    top = w.argmax(1, keepdim=True)
+    steps = torch.arange(1, most + 1, device=dev)
+    nxt = w.unsqueeze(2) / (counts.unsqueeze(2) + steps - 1).to(torch.float64)
+    nxt.scatter_(1, top.unsqueeze(2).expand(rows, 1, most), -math.inf)
+    order = argsort_rows(nxt.view(rows, n * most), descending=True)[:, :most]
+    picks = torch.div(order, most, rounding_mode="floor").unsqueeze(1).expand(rows, most, most)
+    first_d = torch.tril(torch.ones(most, most, dtype=torch.int64, device=dev)).expand(rows, most, most)
+    ok = (counts.gather(1, top) > steps).long().unsqueeze(2)  # [B, most, 1]
+    out = counts.unsqueeze(1).repeat(1, most, 1)
+    out.scatter_add_(2, picks, first_d * ok)
+    return out.scatter_add_(2, top.unsqueeze(1).expand(rows, most, 1), -steps.view(1, most, 1) * ok)
 
 
 def expand(counts: torch.Tensor, slots: int) -> torch.Tensor:
