@@ -25,7 +25,7 @@ from ..errors import EplbError
 from ..topology import Topology
 from . import pack as packers
 from .base import Strategy
-from .refine import invert, swap
+from .refine import RESPLIT_CAP, invert, swap
 from .replicate import dhondt, expand, fixup, thinned
 from .sorting import argsort_rows
 
@@ -179,15 +179,30 @@ def swap_iters(chain: Chain, bins: int, cap: int) -> int:
     near the maximum after KK grows with bins / cap (fewer, coarser items per
     bin), so ``max(6, 2.5 * bins / cap)``: 6 for 32 GPUs x 9 slots and for one
     node's 8 GPUs x 9 (which converge there on the DeepSeek-V3 traces), 32 for
-    64 x 5 (within 0.1% / 0.3% of the bound on those traces).
+    64 x 5. Re-split iterations (3 to 6 items per bin) get at least 12: on one
+    node's 8 GPUs x 5 the gap to the bound keeps shrinking up to about 12 and
+    stays put after 16 (DeepSeek-V3 traces, 64 GPUs in 8 nodes).
     """
-    return max(6, 5 * bins // max(2 * cap, 1)) if chain.swap == AUTO else chain.swap
+    if chain.swap != AUTO:
+        return chain.swap
+    return max(12 if 3 <= cap <= RESPLIT_CAP else 6, 5 * bins // max(2 * cap, 1))
 
 
 def _arrange(
-    w: torch.Tensor, counts: torch.Tensor, slots: int, bins: int, chain: Chain, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pack and refine replicas with the given counts: (expert of each slot [B, slots], busiest bin load [B])."""
+    w: torch.Tensor,
+    counts: torch.Tensor,
+    slots: int,
+    bins: int,
+    chain: Chain,
+    seed: int,
+    floor: torch.Tensor | None = None,
+    scored: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pack and refine replicas with the given counts: (expert of each slot [B, slots], busiest bin load [B]).
+
+    ``floor`` [B]: a load each row need not get below (see :func:`~.refine.swap`);
+    the busiest loads are computed only when ``scored``.
+    """
     cap = slots // bins
     per = w / counts
     order = argsort_rows(per, descending=True)
@@ -197,14 +212,14 @@ def _arrange(
     at = _pack(weight, bins, chain, seed, experts=spread, presorted=True)
     iters = swap_iters(chain, bins, cap)
     if iters:
-        at = swap(weight, at, bins, iters, experts=spread, slots=True)
+        at = swap(weight, at, bins, iters, experts=spread, slots=True, floor=floor)
     for _ in range(chain.fixup):
         bin_of = torch.div(at, cap, rounding_mode="floor")
         counts, expert, _moved = fixup(w, counts, expert, bin_of, bins, spread=spread is not None)
         weight = (w / counts).gather(1, expert)
         if iters:
-            at = swap(weight, at, bins, iters, experts=expert if spread is not None else None, slots=True)
-    busiest = torch.empty_like(weight).scatter_(1, at, weight).view(-1, bins, cap).sum(2).amax(1)
+            at = swap(weight, at, bins, iters, experts=expert if spread is not None else None, slots=True, floor=floor)
+    busiest = torch.empty_like(weight).scatter_(1, at, weight).view(-1, bins, cap).sum(2).amax(1) if scored else None
     return torch.empty_like(expert).scatter_(1, at, expert), busiest
 
 
@@ -222,22 +237,26 @@ def place(
     expert given 1 .. :data:`THINNED` fewer replicas (:func:`thinned`), and
     keep whichever count vector packs best, so a row never gets worse. When
     consecutive runs of ``rows_per_group`` rows are the nodes of one layer,
-    a row is retried only if its busiest bin is also above every bound in its
-    run: only then can it set the layer's maximum.
+    only the run's busiest bin matters, so no row is refined or retried below
+    the largest bound in its run.
     """
     rows, n = w.shape
     counts = dhondt(w, slots)
-    phy, busiest = _arrange(w, counts, slots, bins, chain, seed)
     if not chain.swap or not 3 <= slots // bins <= COARSE_CAP or slots == n or rows == 0:
-        return phy
+        return _arrange(w, counts, slots, bins, chain, seed, scored=False)[0]
     bound = torch.maximum(w.sum(1) / bins, (w / counts).amax(1))
-    floor = bound.view(-1, rows_per_group).amax(1).repeat_interleave(rows_per_group)
+    floor = bound.view(-1, rows_per_group).amax(1).repeat_interleave(rows_per_group) if rows_per_group > 1 else None
+    phy, busiest = _arrange(w, counts, slots, bins, chain, seed, floor)
+    need = bound if floor is None else torch.maximum(bound, floor)
     heaviest = counts.gather(1, w.argmax(1, keepdim=True)).squeeze(1)
-    retry = ((busiest > torch.maximum(bound, floor) * (1 + RETRY_ABOVE)) & (heaviest > 1)).nonzero().squeeze(1)
+    retry = ((busiest > need * (1 + RETRY_ABOVE)) & (heaviest > 1)).nonzero().squeeze(1)
     if retry.numel() == 0:
         return phy
     tries = thinned(w[retry], counts[retry], THINNED).view(-1, n)
-    alt, alt_busiest = _arrange(w[retry].repeat_interleave(THINNED, 0), tries, slots, bins, chain, seed)
+    alt_floor = None if floor is None else floor[retry].repeat_interleave(THINNED)
+    alt, alt_busiest = _arrange(
+        w[retry].repeat_interleave(THINNED, 0), tries, slots, bins, chain, seed, alt_floor
+    )
     options = torch.cat([busiest[retry].unsqueeze(1), alt_busiest.view(-1, THINNED)], 1)
     best = options.argmin(1)
     chosen = torch.cat([phy[retry].unsqueeze(1), alt.view(-1, THINNED, slots)], 1)[torch.arange(retry.numel()), best]

@@ -234,6 +234,46 @@ def _dense(
     return best, src, pick % m
 
 
+def _resplit_loop(
+    wt: torch.Tensor, at: torch.Tensor, bins: int, max_iters: int, floor: torch.Tensor | None
+) -> None:
+    """Re-split iterations (:func:`_resplit`) on slot-form ``wt`` and ``at``, in place.
+
+    The multi-bin phase of :func:`ladder` first, then one bin per iteration.
+    Only rows still improving are carried to the next iteration, and rows
+    whose busiest bin is at or below ``floor`` [B] are dropped: their caller
+    cannot gain from them.
+    """
+    rows, m = wt.shape
+    cap = m // bins
+    live = torch.arange(rows, device=wt.device)
+    if floor is not None:
+        live = live[wt.view(rows, bins, cap).sum(2).amax(1) > floor]
+    w, a = wt[live], at[live]
+    phases = ladder(bins)
+    phase, since = 0, 0
+    for _ in range(max_iters):
+        if live.numel() == 0:
+            break
+        load = w.view(-1, bins, cap).sum(2)
+        best, top, pool, read = _resplit(w, load, phases[phase], RESPLIT_PARTNERS)
+        ok = best < top * (1 - _TOL)
+        read = torch.where(ok.repeat_interleave(2 * cap, 1), read, pool)
+        w.scatter_(1, pool, w.gather(1, read))
+        a.scatter_(1, pool, a.gather(1, read))
+        since += 1
+        if phase < len(phases) - 1:
+            if since == _PHASE:
+                phase, since = phase + 1, 0
+            continue
+        going = ok.any(1)
+        if floor is not None:
+            going &= w.view(-1, bins, cap).sum(2).amax(1) > floor[live]
+        wt[live], at[live] = w, a
+        live, w, a = live[going], w[going], a[going]
+    wt[live], at[live] = w, a
+
+
 def swap(
     w: torch.Tensor,
     assign: torch.Tensor,
@@ -242,6 +282,7 @@ def swap(
     *,
     experts: torch.Tensor | None = None,
     slots: bool = False,
+    floor: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Best-improving swaps between the busiest bin and any other, until none helps (per row).
 
@@ -255,13 +296,16 @@ def swap(
     its own partner bins (see :func:`ladder`), and every such swap also leaves
     both of its bins below the busiest load. Rows that found nothing are
     masked off (their swap becomes a slot swapped with itself); every few
-    iterations one check stops the loop once all rows are done. When bins
-    hold 3 to :data:`RESPLIT_CAP` items, up to ``max_iters`` more iterations
-    then re-split the busiest bin with its best partner among the lightest
-    :data:`RESPLIT_PARTNERS` (:func:`_resplit`), which finds the two-for-two
-    and larger exchanges that single swaps miss. With ``experts`` [B, m] (expert of each item), one bin
-    per iteration, and swaps that would put two replicas of one expert on one
-    bin are skipped.
+    iterations one check stops the loop once all rows are done. With
+    ``experts`` [B, m] (expert of each item), one bin per iteration, and swaps
+    that would put two replicas of one expert on one bin are skipped.
+
+    When bins hold 3 to :data:`RESPLIT_CAP` items (and no ``experts`` are
+    given), each iteration instead re-splits the busiest bin with its best
+    partner among the :data:`RESPLIT_PARTNERS` lightest (:func:`_resplit`): a
+    superset of the single swaps that also finds two-for-two and larger
+    exchanges. There, rows whose busiest bin is at or below ``floor`` [B] are
+    left alone (the caller only needs them that low).
     """
     rows, m = w.shape
     cap = m // bins
@@ -270,23 +314,19 @@ def swap(
         return place if slots else assign
     at = invert(place)
     wt = w.gather(1, at)
+    if experts is None and 3 <= cap <= RESPLIT_CAP:
+        _resplit_loop(wt, at, bins, max_iters, floor)
+        place = invert(at)
+        return place if slots else torch.div(place, cap, rounding_mode="floor")
     ex = experts.gather(1, at) if experts is not None else None
     n = int(experts.max()) + 1 if experts is not None else 0
     load = wt.view(rows, bins, cap).sum(2)
     span = torch.arange(cap, device=w.device)
     phases = [1] if ex is not None else ladder(bins)
-    resplit = ex is None and 3 <= cap <= RESPLIT_CAP
     phase, since = 0, 0
     for _ in range(max_iters):
         heavy = phases[phase]
-        if resplit:
-            best, top, pool, read = _resplit(wt, load, heavy, RESPLIT_PARTNERS)
-            ok = best < top * (1 - _TOL)
-            read = torch.where(ok.repeat_interleave(2 * cap, 1), read, pool)
-            wt.scatter_(1, pool, wt.gather(1, read))
-            at.scatter_(1, pool, at.gather(1, read))
-            load = wt.view(rows, bins, cap).sum(2)
-        elif heavy > 1:
+        if heavy > 1:
             best, top, src, dst = _nearest(wt, load, heavy)
         else:
             top, hot = load.max(1, keepdim=True)
@@ -295,18 +335,17 @@ def swap(
                 best, src, dst = _nearest_one(wt, hot * cap + span, top, others)
             else:
                 best, src, dst = _dense(wt, hot * cap + span, top, others, ex, hot, n)
-        if not resplit:
-            ok = best < top * (1 - _TOL)
-            dst = torch.where(ok, dst, src)
-            a, b = wt.gather(1, src), wt.gather(1, dst)
-            wt.scatter_(1, src, b).scatter_(1, dst, a)
-            ia, ib = at.gather(1, src), at.gather(1, dst)
-            at.scatter_(1, src, ib).scatter_(1, dst, ia)
-            if ex is not None:
-                ea, eb = ex.gather(1, src), ex.gather(1, dst)
-                ex.scatter_(1, src, eb).scatter_(1, dst, ea)
-            load.scatter_add_(1, torch.div(src, cap, rounding_mode="floor"), b - a)
-            load.scatter_add_(1, torch.div(dst, cap, rounding_mode="floor"), a - b)
+        ok = best < top * (1 - _TOL)
+        dst = torch.where(ok, dst, src)
+        a, b = wt.gather(1, src), wt.gather(1, dst)
+        wt.scatter_(1, src, b).scatter_(1, dst, a)
+        ia, ib = at.gather(1, src), at.gather(1, dst)
+        at.scatter_(1, src, ib).scatter_(1, dst, ia)
+        if ex is not None:
+            ea, eb = ex.gather(1, src), ex.gather(1, dst)
+            ex.scatter_(1, src, eb).scatter_(1, dst, ea)
+        load.scatter_add_(1, torch.div(src, cap, rounding_mode="floor"), b - a)
+        load.scatter_add_(1, torch.div(dst, cap, rounding_mode="floor"), a - b)
         since += 1
         if phase < len(phases) - 1:
             if since == _PHASE:
