@@ -215,7 +215,9 @@ def _arrange(
         at = swap(weight, at, bins, iters, experts=spread, slots=True, floor=floor)
     for _ in range(chain.fixup):
         bin_of = torch.div(at, cap, rounding_mode="floor")
-        counts, expert, _moved = fixup(w, counts, expert, bin_of, bins, spread=spread is not None)
+        counts, expert, moved = fixup(w, counts, expert, bin_of, bins, spread=spread is not None)
+        if not bool(moved.any()):
+            break  # nothing changed, so further rounds would find the same nothing
         weight = (w / counts).gather(1, expert)
         if iters:
             at = swap(weight, at, bins, iters, experts=expert if spread is not None else None, slots=True, floor=floor)

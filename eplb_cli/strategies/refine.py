@@ -26,6 +26,9 @@ _CHECK_EVERY = 2
 _PHASE = 4
 RESPLIT_CAP = 6
 RESPLIT_PARTNERS = 8
+# Multi-bin re-split iterations before the one-bin ones: at 64 GPUs x 5 slots (DeepSeek-V3 traces)
+# 12 such iterations leave 35-45% less gap than 4, in less time (1.2 ms each, 0.3 ms for one bin).
+_RESPLIT_PHASE = 12
 
 
 def to_slots(bin_of_item: torch.Tensor, bins: int) -> torch.Tensor:
@@ -263,7 +266,7 @@ def _resplit_loop(
         a.scatter_(1, pool, a.gather(1, read))
         since += 1
         if phase < len(phases) - 1:
-            if since == _PHASE:
+            if since == _RESPLIT_PHASE:
                 phase, since = phase + 1, 0
             continue
         going = ok.any(1)
@@ -292,9 +295,10 @@ def swap(
     bin that minimises the larger of the two bins' new loads, and applies it
     only when that is below the busiest bin's old load, so that bin gets
     strictly lighter and the loop ends. On wide packings a first phase of
-    :data:`_PHASE` iterations fixes several busy bins per iteration, each with
-    its own partner bins (see :func:`ladder`), and every such swap also leaves
-    both of its bins below the busiest load. Rows that found nothing are
+    up to :data:`_PHASE` iterations fixes several busy bins per iteration, each
+    with its own partner bins (see :func:`ladder`), and every such swap also
+    leaves both of its bins below the busiest load; it ends early when no row
+    found one. Rows that found nothing are
     masked off (their swap becomes a slot swapped with itself); every few
     iterations one check stops the loop once all rows are done. With
     ``experts`` [B, m] (expert of each item), one bin per iteration, and swaps
@@ -348,7 +352,7 @@ def swap(
         load.scatter_add_(1, torch.div(dst, cap, rounding_mode="floor"), a - b)
         since += 1
         if phase < len(phases) - 1:
-            if since == _PHASE:
+            if since == _PHASE or (since % _CHECK_EVERY == 0 and not bool(ok.any())):
                 phase, since = phase + 1, 0
         elif since % _CHECK_EVERY == 0 and not bool(ok.any()):
             break
