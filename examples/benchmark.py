@@ -9,9 +9,10 @@ so decode is global only). Traces: the six real DeepSeek-V3 workloads in
 ../shared/traces/sglang-deepseek-v3 (when present) and the shipped synthetic
 trace. Runtimes are in-process medians after a warm-up, taken in the same run
 as the baseline; imbalance is max/mean GPU load averaged over loaded layers;
-gap = sum of max GPU load / sum of lower bound - 1. When SGLang is installed
-(`pip install --no-deps sglang`), its shipped deepseek and deepseek_vec are
-timed and scored too.
+gap = sum of max GPU load / sum of lower bound - 1. When SGLang or vLLM is
+installed (`pip install --no-deps sglang vllm`), their shipped algorithms
+(SGLang's deepseek and deepseek_vec, vLLM's default policy) are timed and
+scored too.
 """
 
 from __future__ import annotations

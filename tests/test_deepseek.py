@@ -41,8 +41,8 @@ def test_lpt_pack_fills_each_pack_exactly():
     assert sorted(rank[0][pack[0] == 0].tolist()) == [0, 1, 2]
 
 
-def test_matches_sglang_shipped_copy_on_real_traces(shared_traces):
-    """Layer-for-layer equality with the copy of DeepSeek's EPLB that SGLang ships (when installed)."""
+def _engine(name: str, install: str):
+    """An engine's shipped planner from examples/engine_baselines.py; skip when the engine is not installed."""
     import sys
     from pathlib import Path
 
@@ -51,18 +51,42 @@ def test_matches_sglang_shipped_copy_on_real_traces(shared_traces):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
     from engine_baselines import engine_planners
 
+    planner = engine_planners().get(name)
+    if planner is None:
+        pytest.skip(f"{name} is not installed (pip install --no-deps {install} to run this cross-check)")
+    return planner
+
+
+def _real_cases(shared_traces):
+    """(trace name, load [L, E], topology, hierarchical) for the real DeepSeek-V3 traces at issue 3's shapes."""
     from eplb_cli.traces import read_trace
 
-    reference = engine_planners().get("sglang:deepseek")
-    if reference is None:
-        pytest.skip("SGLang is not installed (pip install --no-deps sglang to run this cross-check)")
     files = sorted((shared_traces / "sglang-deepseek-v3").glob("*.json"))
     assert files
     for path in files:
         w = read_trace(path).total()
         for policy in ("hierarchical", "global"):
             for gpus, slots, nodes in ((32, 288, 4), (64, 320, 8), (144, 288, 4)):
-                topo = resolve(256, gpus, nodes, slots=slots, groups=8, policy=policy)
-                ours = DeepSeekStrategy().plan(w, topo)
-                theirs = reference(w, slots, 8, nodes, gpus, policy == "hierarchical")
-                assert torch.equal(ours, theirs), (path.name, policy, gpus)
+                yield path.name, w, resolve(256, gpus, nodes, slots=slots, groups=8, policy=policy), policy == "hierarchical"
+
+
+def test_matches_sglang_shipped_copy_on_real_traces(shared_traces):
+    """Layer-for-layer equality with the copy of DeepSeek's EPLB that SGLang ships (when installed)."""
+    reference = _engine("sglang:deepseek", "sglang")
+    for name, w, topo, hier in _real_cases(shared_traces):
+        ours = DeepSeekStrategy().plan(w, topo)
+        theirs = reference(w, topo.slots, 8, topo.nodes, topo.gpus, hier)
+        assert torch.equal(ours, theirs), (name, topo.policy, topo.gpus)
+
+
+def test_same_busiest_gpu_as_vllm_default_policy_on_real_traces(shared_traces):
+    """vLLM's shipped policy (DeepSeek's algorithm on float32 loads with NumPy's unstable sort) breaks some
+    ties differently, so placements may differ, but the busiest GPU of every layer must weigh the same."""
+    from eplb_cli.metrics import gpu_loads
+    from eplb_cli.placement import Placement
+
+    reference = _engine("vllm:default", "vllm")
+    for name, w, topo, hier in _real_cases(shared_traces):
+        ours = gpu_loads(Placement(DeepSeekStrategy().plan(w, topo), topo), w).amax(1)
+        theirs = reference(w, topo.slots, 8, topo.nodes, topo.gpus, hier)
+        assert torch.equal(ours, gpu_loads(Placement(theirs, topo), w).amax(1)), (name, topo.policy, topo.gpus)
