@@ -215,9 +215,7 @@ def _arrange(
         at = swap(weight, at, bins, iters, experts=spread, slots=True, floor=floor)
     for _ in range(chain.fixup):
         bin_of = torch.div(at, cap, rounding_mode="floor")
-        counts, expert, moved = fixup(w, counts, expert, bin_of, bins, spread=spread is not None)
-        if not bool(moved.any()):
-            break  # nothing changed, so further rounds would find the same nothing
+        counts, expert, _moved = fixup(w, counts, expert, bin_of, bins, spread=spread is not None)
         weight = (w / counts).gather(1, expert)
         if iters:
             at = swap(weight, at, bins, iters, experts=expert if spread is not None else None, slots=True, floor=floor)
@@ -250,8 +248,8 @@ def place(
     floor = bound.view(-1, rows_per_group).amax(1).repeat_interleave(rows_per_group) if rows_per_group > 1 else None
     phy, busiest = _arrange(w, counts, slots, bins, chain, seed, floor)
     need = bound if floor is None else torch.maximum(bound, floor)
-    heaviest = counts.gather(1, w.argmax(1, keepdim=True)).squeeze(1)
-    retry = ((busiest > need * (1 + RETRY_ABOVE)) & (heaviest > 1)).nonzero().squeeze(1)
+    held = counts.gather(1, w.argmax(1, keepdim=True)).squeeze(1)
+    retry = ((busiest > need * (1 + RETRY_ABOVE)) & (held > 1)).nonzero().squeeze(1)
     if retry.numel() == 0:
         return phy
     tries = thinned(w[retry], counts[retry], THINNED).view(-1, n)
