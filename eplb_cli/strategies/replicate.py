@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .sorting import argsort_rows
+from .sorting import argsort_rows, kth_largest
 
 
 def dhondt(w: torch.Tensor, slots: int) -> torch.Tensor:
@@ -50,7 +50,7 @@ def dhondt(w: torch.Tensor, slots: int) -> torch.Tensor:
     if most <= 0:
         return counts
     nxt = w / counts
-    kth = nxt.topk(most, dim=1).values.gather(1, (left - 1).clamp(min=0))
+    kth = kth_largest(nxt, left.clamp(min=1))
     above = nxt > kth
     tied = nxt == kth
     chosen = above | (tied & (tied.cumsum(1) <= left - above.sum(1, keepdim=True)))
@@ -67,7 +67,7 @@ def dhondt(w: torch.Tensor, slots: int) -> torch.Tensor:
     # Pad each row with (most - left) +inf so that every row's left-th largest is its most-th largest.
     pad = torch.where(torch.arange(most, device=w.device) < most - left, math.inf, -math.inf)
     flat = torch.cat([cand.view(rows, most * window), pad], 1)
-    cut = flat.topk(most, dim=1).values[:, most - 1 :]
+    cut = kth_largest(flat, torch.full((rows, 1), most, dtype=torch.int64, device=w.device))
     above = (cand > cut.unsqueeze(2)).sum(2)
     tied = (cand == cut.unsqueeze(2)).any(2)
     tied &= tied.cumsum(1) <= left - above.sum(1, keepdim=True)
