@@ -81,7 +81,7 @@ def thinned(w: torch.Tensor, counts: torch.Tensor, most: int) -> torch.Tensor:
     other experts (the largest quotients ``w_e / (count_e + j)``, j >= 0, lower
     expert first on ties), so variant d is D'Hondt's allocation with that
     expert held at ``count - d``. Where the heaviest expert has too few
-    replicas to give d away, variant d repeats ``counts``.
+    replicas to give d away (or is the only expert), variant d repeats ``counts``.
 
     Why: D'Hondt minimises the largest replica, but when GPUs hold few slots a
     hot expert cut into many mid-sized replicas can make even packing
