@@ -37,6 +37,7 @@ AUTO = -1
 DEFAULT_FIXUP_ROUNDS = 4
 COARSE_CAP = 6
 RETRY_ABOVE = 1e-3
+RETRY_ABOVE_DIVERSE = 1e-2
 THINNED = 4
 
 STAGE_HELP = "dhondt, lpt, rounds, snake, kk, restarts[:R], diverse, swap[:N], fixup[:N]"
@@ -233,7 +234,9 @@ def place(
 
     For chains that refine, when bins hold 3 to :data:`COARSE_CAP` slots, rows
     whose busiest bin is more than :data:`RETRY_ABOVE` above their bound (mean
-    bin load, or the largest replica) are packed again with the heaviest
+    bin load, or the largest replica; :data:`RETRY_ABOVE_DIVERSE` for
+    ``diverse``, whose duplicate-free swaps rarely get that close and cost
+    4x more per retry) are packed again with the heaviest
     expert given 1 .. :data:`THINNED` fewer replicas (:func:`thinned`), and
     keep whichever count vector packs best, so a row never gets worse. When
     consecutive runs of ``rows_per_group`` rows are the nodes of one layer,
@@ -249,7 +252,8 @@ def place(
     phy, busiest = _arrange(w, counts, slots, bins, chain, seed, floor)
     need = bound if floor is None else torch.maximum(bound, floor)
     held = counts.gather(1, w.argmax(1, keepdim=True)).squeeze(1)
-    retry = ((busiest > need * (1 + RETRY_ABOVE)) & (held > 1)).nonzero().squeeze(1)
+    above = RETRY_ABOVE_DIVERSE if "diverse" in chain.pack else RETRY_ABOVE
+    retry = ((busiest > need * (1 + above)) & (held > 1)).nonzero().squeeze(1)
     if retry.numel() == 0:
         return phy
     tries = thinned(w[retry], counts[retry], THINNED).view(-1, n)
