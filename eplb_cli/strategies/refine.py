@@ -167,8 +167,8 @@ def _resplit(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best re-split of each of the ``heavy`` busiest bins with one of its own light partner bins, per row.
 
-    Bins are ranked by load; busy bin k may pair with the light bins ranked
-    k, k + heavy, ... from the light end (at most ``partners`` of them), so
+    Bins are ranked by load (equal loads: lower index first); busy bin k may
+    pair with the light bins ranked k, k + heavy, ... from the light end (at most ``partners`` of them), so
     the pairs never share a bin and can all be applied at once. The pooled
     items of busy bin h and partner o (pair load P) are split into two bins of
     ``cap`` in every way (:func:`_splits`). A split whose first half weighs F
@@ -186,10 +186,11 @@ def _resplit(
     pick, perm = _splits(cap)
     pick, perm = pick.to(wt.device, wt.dtype), perm.to(wt.device)
     per = min(partners, (bins - heavy) // heavy)
-    ranked = load.sort(dim=1, stable=True)
-    top, hot = ranked.values[:, -heavy:].flip(1), ranked.indices[:, -heavy:].flip(1)
-    light = ranked.values[:, : heavy * per].view(rows, per, heavy).transpose(1, 2)
-    other = ranked.indices[:, : heavy * per].view(rows, per, heavy).transpose(1, 2)
+    # Busiest first, ties to the lower index (as in the one-bin swaps); the light end read backwards.
+    ranked = load.sort(dim=1, descending=True, stable=True)
+    top, hot = ranked.values[:, :heavy], ranked.indices[:, :heavy]
+    light = ranked.values[:, bins - heavy * per :].flip(1).view(rows, per, heavy).transpose(1, 2)
+    other = ranked.indices[:, bins - heavy * per :].flip(1).view(rows, per, heavy).transpose(1, 2)
     span = torch.arange(cap, device=wt.device)
     own = hot.unsqueeze(2) * cap + span  # [B, heavy, cap]
     theirs = (other.unsqueeze(3) * cap + span).reshape(rows, -1)
