@@ -251,20 +251,21 @@ def _resplit_loop(
     rows, m = wt.shape
     cap = m // bins
     live = torch.arange(rows, device=wt.device)
+    load = wt.view(rows, bins, cap).sum(2)
     if floor is not None:
-        live = live[wt.view(rows, bins, cap).sum(2).amax(1) > floor]
-    w, a = wt[live], at[live]
+        live = live[load.amax(1) > floor]
+    w, a, load = wt[live], at[live], load[live]
     phases = ladder(bins)
     phase, since = 0, 0
     for _ in range(max_iters):
         if live.numel() == 0:
             break
-        load = w.view(-1, bins, cap).sum(2)
         best, top, pool, read = _resplit(w, load, phases[phase], RESPLIT_PARTNERS)
         ok = best < top * (1 - _TOL)
         read = torch.where(ok.repeat_interleave(2 * cap, 1), read, pool)
         w.scatter_(1, pool, w.gather(1, read))
         a.scatter_(1, pool, a.gather(1, read))
+        load = w.view(-1, bins, cap).sum(2)
         since += 1
         if phase < len(phases) - 1:
             if since == _RESPLIT_PHASE:
@@ -272,9 +273,9 @@ def _resplit_loop(
             continue
         going = ok.any(1)
         if floor is not None:
-            going &= w.view(-1, bins, cap).sum(2).amax(1) > floor[live]
+            going &= load.amax(1) > floor[live]
         wt[live], at[live] = w, a
-        live, w, a = live[going], w[going], a[going]
+        live, w, a, load = live[going], w[going], a[going], load[going]
     wt[live], at[live] = w, a
 
 
