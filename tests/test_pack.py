@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from eplb_cli.strategies import pack
 from eplb_cli.strategies.replicate import dhondt, expand
+from helpers import random_weights
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -38,14 +39,7 @@ def packing_case(draw: st.DrawFn) -> tuple[torch.Tensor, int]:
     kind = draw(st.sampled_from(["lognormal", "ties", "zeros"]))
     seed = draw(st.integers(0, 2**16))
     gen = torch.Generator().manual_seed(seed)
-    shape = (rows, bins * cap)
-    if kind == "lognormal":
-        w = torch.exp(1.5 * torch.randn(shape, generator=gen, dtype=torch.float64))
-    elif kind == "ties":
-        w = torch.randint(0, 3, shape, generator=gen).double()
-    else:
-        w = torch.zeros(shape, dtype=torch.float64)
-    return w, bins
+    return random_weights(gen, (rows, bins * cap), kind, sigma=1.5, ties=3), bins
 
 
 def run(name: str, w: torch.Tensor, bins: int, **kw: object) -> torch.Tensor:

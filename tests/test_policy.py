@@ -28,14 +28,20 @@ def gpu_loads(load: torch.Tensor, phy2log: torch.Tensor, gpus: int) -> torch.Ten
     return per.gather(1, phy2log).view(layers, gpus, slots // gpus).sum(2)
 
 
+def greedy_counts(row: list[float], slots: int) -> list[int]:
+    """Replica counts by the plain greedy: next replica to argmax load / count, lowest index on ties."""
+    counts = [1] * len(row)
+    for _ in range(slots - len(row)):
+        q = [x / c for x, c in zip(row, counts)]
+        counts[q.index(max(q))] += 1
+    return counts
+
+
 def lower_bound(load: torch.Tensor, slots: int, gpus: int) -> torch.Tensor:
     """max(total / G, best possible largest replica), the latter by the plain greedy, per layer."""
     out = []
     for row in load.tolist():
-        counts = [1] * len(row)
-        for _ in range(slots - len(row)):
-            q = [x / c for x, c in zip(row, counts)]
-            counts[q.index(max(q))] += 1
+        counts = greedy_counts(row, slots)
         out.append(max(sum(row) / gpus, max(x / c for x, c in zip(row, counts))))
     return torch.tensor(out, dtype=torch.float64)
 
@@ -195,10 +201,7 @@ def test_balanced_gives_a_dominant_expert_fewer_larger_replicas() -> None:
     w = torch.tensor([DOMINANT], dtype=torch.float64)
     slots, bins = 40, 8
     mean = float(w.sum()) / bins
-    counts = [1] * 32
-    for _ in range(slots - 32):
-        q = [x / c for x, c in zip(DOMINANT, counts)]
-        counts[q.index(max(q))] += 1
+    counts = greedy_counts(DOMINANT, slots)
     replicas = sorted((x / c for x, c in zip(DOMINANT, counts) for _ in range(c)), reverse=True)
     assert replicas[bins - 1] + replicas[bins] > 1.15 * mean
     phy = place(w, slots, bins, parse_chain("balanced"))

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from eplb_cli.strategies import pack
 from eplb_cli.strategies.refine import RESPLIT_CAP, RESPLIT_PARTNERS, dedupe, invert, swap, to_slots
+from helpers import random_weights
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -22,13 +23,7 @@ def packed(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, int]:
     seed = draw(st.integers(0, 2**16))
     kind = draw(st.sampled_from(["lognormal", "ties", "zeros"]))
     gen = torch.Generator().manual_seed(seed)
-    shape = (rows, bins * cap)
-    if kind == "lognormal":
-        w = torch.exp(1.2 * torch.randn(shape, generator=gen, dtype=torch.float64))
-    elif kind == "ties":
-        w = torch.randint(0, 4, shape, generator=gen).double()
-    else:
-        w = torch.zeros(shape, dtype=torch.float64)
+    w = random_weights(gen, (rows, bins * cap), kind, sigma=1.2, ties=4)
     start = torch.stack([torch.randperm(bins * cap, generator=gen) for _ in range(rows)]) // cap
     return w, start, bins
 
@@ -130,10 +125,7 @@ def best_pair_split(items: list[float]) -> float:
 def test_swap_splits_two_coarse_bins_exactly(cap: int, seed: int, kind: str) -> None:
     """With two bins of 3+ items, the re-split step makes the packing an optimal equal-size partition."""
     gen = torch.Generator().manual_seed(seed)
-    if kind == "ties":
-        w = torch.randint(0, 5, (1, 2 * cap), generator=gen).double()
-    else:
-        w = torch.exp(1.5 * torch.randn(1, 2 * cap, generator=gen, dtype=torch.float64))
+    w = random_weights(gen, (1, 2 * cap), kind, sigma=1.5, ties=5)
     start = (torch.randperm(2 * cap, generator=gen) // cap).unsqueeze(0)
     out = swap(w, start, 2, 8)
     assert_valid(out, 2, cap)

@@ -11,15 +11,18 @@ from eplb_cli.strategies.replicate import dhondt, expand, fixup, thinned
 SETTINGS = settings(max_examples=50, deadline=None)
 
 
-def greedy(w: list[float], slots: int) -> list[int]:
-    """Next replica to argmax w / count, lowest index on ties; an all-zero row counts as uniform."""
-    if sum(w) <= 0:
-        w = [1.0] * len(w)
+def plain_greedy(w: list[float], slots: int) -> list[int]:
+    """Next replica to argmax w / count, lowest index on ties (no special case for all-zero rows)."""
     counts = [1] * len(w)
     for _ in range(slots - len(w)):
         q = [x / c for x, c in zip(w, counts)]
         counts[q.index(max(q))] += 1
     return counts
+
+
+def greedy(w: list[float], slots: int) -> list[int]:
+    """:func:`plain_greedy`, with an all-zero row counted as uniform (as D'Hondt does)."""
+    return plain_greedy([1.0] * len(w) if sum(w) <= 0 else w, slots)
 
 
 load_value = st.one_of(
@@ -93,15 +96,6 @@ def test_dhondt_deepseek_readme_layer() -> None:
     """A hot expert takes several replicas; the count is the greedy one."""
     w = torch.tensor([[90.0, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86, 28, 42, 35, 11]], dtype=torch.float64)
     assert dhondt(w, 24).tolist() == [greedy(w[0].tolist(), 24)]
-
-
-def plain_greedy(w: list[float], slots: int) -> list[int]:
-    """Next replica to argmax w / count, lowest index on ties (no special case for all-zero rows)."""
-    counts = [1] * len(w)
-    for _ in range(slots - len(w)):
-        q = [x / c for x, c in zip(w, counts)]
-        counts[q.index(max(q))] += 1
-    return counts
 
 
 @SETTINGS
