@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .metrics import Score, score
-from .placement import Placement
+from .placement import Placement, slots_of_experts
 from .strategies import get_strategy, plan
 from .topology import Topology, resolve
 from .trace import Trace
@@ -99,9 +99,6 @@ def rebalance_experts(weight: torch.Tensor, num_replicas: int, num_groups: int, 
     topo = resolve(experts=experts, gpus=num_gpus, nodes=num_nodes, slots=num_replicas, groups=num_groups,
                    policy="auto")
     placement = plan(weight.to(torch.float64), topo, get_strategy(strategy), seed=seed, device=str(weight.device))
-    width = num_replicas - experts + 1
-    compact = placement.log2phy
-    log2phy = torch.full((layers, experts, width), -1, dtype=torch.int64)
-    log2phy[:, :, : compact.shape[2]] = compact
+    log2phy = slots_of_experts(placement.phy2log, experts, num_replicas - experts + 1)
     dev = weight.device
     return placement.phy2log.to(dev), log2phy.to(dev), placement.logcnt.to(dev)

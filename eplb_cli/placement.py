@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .atomic import check_writable, write_bytes_atomic
@@ -86,22 +87,35 @@ def replica_counts(phy2log: torch.Tensor, experts: int) -> torch.Tensor:
     return cnt[:, :experts]
 
 
-def slots_of_experts(phy2log: torch.Tensor, experts: int) -> torch.Tensor:
-    """Invert phy2log into log2phy [L, E, R] (R = most replicas of any expert), -1 padded."""
-    layers, slots = phy2log.shape
-    key = torch.where(phy2log >= 0, phy2log, torch.full_like(phy2log, experts))
-    order = torch.sort(key, dim=1, stable=True)
-    cnt = replica_counts(phy2log, experts)
-    width = max(int(cnt.max()) if cnt.numel() else 1, 1)
-    start = torch.cumsum(torch.cat([torch.zeros_like(cnt[:, :1]), cnt], dim=1), dim=1)
-    sorted_expert = order.values
-    valid = sorted_expert < experts
-    pos = torch.arange(slots, device=phy2log.device).expand(layers, slots)
-    rank = pos - start.gather(1, sorted_expert.clamp(max=experts))
-    out = torch.full((layers, experts * width + 1), -1, dtype=torch.int64, device=phy2log.device)
-    flat = torch.where(valid, sorted_expert * width + rank, torch.full_like(rank, experts * width))
-    out.scatter_(1, flat, order.indices)
-    return out[:, :-1].view(layers, experts, width)
+def slots_of_experts(phy2log: torch.Tensor, experts: int, width: int | None = None) -> torch.Tensor:
+    """Invert phy2log into log2phy [L, E, R], -1 padded; R = ``width`` or else the most replicas of any expert.
+
+    Each expert's slots come in increasing order. Computed with NumPy on the
+    CPU: one stable argsort of each row's expert ids (a radix sort for 16-bit
+    ids), then every slot is written to its expert's next free column.
+    """
+    p = phy2log.detach().to("cpu", torch.int64).numpy()
+    layers, slots = p.shape
+    key = np.where(p >= 0, p, experts)
+    order = np.argsort(key.astype(np.int16 if experts < 2**15 - 1 else np.int64), axis=1, kind="stable")
+    ranked = np.take_along_axis(key, order, 1)
+    shifted = key + (experts + 1) * np.arange(layers)[:, None]
+    counts = np.bincount(shifted.ravel(), minlength=layers * (experts + 1)).reshape(layers, experts + 1)
+    most = int(counts[:, :experts].max()) if counts.size and experts else 0
+    if width is None:
+        width = max(most, 1)
+    elif width < most:
+        raise ValueError(f"slots_of_experts: width {width} is below the {most} replicas of one expert")
+    start = np.cumsum(counts, 1) - counts
+    rank = np.arange(slots) - np.take_along_axis(start, ranked, 1)
+    out = np.full((layers, experts * width), -1, dtype=np.int64)
+    valid = ranked < experts
+    if valid.all():
+        np.put_along_axis(out, ranked * width + rank, order, 1)
+    else:
+        row, col = np.nonzero(valid)
+        out[row, ranked[row, col] * width + rank[row, col]] = order[row, col]
+    return torch.from_numpy(out).view(layers, experts, width).to(phy2log.device)
 
 
 # ---------------------------------------------------------------- file formats

@@ -9,28 +9,28 @@ A :class:`Chain` names one stage of each kind, e.g. ``dhondt+kk+swap``;
   refine that, then, batched over layers x nodes, replicate each node's experts
   over its S/N slots and pack its replicas into its G/N GPUs.
 
-Everything is batched over a leading dimension (layers, or layers x nodes) and
-runs on the device of the load tensor.
+Every row (a layer, or one node of a layer) runs as compiled code on the CPU
+(:func:`.kernels.arrange`); this module chooses what to run and stitches the
+levels together with a few NumPy ops.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from ..errors import EplbError
 from ..topology import Topology
 from . import pack as packers
+from .arrays import as_floats, kernels, to_tensor
 from .base import Strategy
-from .refine import RESPLIT_CAP, invert, swap
-from .replicate import dhondt, expand, fixup, thinned
-from .sorting import argsort_rows
+from .pack import PACKERS
+from .refine import RESPLIT_CAP, RESPLIT_PARTNERS
+from .replicate import thinned
 
 REPLICATORS = ("dhondt",)
-PACKERS = packers.PACKERS
 REFINERS = ("swap", "fixup")
 DEFAULT_RESTARTS = 64
 AUTO = -1
@@ -146,31 +146,11 @@ def parse_chain(text: str) -> Chain:
     return Chain(pack=tuple(packs), **fields)  # type: ignore[arg-type]
 
 
-def _pack_one(
-    name: str, w: torch.Tensor, bins: int, chain: Chain, seed: int, experts: torch.Tensor | None, presorted: bool
-) -> torch.Tensor:
-    """Slot of each item under one packer (``diverse`` needs ``experts``, else it is ``kk``)."""
-    if name == "restarts":
-        return packers.restarts(w, bins, chain.restarts, seed=seed, slots=True, presorted=presorted)
-    if name == "diverse" and experts is not None:
-        return packers.diverse(w, bins, experts, slots=True, presorted=presorted)
-    return getattr(packers, "kk" if name == "diverse" else name)(w, bins, slots=True, presorted=presorted)
-
-
-def _pack(
-    w: torch.Tensor, bins: int, chain: Chain, seed: int, *, experts: torch.Tensor | None = None, presorted: bool = False
-) -> torch.Tensor:
-    """Slot of each item under the chain's packers: per row, the one with the lightest busiest bin."""
-    tries = [_pack_one(name, w, bins, chain, seed, experts, presorted) for name in chain.pack]
-    if len(tries) == 1:
-        return tries[0]
-    rows, m = w.shape
-    stacked = torch.stack(tries, 1)
-    # Each try's weights in slot order; bin b's items are slots b*cap .. b*cap+cap-1.
-    in_slots = torch.empty(rows, len(tries), m, dtype=w.dtype, device=w.device)
-    in_slots.scatter_(2, stacked, w.unsqueeze(1).expand(rows, len(tries), m))
-    best = in_slots.view(rows, len(tries), bins, m // bins).sum(3).amax(2).argmin(1)
-    return stacked.gather(1, best.view(rows, 1, 1).expand(rows, 1, m)).squeeze(1)
+def _mult(rows: int, m: int, chain: Chain, seed: int) -> np.ndarray:
+    """The restarts' weight multipliers [rows, R, m] (R = 0 when the chain has no ``restarts``)."""
+    if "restarts" not in chain.pack or chain.restarts <= 1:
+        return np.empty((rows, 0, m), np.float64)
+    return packers.multipliers(rows, chain.restarts, m, seed)
 
 
 def swap_iters(chain: Chain, bins: int, cap: int) -> int:
@@ -190,38 +170,30 @@ def swap_iters(chain: Chain, bins: int, cap: int) -> int:
 
 
 def _arrange(
-    w: torch.Tensor,
-    counts: torch.Tensor,
+    w: np.ndarray,
+    counts: np.ndarray,
     slots: int,
     bins: int,
     chain: Chain,
     seed: int,
-    floor: torch.Tensor | None = None,
-    scored: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    floor: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pack and refine replicas with the given counts: (expert of each slot [B, slots], busiest bin load [B]).
 
-    ``floor`` [B]: a load each row need not get below (see :func:`~.refine.swap`);
-    the busiest loads are computed only when ``scored``.
+    ``w`` [B, n] float64 and ``counts`` [B, n] int64 (NumPy); ``floor`` [B]: a
+    load each row need not get below (see :func:`.kernels.refine`). The whole
+    row runs compiled, in :func:`.kernels.arrange`.
     """
+    rows = w.shape[0]
     cap = slots // bins
-    per = w / counts
-    order = argsort_rows(per, descending=True)
-    expert = order.gather(1, expand(counts.gather(1, order), slots))
-    weight = per.gather(1, expert)
-    spread = expert if "diverse" in chain.pack else None
-    at = _pack(weight, bins, chain, seed, experts=spread, presorted=True)
-    iters = swap_iters(chain, bins, cap)
-    if iters:
-        at = swap(weight, at, bins, iters, experts=spread, slots=True, floor=floor)
-    for _ in range(chain.fixup):
-        bin_of = torch.div(at, cap, rounding_mode="floor")
-        counts, expert, _moved = fixup(w, counts, expert, bin_of, bins, spread=spread is not None)
-        weight = (w / counts).gather(1, expert)
-        if iters:
-            at = swap(weight, at, bins, iters, experts=expert if spread is not None else None, slots=True, floor=floor)
-    busiest = torch.empty_like(weight).scatter_(1, at, weight).view(-1, bins, cap).sum(2).amax(1) if scored else None
-    return torch.empty_like(expert).scatter_(1, at, expert), busiest
+    spread = "diverse" in chain.pack
+    codes = np.array([PACKERS.index(name) for name in chain.pack], dtype=np.int64)
+    low = np.full(rows, -np.inf) if floor is None else floor
+    resplit = not spread and 3 <= cap <= RESPLIT_CAP
+    return kernels().arrange(
+        w, counts, slots, bins, codes, _mult(rows, slots, chain, seed), swap_iters(chain, bins, cap), chain.fixup,
+        spread, low, resplit, RESPLIT_PARTNERS,
+    )
 
 
 def place(
@@ -230,42 +202,47 @@ def place(
     """Expert (column of ``w``) held by each of ``slots`` slots, per row; bin b owns slots b*cap..b*cap+cap-1.
 
     ``w`` [B, n]: replicate over the slots (D'Hondt), order the replicas by
-    weight (one sort of the experts), pack them into ``bins`` bins, then refine.
+    weight, pack them into ``bins`` bins, then refine (see :func:`_place`).
+    """
+    return to_tensor(_place(as_floats(w), slots, bins, chain, seed, rows_per_group), w.device)
+
+
+def _place(w: np.ndarray, slots: int, bins: int, chain: Chain, seed: int, rows_per_group: int = 1) -> np.ndarray:
+    """:func:`place` on a float64 NumPy ``w`` [B, n]; phy [B, slots] int64.
 
     For chains that refine, when bins hold 3 to :data:`COARSE_CAP` slots, rows
     whose busiest bin is more than :data:`RETRY_ABOVE` above their bound (mean
     bin load, or the largest replica; :data:`RETRY_ABOVE_DIVERSE` for
-    ``diverse``, whose duplicate-free swaps rarely get that close: at 0.1%
-    nearly every layer was retried, which made it 4x slower at 64 GPUs) are
-    packed again with the heaviest
-    expert given 1 .. :data:`THINNED` fewer replicas (:func:`thinned`), and
-    keep whichever count vector packs best, so a row never gets worse. When
-    consecutive runs of ``rows_per_group`` rows are the nodes of one layer,
-    only the run's busiest bin matters, so no row is refined or retried below
-    the largest bound in its run.
+    ``diverse``, whose duplicate-free swaps rarely get that close) are packed
+    again with the heaviest expert given 1 .. :data:`THINNED` fewer replicas
+    (:func:`thinned`), and keep whichever count vector packs best, so a row
+    never gets worse. When consecutive runs of ``rows_per_group`` rows are the
+    nodes of one layer, only the run's busiest bin matters, so no row is
+    refined or retried below the largest bound in its run.
     """
     rows, n = w.shape
-    counts = dhondt(w, slots)
+    counts = kernels().dhondt_rows(w, slots)
     if not chain.swap or not 3 <= slots // bins <= COARSE_CAP or slots == n or rows == 0:
-        return _arrange(w, counts, slots, bins, chain, seed, scored=False)[0]
-    bound = torch.maximum(w.sum(1) / bins, (w / counts).amax(1))
-    floor = bound.view(-1, rows_per_group).amax(1).repeat_interleave(rows_per_group) if rows_per_group > 1 else None
+        return _arrange(w, counts, slots, bins, chain, seed)[0]
+    bound = np.maximum(w.sum(1) / bins, (w / counts).max(1))
+    floor = None
+    if rows_per_group > 1:
+        floor = np.repeat(bound.reshape(-1, rows_per_group).max(1), rows_per_group)
     phy, busiest = _arrange(w, counts, slots, bins, chain, seed, floor)
-    need = bound if floor is None else torch.maximum(bound, floor)
-    held = counts.gather(1, w.argmax(1, keepdim=True)).squeeze(1)
+    need = bound if floor is None else np.maximum(bound, floor)
+    held = np.take_along_axis(counts, w.argmax(1)[:, None], 1)[:, 0]
     above = RETRY_ABOVE_DIVERSE if "diverse" in chain.pack else RETRY_ABOVE
-    retry = ((busiest > need * (1 + above)) & (held > 1)).nonzero().squeeze(1)
-    if retry.numel() == 0:
+    retry = np.flatnonzero((busiest > need * (1 + above)) & (held > 1))
+    if retry.size == 0:
         return phy
-    tries = thinned(w[retry], counts[retry], THINNED).view(-1, n)
-    alt_floor = None if floor is None else floor[retry].repeat_interleave(THINNED)
-    alt, alt_busiest = _arrange(
-        w[retry].repeat_interleave(THINNED, 0), tries, slots, bins, chain, seed, alt_floor
-    )
-    options = torch.cat([busiest[retry].unsqueeze(1), alt_busiest.view(-1, THINNED)], 1)
+    tries = thinned(torch.from_numpy(w[retry]), torch.from_numpy(counts[retry]), THINNED).reshape(-1, n).numpy()
+    alt_floor = None if floor is None else np.repeat(floor[retry], THINNED)
+    alt, alt_busiest = _arrange(np.repeat(w[retry], THINNED, 0), tries, slots, bins, chain, seed, alt_floor)
+    options = np.concatenate([busiest[retry, None], alt_busiest.reshape(-1, THINNED)], 1)
     best = options.argmin(1)
-    chosen = torch.cat([phy[retry].unsqueeze(1), alt.view(-1, THINNED, slots)], 1)[torch.arange(retry.numel()), best]
-    return phy.index_copy(0, retry, chosen)
+    chosen = np.concatenate([phy[retry, None], alt.reshape(-1, THINNED, slots)], 1)[np.arange(retry.size), best]
+    phy[retry] = chosen
+    return phy
 
 
 def _check(load: torch.Tensor, topo: Topology) -> None:
@@ -279,55 +256,36 @@ def _check(load: torch.Tensor, topo: Topology) -> None:
         )
 
 
-@contextmanager
-def _one_thread(device: torch.device) -> Iterator[None]:
-    """Run CPU kernels on one intra-op thread, restoring the setting afterwards.
-
-    The chains are hundreds of small ops (tensors of ~10^4 elements): a second
-    OpenMP thread saves nothing on them but adds a barrier per op, which costs
-    3-5x when another process holds the other core. CUDA is left alone.
-    """
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def compose(load: torch.Tensor, topo: Topology, chain: Chain | str = "balanced", *, seed: int = 0) -> torch.Tensor:
     """phy2log [L, S] int64 for loads [L, E] under ``topo``'s policy, built by ``chain``.
 
-    ``chain`` is a :class:`Chain`, chain text or a preset name. On CPU it runs
-    single-threaded (see :func:`_one_thread`).
+    ``chain`` is a :class:`Chain`, chain text or a preset name. The compiled
+    kernels run on the CPU: a load on another device is copied over (it is
+    small: [L, E]) and the result copied back.
     """
     if isinstance(chain, str):
         chain = parse_chain(chain)
     _check(load, topo)
-    with _one_thread(load.device):
-        return _compose(load.to(torch.float64), topo, chain, seed)
+    phy = _compose(as_floats(load), topo, chain, seed)
+    return to_tensor(phy, load.device)
 
 
-def _compose(load: torch.Tensor, topo: Topology, chain: Chain, seed: int) -> torch.Tensor:
-    """The global or hierarchical composition; ``load`` is float64 and already checked."""
+def _compose(load: np.ndarray, topo: Topology, chain: Chain, seed: int) -> np.ndarray:
+    """The global or hierarchical composition on a float64 [L, E] NumPy load, already checked."""
     layers, experts = load.shape
     if not topo.hierarchical or topo.nodes == 1:
-        return place(load, topo.slots, topo.gpus, chain, seed=seed)
+        return _place(load, topo.slots, topo.gpus, chain, seed)
     nodes, groups = topo.nodes, topo.groups
     size = experts // groups
-    group_load = load.view(layers, groups, size).sum(2)
-    at = _pack(group_load, nodes, chain, seed)
-    if chain.swap:
-        at = swap(group_load, at, nodes, swap_iters(chain, nodes, groups // nodes), slots=True)
-    group_at = invert(at)
-    member = torch.arange(size, device=load.device)
-    expert_at = (group_at.unsqueeze(2) * size + member).view(layers * nodes, experts // nodes)
-    node_load = load.gather(1, expert_at.view(layers, experts)).view(layers * nodes, experts // nodes)
-    local = place(node_load, topo.slots // nodes, topo.gpus // nodes, chain, seed=seed, rows_per_group=nodes)
-    return expert_at.gather(1, local).view(layers, topo.slots)
+    group_load = np.ascontiguousarray(load.reshape(layers, groups, size).sum(2))
+    ones = np.ones((layers, groups), np.int64)
+    # Groups are distinct, so ``diverse`` has nothing to spread there: it packs them as ``kk``.
+    whole = replace(chain, fixup=0, pack=tuple("kk" if name == "diverse" else name for name in chain.pack))
+    group_at = _arrange(group_load, ones, groups, nodes, whole, seed)[0]
+    expert_at = (group_at[:, :, None] * size + np.arange(size)).reshape(layers * nodes, experts // nodes)
+    node_load = np.take_along_axis(load, expert_at.reshape(layers, experts), 1).reshape(layers * nodes, -1)
+    local = _place(node_load, topo.slots // nodes, topo.gpus // nodes, chain, seed, nodes)
+    return np.take_along_axis(expert_at, local, 1).reshape(layers, topo.slots)
 
 
 class ChainStrategy(Strategy):

@@ -1,0 +1,962 @@
+"""Compiled inner loops of the strategies, one row (a layer, or one node of a layer) at a time.
+
+Why compiled: the batched torch formulation spent its time in per-op overhead
+(thousands of small ops per plan at 3-10 us each); these loops do the same
+work in microseconds per row. Numba compiles each function on first use and
+caches the machine code beside this file (``cache=True``), so only the first
+plan on a machine pays the compile. Nothing imports this module until a plan
+runs (not ``import eplb_cli``, not ``eplb --help``).
+
+Conventions:
+
+- Items of a row are in *processing order*: decreasing weight, equal weights
+  in index order (:func:`argsort`). Packers read them in that order and write
+  ``slot`` [m], the slot of each item: bin ``b`` owns slots
+  ``b*cap .. b*cap+cap-1`` (``cap = m / bins``).
+- Refiners work on the *slot view*: ``wt``, ``it`` and ``ex`` [m] hold the
+  weight, item and expert in each slot. A move exchanges slots' contents, so
+  bin sizes never change, and the bins it touches are summed again from their
+  slots (no drift).
+- Determinism: float64, only +, -, *, / and comparisons, one thread, no
+  fastmath, ties broken by index, so results are bit-identical on every
+  IEEE-754 platform. The tests run each function's pure-Python original
+  (``.py_func``) against the compiled code on random cases.
+
+``dhondt_rows``, ``pack_rows``, ``refine_rows``, ``dedupe_rows``,
+``fixup_rows`` and :func:`arrange` are the batched entry points (plain loops
+over rows); the other functions work on one row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = {"cache": True, "nogil": True}
+_INLINE = {"cache": True, "nogil": True, "inline": "always"}
+"""Small helpers are inlined where they are called: a call that passes arrays costs reference counting."""
+TOL = 1e-12
+"""A move must bring the busiest bin below ``top * (1 - TOL)``, so rounding can never make it cycle."""
+
+LPT, ROUNDS, SNAKE, KK, RESTARTS, DIVERSE = 0, 1, 2, 3, 4, 5
+"""Packer codes, in the order of :data:`eplb_cli.strategies.pack.PACKERS`."""
+
+_SMALL = 32
+"""Rows up to this length are sorted by insertion alone."""
+
+
+# --- sorting and heaps -------------------------------------------------------------------------
+
+
+@njit(**_INLINE)
+def _ahead(x: np.ndarray, a: int, b: int, descending: bool) -> bool:
+    """Whether index ``a`` sorts before ``b``: by value (decreasing if ``descending``), then by index."""
+    if x[a] == x[b]:
+        return a < b
+    return x[a] > x[b] if descending else x[a] < x[b]
+
+
+@njit(**_JIT)
+def argsort(x: np.ndarray, order: np.ndarray, descending: bool) -> None:
+    """Stable argsort of ``x`` [m] into ``order`` [m]: equal values (0.0 and -0.0 too) keep index order.
+
+    Short rows: insertion sort. Longer rows: an LSD radix sort on the top 16
+    (24 from 1024 values) bits of each float's order-preserving integer image
+    (two or three passes, no comparisons to mispredict), then an insertion
+    pass puts values that share those bits in exact order.
+    """
+    m = x.shape[0]
+    if m > _SMALL:
+        digits = 2 if m < 1024 else 3
+        key = np.empty(m, np.int64)
+        spare = np.empty(m, np.int64)
+        count = np.zeros((digits, 256), np.int64)
+        flip = np.int64(0x7FFFFFFFFFFFFFFF)
+        for i in range(m):
+            bits = np.float64(x[i]).view(np.int64)
+            if bits < 0:
+                bits ^= flip
+            if descending:
+                bits = ~bits
+            key[i] = (bits >> (64 - 8 * digits)) + (np.int64(1) << (8 * digits - 1))
+            for d in range(digits):
+                count[d, (key[i] >> (8 * d)) & 255] += 1
+        for d in range(digits):
+            total = 0
+            for b in range(256):
+                total, count[d, b] = total + count[d, b], total
+        src, dst = order, spare
+        for i in range(m):
+            src[i] = i
+        for d in range(digits):
+            for q in range(m):
+                i = src[q]
+                b = (key[i] >> (8 * d)) & 255
+                dst[count[d, b]] = i
+                count[d, b] += 1
+            src, dst = dst, src
+        if digits % 2 == 1:
+            order[:] = src
+    else:
+        for i in range(m):
+            order[i] = i
+    for i in range(1, m):
+        c = order[i]
+        j = i
+        while j > 0 and _ahead(x, c, order[j - 1], descending):
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = c
+
+
+@njit(**_INLINE)
+def _sift_down(heap: np.ndarray, size: int, pos: int, key: np.ndarray) -> None:
+    """Restore the min-heap ``heap[:size]`` of ids, ordered by (key[id], id), below ``pos``."""
+    item = heap[pos]
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and _ahead(key, heap[child + 1], heap[child], False):
+            child += 1
+        if not _ahead(key, heap[child], item, False):
+            break
+        heap[pos] = heap[child]
+        pos = child
+    heap[pos] = item
+
+
+@njit(**_INLINE)
+def _heaviest(load: np.ndarray) -> int:
+    """Index of the largest entry (the lowest index on ties)."""
+    hot = 0
+    for b in range(1, load.shape[0]):
+        if load[b] > load[hot]:
+            hot = b
+    return hot
+
+
+# --- replication -------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def dhondt(w: np.ndarray, slots: int, counts: np.ndarray) -> None:
+    """D'Hondt replica counts of one row ``w`` [n] into ``counts`` [n]: each >= 1, summing to ``slots``.
+
+    Equal to the greedy "next replica to the largest w / count, lowest index on
+    ties", which is exactly optimal for ``max w / count``. Every quotient
+    ``w_e / k`` above ``total / (slots - n)`` is among the ``slots - n``
+    taken (there are at most that many), so ``ceil(w_e * (slots - n) /
+    total)`` replicas (shrunk a hair against rounding) are given at once; the
+    at most ``n`` picks left come off a heap of the next quotients, so a row
+    costs O(n log n) however many slots there are. An all-zero row counts as
+    uniform (its extra replicas go round-robin from expert 0).
+    """
+    n = w.shape[0]
+    extra = slots - n
+    total = 0.0
+    for e in range(n):
+        total += max(w[e], 0.0)
+    uniform = not total > 0.0
+    if uniform:
+        total = float(n)
+    scale = extra * (1 - 1e-12)
+    left = slots
+    for e in range(n):
+        we = 1.0 if uniform else max(w[e], 0.0)
+        counts[e] = max(int(np.ceil(we * scale / total)), 1) if extra > 0 else 1
+        left -= counts[e]
+    if left <= 0:
+        return
+    key = np.empty(n, np.float64)
+    heap = np.empty(n, np.int64)
+    for e in range(n):
+        we = 1.0 if uniform else max(w[e], 0.0)
+        key[e] = -(we / counts[e])
+        heap[e] = e
+    for pos in range(n // 2 - 1, -1, -1):
+        _sift_down(heap, n, pos, key)
+    for _ in range(left):
+        e = heap[0]
+        counts[e] += 1
+        we = 1.0 if uniform else max(w[e], 0.0)
+        key[e] = -(we / counts[e])
+        _sift_down(heap, n, 0, key)
+
+
+@njit(**_JIT)
+def dhondt_rows(w: np.ndarray, slots: int) -> np.ndarray:
+    """:func:`dhondt` for every row of ``w`` [B, n]: counts [B, n] int64."""
+    rows, n = w.shape
+    counts = np.empty((rows, n), np.int64)
+    for r in range(rows):
+        dhondt(w[r], slots, counts[r])
+    return counts
+
+
+@njit(**_JIT)
+def replicas(w: np.ndarray, counts: np.ndarray, expert: np.ndarray, weight: np.ndarray) -> None:
+    """The replicas of one row in processing order: ``expert`` and ``weight`` (= w / count) [S].
+
+    Experts by decreasing load per replica (equal loads: lower expert first),
+    each expert's replicas together.
+    """
+    n = w.shape[0]
+    per = np.empty(n, np.float64)
+    order = np.empty(n, np.int64)
+    for e in range(n):
+        per[e] = w[e] / counts[e]
+    argsort(per, order, True)
+    pos = 0
+    for k in range(n):
+        e = order[k]
+        for _ in range(counts[e]):
+            expert[pos] = e
+            weight[pos] = per[e]
+            pos += 1
+
+
+@njit(**_JIT)
+def fixup(
+    w: np.ndarray, counts: np.ndarray, expert: np.ndarray, bin_of: np.ndarray, bins: int, spread: bool
+) -> int:
+    """Move one replica from a cold expert to the hot one if the busiest bin gets lighter; the item moved or -1.
+
+    ``expert`` and ``bin_of`` [S] give each replica's expert and bin. The
+    receiver is the expert of the heaviest replica on the busiest bin (the
+    first such replica): one more replica thins it on every bin that holds
+    it. The donor is the replica, among experts with >= 2 replicas, whose
+    hand-over gives the lowest new busiest-bin load, evaluated exactly (a
+    donor's other replicas get heavier wherever they sit; the first replica on
+    ties). The move is made only when that is below the old maximum, so a row
+    never gets worse. With ``spread``, a replica on a bin that already holds
+    the receiver is not used. ``counts`` and ``expert`` are updated in place;
+    the replica keeps its bin.
+    """
+    n = w.shape[0]
+    m = expert.shape[0]
+    if bins < 2 or m <= n:
+        return -1
+    load = np.zeros(bins, np.float64)
+    for s in range(m):
+        load[bin_of[s]] += w[expert[s]] / counts[expert[s]]
+    hot = _heaviest(load)
+    peak = load[hot]
+    recv, heaviest = -1, -1.0
+    for s in range(m):
+        if bin_of[s] == hot:
+            x = w[expert[s]] / counts[expert[s]]
+            if x > heaviest:
+                heaviest, recv = x, expert[s]
+    w_r, c_r = w[recv], float(counts[recv])
+    thin = w_r / (c_r + 1)
+    held = np.zeros(bins, np.float64)
+    for s in range(m):
+        if expert[s] == recv:
+            held[bin_of[s]] += 1.0
+    base = np.empty(bins, np.float64)
+    for b in range(bins):
+        base[b] = load[b] + held[b] * (thin - w_r / c_r)
+    # Replicas grouped by expert (a counting sort), to visit each donor's replicas.
+    start = np.zeros(n + 1, np.int64)
+    for s in range(m):
+        start[expert[s] + 1] += 1
+    for e in range(n):
+        start[e + 1] += start[e]
+    member = np.empty(m, np.int64)
+    fill = start[:n].copy()
+    for s in range(m):
+        member[fill[expert[s]]] = s
+        fill[expert[s]] += 1
+    mult = np.zeros(bins, np.float64)
+    after = np.empty(bins, np.float64)
+    best, pick = np.inf, -1
+    for d in range(n):
+        if d == recv or counts[d] < 2:
+            continue
+        w_d, c_d = w[d], float(counts[d])
+        grow = w_d / max(c_d - 1, 1.0)
+        for q in range(start[d], start[d + 1]):
+            mult[bin_of[member[q]]] += 1.0
+        first, second, at = -np.inf, -np.inf, -1
+        for b in range(bins):
+            after[b] = base[b] + mult[b] * (grow - w_d / c_d)
+            if after[b] > first:
+                first, second, at = after[b], first, b
+            elif after[b] > second:
+                second = after[b]
+        for q in range(start[d], start[d + 1]):
+            s = member[q]
+            b = bin_of[s]
+            if spread and held[b] > 0:
+                continue
+            own = after[b] + thin - grow
+            score = max(second if b == at else first, own)
+            if score < best or (score == best and s < pick):
+                best, pick = score, s
+        for q in range(start[d], start[d + 1]):
+            mult[bin_of[member[q]]] = 0.0
+    if pick < 0 or not best < peak * (1 - TOL):
+        return -1
+    counts[expert[pick]] -= 1
+    counts[recv] += 1
+    expert[pick] = recv
+    return pick
+
+
+@njit(**_JIT)
+def fixup_rows(
+    w: np.ndarray, counts: np.ndarray, expert: np.ndarray, bin_of: np.ndarray, bins: int, spread: bool
+) -> np.ndarray:
+    """:func:`fixup` on every row, in place on ``counts`` [B, n] and ``expert`` [B, S]; whether each row moved [B]."""
+    rows = w.shape[0]
+    moved = np.zeros(rows, np.bool_)
+    for r in range(rows):
+        moved[r] = fixup(w[r], counts[r], expert[r], bin_of[r], bins, spread) >= 0
+    return moved
+
+
+# --- packers: items in processing order -> slot of each item ------------------------------------
+
+
+@njit(**_JIT)
+def lpt(ws: np.ndarray, bins: int, slot: np.ndarray) -> None:
+    """LPT: each item, in order, to the lightest bin that still has room (lowest index on ties).
+
+    DeepSeek's ``balanced_packing`` rule. The lightest open bin comes from a
+    winner tree over the bins: each node keeps the load and index of the
+    lighter of its two children's winners (the left one, which has the lower
+    index, on ties); a full bin weighs +inf.
+    """
+    m = ws.shape[0]
+    cap = m // bins
+    width = 1
+    while width < bins:
+        width *= 2
+    value = np.full(2 * width, np.inf)
+    index = np.empty(2 * width, np.int64)
+    for b in range(width):
+        index[width + b] = b
+        if b < bins:
+            value[width + b] = 0.0
+    for node in range(width - 1, 0, -1):
+        right = value[2 * node + 1] < value[2 * node]
+        value[node] = value[2 * node + right]
+        index[node] = index[2 * node + right]
+    load = np.zeros(bins, np.float64)
+    fill = np.zeros(bins, np.int64)
+    for k in range(m):
+        b = index[1]
+        slot[k] = b * cap + fill[b]
+        load[b] += ws[k]
+        fill[b] += 1
+        node = width + b
+        value[node] = load[b] if fill[b] < cap else np.inf
+        node //= 2
+        while node >= 1:
+            right = value[2 * node + 1] < value[2 * node]
+            value[node] = value[2 * node + right]
+            index[node] = index[2 * node + right]
+            node //= 2
+
+
+@njit(**_JIT)
+def rounds(ws: np.ndarray, bins: int, slot: np.ndarray) -> None:
+    """LPT by rounds: each run of ``bins`` items goes one per bin, largest to the lightest bin (lowest index on ties)."""
+    m = ws.shape[0]
+    cap = m // bins
+    load = np.zeros(bins, np.float64)
+    order = np.empty(bins, np.int64)
+    for lap in range(cap):
+        argsort(load, order, False)
+        for k in range(bins):
+            b = order[k]
+            slot[lap * bins + k] = b * cap + lap
+            load[b] += ws[lap * bins + k]
+
+
+@njit(**_JIT)
+def snake(ws: np.ndarray, bins: int, slot: np.ndarray) -> None:
+    """Zig-zag: items dealt to bins 0..bins-1, then bins-1..0, and so on."""
+    cap = ws.shape[0] // bins
+    for k in range(ws.shape[0]):
+        lap, pos = k // bins, k % bins
+        b = bins - 1 - pos if lap % 2 == 1 else pos
+        slot[k] = b * cap + lap
+
+
+@njit(**_JIT)
+def kk(ws: np.ndarray, bins: int, slot: np.ndarray) -> None:
+    """Balanced Karmarkar-Karp (largest differencing with equal cardinality).
+
+    Runs of ``bins`` items form partial solutions (one item per bin); the two
+    partials with the largest spread (max - min bin sum; ties: the lower run)
+    are merged, heaviest bin of the first with the lightest of the second,
+    until one is left. Each partial keeps its bins in decreasing order of sum
+    (equal sums: the earlier position first), so a merge pairs them in one
+    pass and re-sorts a nearly sorted list. An absorbed bin forwards to the
+    bin it joined; each item's final bin is the end of its chain.
+    """
+    m = ws.shape[0]
+    cap = m // bins
+    if cap == 1 or bins == 1:
+        for k in range(m):
+            slot[k] = (k % bins) * cap + k // bins
+        return
+    total = np.empty((cap, bins), np.float64)
+    node = np.empty((cap, bins), np.int64)
+    label = np.arange(m)
+    spread = np.empty(cap, np.float64)
+    alive = np.ones(cap, np.bool_)
+    merged = np.empty(bins, np.float64)
+    owner = np.empty(bins, np.int64)
+    order = np.empty(bins, np.int64)
+    for p in range(cap):
+        argsort(ws[p * bins : (p + 1) * bins], order, True)
+        for k in range(bins):
+            total[p, k] = ws[p * bins + order[k]]
+            node[p, k] = p * bins + order[k]
+        spread[p] = total[p, 0] - total[p, bins - 1]
+    for _ in range(cap - 1):
+        a, c = -1, -1
+        for p in range(cap):
+            if not alive[p]:
+                continue
+            if a < 0 or spread[p] > spread[a]:
+                a, c = p, a
+            elif c < 0 or spread[p] > spread[c]:
+                c = p
+        for k in range(bins):
+            merged[k] = total[a, k] + total[c, bins - 1 - k]
+            owner[k] = node[a, k]
+            label[node[c, bins - 1 - k]] = node[a, k]
+        argsort(merged, order, True)
+        for k in range(bins):
+            total[a, k] = merged[order[k]]
+            node[a, k] = owner[order[k]]
+        spread[a] = total[a, 0] - total[a, bins - 1]
+        alive[c] = False
+    for k in range(m):
+        root = k
+        while label[root] != root:
+            root = label[root]
+        slot[k] = (root % bins) * cap + k // bins
+
+
+@njit(**_JIT)
+def peak(ws: np.ndarray, slot: np.ndarray, bins: int) -> float:
+    """Load of the busiest bin when item k sits in ``slot[k]``."""
+    cap = ws.shape[0] // bins
+    load = np.zeros(bins, np.float64)
+    for k in range(ws.shape[0]):
+        load[slot[k] // cap] += ws[k]
+    return load.max()
+
+
+@njit(**_JIT)
+def _pack_plain(code: int, ws: np.ndarray, bins: int, slot: np.ndarray) -> None:
+    """Run packer ``code`` (``lpt``, ``rounds``, ``snake``; anything else: ``kk``) on one row."""
+    if code == LPT:
+        lpt(ws, bins, slot)
+    elif code == ROUNDS:
+        rounds(ws, bins, slot)
+    elif code == SNAKE:
+        snake(ws, bins, slot)
+    else:
+        kk(ws, bins, slot)
+
+
+@njit(**_JIT)
+def pack(code: int, ws: np.ndarray, bins: int, slot: np.ndarray, mult: np.ndarray, base: int) -> None:
+    """Run packer ``code`` on one row in processing order.
+
+    ``restarts`` runs packer ``base`` on ``ws * mult[r]`` for each row r of
+    ``mult`` [R, m] (row 0 all ones: the plain packing), visiting the items
+    in their true order, and keeps the run whose busiest bin, scored on the
+    true weights, is lightest (the first on ties). ``diverse`` packs as
+    ``kk`` (its repair needs the experts, see :func:`arrange`).
+    """
+    if code != RESTARTS:
+        _pack_plain(code, ws, bins, slot)
+        return
+    if mult.shape[0] <= 1:
+        _pack_plain(base, ws, bins, slot)
+        return
+    noisy = np.empty_like(ws)
+    trial = np.empty_like(slot)
+    best = np.inf
+    for r in range(mult.shape[0]):
+        for k in range(ws.shape[0]):
+            noisy[k] = ws[k] * mult[r, k]
+        _pack_plain(base, noisy, bins, trial)
+        score = peak(ws, trial, bins)
+        if score < best:
+            best = score
+            slot[:] = trial
+
+
+@njit(**_JIT)
+def pack_rows(code: int, w: np.ndarray, bins: int, presorted: bool, mult: np.ndarray, base: int) -> np.ndarray:
+    """Slot of each item [B, m] under packer ``code`` for weights ``w`` [B, m].
+
+    Unless ``presorted``, each row is first put in processing order (a stable
+    descending sort). ``mult`` [B, R, m]: the restarts' weight multipliers.
+    """
+    rows, m = w.shape
+    out = np.empty((rows, m), np.int64)
+    order = np.arange(m)
+    ws = np.empty(m, np.float64)
+    slot = np.empty(m, np.int64)
+    for r in range(rows):
+        if not presorted:
+            argsort(w[r], order, True)
+        for k in range(m):
+            ws[k] = w[r, order[k]]
+        pack(code, ws, bins, slot, mult[r], base)
+        for k in range(m):
+            out[r, order[k]] = slot[k]
+    return out
+
+
+# --- refiners: on the slot view ----------------------------------------------------------------
+
+
+@njit(**_INLINE)
+def _bin_sum(wt: np.ndarray, b: int, cap: int) -> float:
+    total = 0.0
+    for q in range(b * cap, (b + 1) * cap):
+        total += wt[q]
+    return total
+
+
+@njit(**_INLINE)
+def _exchange(wt: np.ndarray, it: np.ndarray, ex: np.ndarray, i: int, j: int) -> None:
+    wt[i], wt[j] = wt[j], wt[i]
+    it[i], it[j] = it[j], it[i]
+    ex[i], ex[j] = ex[j], ex[i]
+
+
+@njit(**_JIT)
+def _presence(ex: np.ndarray, bins: int, n: int) -> np.ndarray:
+    """Replicas of each expert on each bin, [bins * n] (bin-major)."""
+    cap = ex.shape[0] // bins
+    here = np.zeros(bins * n, np.int32)
+    for s in range(ex.shape[0]):
+        here[(s // cap) * n + ex[s]] += 1
+    return here
+
+
+@njit(**_INLINE)
+def _sort_bin(wt: np.ndarray, it: np.ndarray, ex: np.ndarray, b: int, cap: int) -> None:
+    """Put bin ``b``'s slots in decreasing order of weight (insertion; bins are short)."""
+    lo = b * cap
+    for q in range(lo + 1, lo + cap):
+        w_q, i_q, e_q = wt[q], it[q], ex[q]
+        p = q
+        while p > lo and wt[p - 1] < w_q:
+            wt[p], it[p], ex[p] = wt[p - 1], it[p - 1], ex[p - 1]
+            p -= 1
+        wt[p], it[p], ex[p] = w_q, i_q, e_q
+
+
+@njit(**_INLINE)
+def _lighter(load: np.ndarray, a: int, b: int) -> bool:
+    """The ranking of bins: by load, equal loads with the higher index first, so the last is the busiest
+    bin with the lowest index."""
+    return load[a] < load[b] or (load[a] == load[b] and a > b)
+
+
+@njit(**_INLINE)
+def _rerank(order: np.ndarray, pos: np.ndarray, load: np.ndarray, b: int) -> None:
+    """Move bin ``b`` to its place in the ranking ``order`` (``pos``: its inverse) after its load changed."""
+    p = pos[b]
+    while p > 0 and _lighter(load, b, order[p - 1]):
+        order[p] = order[p - 1]
+        pos[order[p]] = p
+        p -= 1
+    while p < order.shape[0] - 1 and _lighter(load, order[p + 1], b):
+        order[p] = order[p + 1]
+        pos[order[p]] = p
+        p += 1
+    order[p] = b
+    pos[b] = p
+
+
+@njit(**_JIT)
+def refine(
+    wt: np.ndarray, it: np.ndarray, ex: np.ndarray, bins: int, max_iters: int, floor: float,
+    n: int, resplit: bool, partners: int,
+) -> None:
+    """Best-improving moves on the busiest bin until none helps, at most ``max_iters``, in place.
+
+    Each move is the best of (a) with ``resplit``, every equal-size re-split
+    of the busiest bin's and a partner's items pooled, the partners being the
+    ``partners`` lightest bins (a superset of single swaps that also finds
+    two-for-two and larger exchanges; see :func:`_best_split`), and (b)
+    every swap of an item on the busiest bin (the lowest index on ties) with
+    an item on another bin, scored by the larger of the two bins' new loads.
+    It is made only when the busiest bin gets lighter, so the loop ends.
+
+    How it stays cheap: bins are kept ranked by load and partners are visited
+    from the lightest, so a bin whose mean with the busiest already reaches
+    the best move found ends the search. Items within each bin are kept in
+    decreasing order, and a swap leaves the pair at ``(top + L) / 2 + |a - b -
+    (top - L) / 2|``, so the best pair of two bins comes from one merge-like
+    pass over both. With ``n`` > 0, no swap puts two replicas of one expert
+    (``ex``) on a bin (every pair is then checked, and no re-splits are
+    tried). Stops once the busiest bin is at or below ``floor``.
+    """
+    m = wt.shape[0]
+    cap = m // bins
+    if bins < 2 or cap < 2 or max_iters <= 0:
+        return
+    dense = n > 0
+    resplit = resplit and not dense
+    here = _presence(ex, bins, n) if dense else np.zeros(0, np.int32)
+    load = np.empty(bins, np.float64)
+    for b in range(bins):
+        _sort_bin(wt, it, ex, b, cap)
+        load[b] = _bin_sum(wt, b, cap)
+    order = np.empty(bins, np.int64)
+    argsort(load, order, False)
+    for k in range(bins - 1):  # equal loads: higher index first (see _lighter)
+        j = k
+        while j < bins - 1 and load[order[j + 1]] == load[order[k]]:
+            j += 1
+        order[k : j + 1] = order[k : j + 1][::-1].copy()
+    pos = np.empty(bins, np.int64)
+    for k in range(bins):
+        pos[order[k]] = k
+    masks, bounds = _by_size(cap if resplit else 0)
+    mine = np.empty(1 << cap, np.float64)
+    theirs = np.empty(1 << cap, np.float64)
+    group = np.empty(1 << cap, np.int64)
+    pool_w = np.empty(2 * cap, np.float64)
+    pool_i = np.empty(2 * cap, np.int64)
+    pool_e = np.empty(2 * cap, np.int64)
+    for _ in range(max_iters):
+        hot = order[bins - 1]
+        top = load[hot]
+        if top <= floor:
+            break
+        best = top * (1 - TOL)
+        src, dst, partner, keep_a, keep_b = -1, -1, -1, 0, 0
+        h0 = hot * cap
+        if resplit:
+            _subset_sums(wt[h0 + 1 : h0 + cap], mine)
+            for k in range(min(partners, bins - 1)):
+                o = order[k]
+                if (top + load[o]) * 0.5 >= best:
+                    break
+                v, mask_a, mask_b = _best_split(wt[h0 : h0 + cap], wt[o * cap : (o + 1) * cap], mine, theirs, group,
+                                                masks, bounds)
+                if v < best:
+                    best, partner, keep_a, keep_b = v, o, mask_a, mask_b
+        for k in range(bins - 1):
+            o = order[k]
+            light = load[o]
+            if (top + light) * 0.5 >= best:
+                break
+            o0 = o * cap
+            if dense:
+                for i in range(h0, h0 + cap):
+                    for j in range(o0, o0 + cap):
+                        v = max(top + (wt[j] - wt[i]), light + (wt[i] - wt[j]))
+                        if v < best and here[o * n + ex[i]] == 0 and here[hot * n + ex[j]] == 0:
+                            best, src, dst, partner = v, i, j, -1
+                continue
+            aim = (top - light) * 0.5
+            j = o0
+            for i in range(h0, h0 + cap):
+                a = wt[i]
+                while j < o0 + cap and a - wt[j] < aim:
+                    j += 1
+                for q in range(max(j - 1, o0), min(j + 1, o0 + cap)):
+                    v = max(top + (wt[q] - a), light + (a - wt[q]))
+                    if v < best:
+                        best, src, dst, partner = v, i, q, -1
+        if partner >= 0:
+            o = partner
+            o0 = o * cap
+            for q in range(cap):
+                pool_w[q], pool_i[q], pool_e[q] = wt[h0 + q], it[h0 + q], ex[h0 + q]
+                pool_w[cap + q], pool_i[cap + q], pool_e[cap + q] = wt[o0 + q], it[o0 + q], ex[o0 + q]
+            first, second = h0, o0
+            for q in range(2 * cap):
+                chosen = q == 0 or (q < cap and (keep_a >> (q - 1)) & 1) or (q >= cap and (keep_b >> (q - cap)) & 1)
+                if chosen:
+                    t = first
+                    first += 1
+                else:
+                    t = second
+                    second += 1
+                wt[t], it[t], ex[t] = pool_w[q], pool_i[q], pool_e[q]
+        elif src >= 0:
+            o = dst // cap
+            if dense:
+                here[hot * n + ex[src]] -= 1
+                here[o * n + ex[src]] += 1
+                here[o * n + ex[dst]] -= 1
+                here[hot * n + ex[dst]] += 1
+            _exchange(wt, it, ex, src, dst)
+        else:
+            break
+        _sort_bin(wt, it, ex, hot, cap)
+        _sort_bin(wt, it, ex, o, cap)
+        load[hot] = _bin_sum(wt, hot, cap)
+        load[o] = _bin_sum(wt, o, cap)
+        _rerank(order, pos, load, hot)
+        _rerank(order, pos, load, o)
+
+
+@njit(**_JIT)
+def _by_size(cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Subsets of ``cap`` items as bit masks ordered by size: (masks [2^cap], bounds [cap + 2]).
+
+    The masks with z bits are ``masks[bounds[z] : bounds[z + 1]]``.
+    """
+    masks = np.empty(1 << cap, np.int64)
+    bounds = np.zeros(cap + 2, np.int64)
+    fill = 0
+    for z in range(cap + 1):
+        bounds[z] = fill
+        for mask in range(1 << cap):
+            bits = 0
+            for q in range(cap):
+                bits += (mask >> q) & 1
+            if bits == z:
+                masks[fill] = mask
+                fill += 1
+    bounds[cap + 1] = fill
+    return masks, bounds
+
+
+@njit(**_INLINE)
+def _subset_sums(items: np.ndarray, out: np.ndarray) -> None:
+    """``out[mask]``: the sum of the items whose bits are set in ``mask``, for every mask."""
+    out[0] = 0.0
+    for mask in range(1, 1 << items.shape[0]):
+        low = mask & -mask
+        q = 0
+        while (1 << q) != low:
+            q += 1
+        out[mask] = out[mask ^ low] + items[q]
+
+
+@njit(**_JIT)
+def _best_split(
+    mine_items: np.ndarray, their_items: np.ndarray, mine: np.ndarray, theirs: np.ndarray, group: np.ndarray,
+    masks: np.ndarray, bounds: np.ndarray,
+) -> tuple[float, int, int]:
+    """The best equal-size split of two bins' items pooled: (larger half, mask of mine, mask of theirs).
+
+    The first half holds item 0 of ``mine_items`` (a split and its mirror
+    give the same pair), the items of ``mine_items[1:]`` set in the first mask
+    and the items of ``their_items`` set in the second, ``cap`` in all; the
+    pair then weighs ``max(F, P - F)``. Meet in the middle: ``mine``
+    [2^(cap-1)] holds the sums of the subsets of ``mine_items[1:]``
+    (:func:`_subset_sums`); the partner's subset sums of each size are sorted,
+    and for each of mine a binary search in the complementary size finds the
+    sums that bring F nearest ``P / 2``. ``masks``, ``bounds``: from
+    :func:`_by_size`; scratch ``theirs`` float64 and ``group`` int64 [2^cap].
+    """
+    cap = their_items.shape[0]
+    _subset_sums(their_items, theirs)
+    head = mine_items[0]
+    total = theirs[(1 << cap) - 1] + mine[(1 << (cap - 1)) - 1] + head
+    half = total * 0.5
+    for z in range(cap + 1):  # each size class sorted by sum (insertion: a class has at most 20 masks)
+        lo = bounds[z]
+        for r in range(lo, bounds[z + 1]):
+            mask = masks[r]
+            p = r
+            while p > lo and theirs[group[p - 1]] > theirs[mask]:
+                group[p] = group[p - 1]
+                p -= 1
+            group[p] = mask
+    best, best_a, best_b = np.inf, 0, 0
+    for mask_a in range(1 << (cap - 1)):
+        z = cap - 1
+        for q in range(cap - 1):
+            z -= (mask_a >> q) & 1
+        lo, hi = bounds[z], bounds[z + 1]
+        need = half - head - mine[mask_a]
+        while lo < hi:  # the first of the class whose sum is >= need
+            mid = (lo + hi) // 2
+            if theirs[group[mid]] < need:
+                lo = mid + 1
+            else:
+                hi = mid
+        for r in range(max(lo - 1, bounds[z]), min(lo + 1, bounds[z + 1])):
+            f = head + mine[mask_a] + theirs[group[r]]
+            v = max(f, total - f)
+            if v < best:
+                best, best_a, best_b = v, mask_a, group[r]
+    return best, best_a, best_b
+
+
+@njit(**_JIT)
+def dedupe(wt: np.ndarray, it: np.ndarray, ex: np.ndarray, bins: int, n: int, max_iters: int) -> None:
+    """Split replicas of one expert that share a bin, by swaps that hurt balance least, in place.
+
+    Each iteration takes the first slot whose expert also sits elsewhere on
+    its bin and swaps it with the item, on another bin, that creates no new
+    duplicate and leaves the lighter larger-of-the-two-bins load (the first
+    such item on ties). A duplicate that no swap can split (e.g. an expert
+    with more replicas than bins) is left alone.
+    """
+    m = wt.shape[0]
+    cap = m // bins
+    if bins < 2 or cap < 2:
+        return
+    here = _presence(ex, bins, n)
+    total = np.zeros(n, np.int64)
+    for s in range(m):
+        total[ex[s]] += 1
+    stuck = np.zeros(m, np.bool_)
+    for s in range(m):
+        stuck[s] = total[ex[s]] > bins
+    load = np.empty(bins, np.float64)
+    for b in range(bins):
+        load[b] = _bin_sum(wt, b, cap)
+    for _ in range(max_iters):
+        src = -1
+        for s in range(m):
+            if not stuck[s] and here[(s // cap) * n + ex[s]] > 1:
+                src = s
+                break
+        if src < 0:
+            break
+        g = src // cap
+        a, ea = wt[src], ex[src]
+        best, dst = np.inf, -1
+        for t in range(m):
+            o = t // cap
+            if o == g or here[o * n + ea] != 0 or here[g * n + ex[t]] != 0:
+                continue
+            v = max(load[g] - a + wt[t], load[o] + a - wt[t])
+            if v < best:
+                best, dst = v, t
+        if dst < 0:
+            for s in range(g * cap, (g + 1) * cap):
+                if ex[s] == ea:
+                    stuck[s] = True
+            continue
+        o = dst // cap
+        here[g * n + ea] -= 1
+        here[o * n + ea] += 1
+        here[o * n + ex[dst]] -= 1
+        here[g * n + ex[dst]] += 1
+        _exchange(wt, it, ex, src, dst)
+        load[g] = _bin_sum(wt, g, cap)
+        load[o] = _bin_sum(wt, o, cap)
+
+
+@njit(**_JIT)
+def _to_view(ws: np.ndarray, expert: np.ndarray, slot: np.ndarray, wt: np.ndarray, it: np.ndarray, ex: np.ndarray):
+    for k in range(ws.shape[0]):
+        s = slot[k]
+        wt[s], it[s], ex[s] = ws[k], k, expert[k]
+
+
+@njit(**_JIT)
+def refine_rows(
+    w: np.ndarray, slot_of: np.ndarray, bins: int, max_iters: int, experts: np.ndarray, floor: np.ndarray,
+    resplit: bool, partners: int,
+) -> np.ndarray:
+    """:func:`refine` on every row of slot-form packings ``slot_of`` [B, m] of ``w`` [B, m]; new slots [B, m].
+
+    ``experts`` [B, m] (or [0, 0]: none): the expert of each item, whose
+    duplicates on a bin the swaps avoid. ``floor`` [B].
+    """
+    rows, m = w.shape
+    n = int(experts.max()) + 1 if experts.shape[0] else 0
+    out = np.empty((rows, m), np.int64)
+    wt = np.empty(m, np.float64)
+    it = np.empty(m, np.int64)
+    ex = np.zeros(m, np.int64)
+    for r in range(rows):
+        _to_view(w[r], experts[r] if n else ex, slot_of[r], wt, it, ex)
+        refine(wt, it, ex, bins, max_iters, floor[r], n, resplit, partners)
+        for s in range(m):
+            out[r, it[s]] = s
+    return out
+
+
+@njit(**_JIT)
+def dedupe_rows(w: np.ndarray, slot_of: np.ndarray, bins: int, experts: np.ndarray, max_iters: int) -> np.ndarray:
+    """:func:`dedupe` on every row of slot-form packings ``slot_of`` [B, m]; new slots [B, m]."""
+    rows, m = w.shape
+    n = int(experts.max()) + 1 if rows else 0
+    out = np.empty((rows, m), np.int64)
+    wt = np.empty(m, np.float64)
+    it = np.empty(m, np.int64)
+    ex = np.empty(m, np.int64)
+    for r in range(rows):
+        _to_view(w[r], experts[r], slot_of[r], wt, it, ex)
+        dedupe(wt, it, ex, bins, n, max_iters)
+        for s in range(m):
+            out[r, it[s]] = s
+    return out
+
+
+# --- the whole arrangement of one row ----------------------------------------------------------
+
+
+@njit(**_JIT)
+def arrange(
+    w: np.ndarray, counts: np.ndarray, slots: int, bins: int, packers: np.ndarray, mult: np.ndarray,
+    swap_iters: int, fixup_rounds: int, spread: bool, floor: np.ndarray, resplit: bool, partners: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pack and refine the replicas given by ``counts`` [B, n] of loads ``w`` [B, n]: (expert of each slot, busiest load).
+
+    Per row: the replicas in processing order (:func:`replicas`), each packer
+    of ``packers`` (codes; ``mult`` [B, R, S] for ``restarts``), keeping the
+    packing whose busiest bin is lightest (the first listed on ties), then
+    :func:`refine` with ``swap_iters``, then ``fixup_rounds`` rounds of
+    :func:`fixup`, each followed by :func:`refine` again. With ``spread``
+    (the ``diverse`` packer) duplicates are repaired (:func:`dedupe`) and the
+    swaps avoid new ones. ``floor`` [B], ``resplit`` and ``partners``: see :func:`refine`.
+    Returns phy [B, S] int64 and the busiest bin's load [B].
+    """
+    rows, n = w.shape
+    cap = slots // bins
+    phy = np.empty((rows, slots), np.int64)
+    top = np.empty(rows, np.float64)
+    c = np.empty(n, np.int64)
+    expert = np.empty(slots, np.int64)
+    ws = np.empty(slots, np.float64)
+    slot = np.empty(slots, np.int64)
+    wt, it, ex = np.empty(slots, np.float64), np.empty(slots, np.int64), np.empty(slots, np.int64)
+    bwt, bit, bex = np.empty_like(wt), np.empty_like(it), np.empty_like(ex)
+    bin_of = np.arange(slots) // cap
+    refine_n = n if spread else 0
+    for r in range(rows):
+        c[:] = counts[r]
+        replicas(w[r], c, expert, ws)
+        best = np.inf
+        for code in packers:
+            pack(code, ws, bins, slot, mult[r], KK)
+            _to_view(ws, expert, slot, wt, it, ex)
+            if code == DIVERSE:
+                dedupe(wt, it, ex, bins, n, slots)
+            score = 0.0
+            for b in range(bins):
+                score = max(score, _bin_sum(wt, b, cap))
+            if score < best:
+                best = score
+                bwt[:], bit[:], bex[:] = wt, it, ex
+        if swap_iters:
+            refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, resplit, partners)
+        for _ in range(fixup_rounds):
+            if fixup(w[r], c, bex, bin_of, bins, spread) >= 0:
+                for s in range(slots):
+                    bwt[s] = w[r, bex[s]] / c[bex[s]]
+            if swap_iters:
+                refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, resplit, partners)
+        score = 0.0
+        for b in range(bins):
+            score = max(score, _bin_sum(bwt, b, cap))
+        top[r] = score
+        phy[r] = bex
+    return phy, top
