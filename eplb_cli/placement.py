@@ -60,12 +60,16 @@ class Placement:
             raise EplbError(f"{source}: phy2log must be [layers, {topo.slots}], got {tuple(p.shape)}")
         if p.shape[0] < 1:
             raise EplbError(f"{source}: placement has no layers")
-        dead = torch.zeros(topo.slots, dtype=torch.bool)
         if topo.excluded_gpus:
             dead = torch.isin(self.gpu_of_slot(), torch.tensor(topo.excluded_gpus))
-        if ((p < 0) & ~dead).any() or (p[:, dead] != -1).any():
+            empty = bool(((p < 0) & ~dead).any() or (p[:, dead] != -1).any())
+            high = bool((p >= topo.experts).any())
+        else:  # one pass over the ids
+            ids = p.numpy()
+            empty, high = bool(ids.min() < 0), bool(ids.max() >= topo.experts)
+        if empty:
             raise EplbError(f"{source}: -1 (empty slot) is only allowed on excluded GPUs' slots")
-        if (p >= topo.experts).any():
+        if high:
             raise EplbError(
                 f"{source}: expert id {int(p.max())} out of range for {topo.experts} experts; "
                 "was the placement made for another model?"
@@ -79,12 +83,11 @@ class Placement:
 
 def replica_counts(phy2log: torch.Tensor, experts: int) -> torch.Tensor:
     """Count replicas of each expert per layer, ignoring empty (-1) slots."""
-    layers = phy2log.shape[0]
-    live = phy2log >= 0
-    cnt = torch.zeros(layers, experts + 1, dtype=torch.int64, device=phy2log.device)
-    idx = torch.where(live, phy2log, torch.full_like(phy2log, experts))
-    cnt.scatter_add_(1, idx, torch.ones_like(idx))
-    return cnt[:, :experts]
+    p = phy2log.detach().to("cpu", torch.int64).numpy()
+    layers = p.shape[0]
+    cell = np.where(p >= 0, p, experts) + (experts + 1) * np.arange(layers)[:, None]
+    counts = np.bincount(cell.ravel(), minlength=layers * (experts + 1)).reshape(layers, experts + 1)
+    return torch.from_numpy(np.ascontiguousarray(counts[:, :experts])).to(phy2log.device)
 
 
 def slots_of_experts(phy2log: torch.Tensor, experts: int, width: int | None = None) -> torch.Tensor:
@@ -98,23 +101,23 @@ def slots_of_experts(phy2log: torch.Tensor, experts: int, width: int | None = No
     layers, slots = p.shape
     key = np.where(p >= 0, p, experts)
     order = np.argsort(key.astype(np.int16 if experts < 2**15 - 1 else np.int64), axis=1, kind="stable")
-    ranked = np.take_along_axis(key, order, 1)
-    shifted = key + (experts + 1) * np.arange(layers)[:, None]
-    counts = np.bincount(shifted.ravel(), minlength=layers * (experts + 1)).reshape(layers, experts + 1)
-    most = int(counts[:, :experts].max()) if counts.size and experts else 0
+    ranked = np.take_along_axis(key, order, 1)  # the expert at each sorted position; `experts` for empty slots
+    cell = ranked + (experts + 1) * np.arange(layers)[:, None]
+    counts = np.bincount(cell.ravel(), minlength=layers * (experts + 1))
+    most = int(counts.reshape(layers, experts + 1)[:, :experts].max()) if counts.size and experts else 0
     if width is None:
         width = max(most, 1)
     elif width < most:
         raise ValueError(f"slots_of_experts: width {width} is below the {most} replicas of one expert")
-    start = np.cumsum(counts, 1) - counts
-    rank = np.arange(slots) - np.take_along_axis(start, ranked, 1)
-    out = np.full((layers, experts * width), -1, dtype=np.int64)
+    start = np.cumsum(counts) - counts  # first sorted position of each (layer, expert), counted over all layers
+    column = np.arange(layers * slots).reshape(layers, slots) - start[cell]
+    out = np.full(layers * experts * width, -1, dtype=np.int64)
+    dest = (cell - np.arange(layers)[:, None]) * width + column  # (layer * experts + expert) * width + column
     valid = ranked < experts
     if valid.all():
-        np.put_along_axis(out, ranked * width + rank, order, 1)
+        out[dest.ravel()] = order.ravel()
     else:
-        row, col = np.nonzero(valid)
-        out[row, ranked[row, col] * width + rank[row, col]] = order[row, col]
+        out[dest[valid]] = order[valid]
     return torch.from_numpy(out).view(layers, experts, width).to(phy2log.device)
 
 

@@ -59,7 +59,7 @@ def lower_bound(load: torch.Tensor, slots: int, gpus: int) -> torch.Tensor:
         ("restarts+swap:3+fixup:2", Chain(pack=("restarts",), restarts=64, swap=3, fixup=2)),
         ("swap+snake", Chain(pack=("snake",), swap=AUTO)),
         ("kk+rounds+swap", Chain(pack=("kk", "rounds"), swap=AUTO)),
-        ("fast", Chain(pack=("rounds",))),
+        ("fast", Chain(pack=("lpt",))),
     ],
 )
 def test_parse_chain(text: str, chain: Chain) -> None:

@@ -41,8 +41,11 @@ TOL = 1e-12
 LPT, ROUNDS, SNAKE, KK, RESTARTS, DIVERSE = 0, 1, 2, 3, 4, 5
 """Packer codes, in the order of :data:`eplb_cli.strategies.pack.PACKERS`."""
 
-_SMALL = 32
+_SMALL = 64
 """Rows up to this length are sorted by insertion alone."""
+
+_FEW_BINS = 16
+"""Up to this many bins, LPT finds the lightest bin by a plain scan (cheaper than its winner tree)."""
 
 
 # --- sorting and heaps -------------------------------------------------------------------------
@@ -60,12 +63,22 @@ def _ahead(x: np.ndarray, a: int, b: int, descending: bool) -> bool:
 def argsort(x: np.ndarray, order: np.ndarray, descending: bool) -> None:
     """Stable argsort of ``x`` [m] into ``order`` [m]: equal values (0.0 and -0.0 too) keep index order.
 
-    Short rows: insertion sort. Longer rows: an LSD radix sort on the top 16
+    Rows already in order are only checked. Short rows: insertion sort.
+    Longer rows: an LSD radix sort on the top 16
     (24 from 1024 values) bits of each float's order-preserving integer image
     (two or three passes, no comparisons to mispredict), then an insertion
     pass puts values that share those bits in exact order.
     """
     m = x.shape[0]
+    ordered = True
+    for i in range(1, m):
+        if _ahead(x, i, i - 1, descending):
+            ordered = False
+            break
+    if ordered:
+        for i in range(m):
+            order[i] = i
+        return
     if m > _SMALL:
         digits = 2 if m < 1024 else 3
         key = np.empty(m, np.int64)
@@ -160,20 +173,18 @@ def dhondt(w: np.ndarray, slots: int, counts: np.ndarray) -> None:
     uniform = not total > 0.0
     if uniform:
         total = float(n)
+    # Shrunk by 1e-12, so that rounding never claims a quotient that merely equals the threshold.
     scale = extra * (1 - 1e-12)
     left = slots
+    key = np.empty(n, np.float64)
     for e in range(n):
         we = 1.0 if uniform else max(w[e], 0.0)
-        counts[e] = max(int(np.ceil(we * scale / total)), 1) if extra > 0 else 1
+        counts[e] = max(int(np.ceil(we * scale / total)), 1) if extra > 0 and we > 0 else 1
         left -= counts[e]
+        key[e] = -we if counts[e] == 1 else -(we / counts[e])
     if left <= 0:
         return
-    key = np.empty(n, np.float64)
-    heap = np.empty(n, np.int64)
-    for e in range(n):
-        we = 1.0 if uniform else max(w[e], 0.0)
-        key[e] = -(we / counts[e])
-        heap[e] = e
+    heap = np.arange(n)
     for pos in range(n // 2 - 1, -1, -1):
         _sift_down(heap, n, pos, key)
     for _ in range(left):
@@ -330,6 +341,9 @@ def lpt(ws: np.ndarray, bins: int, slot: np.ndarray) -> None:
     """
     m = ws.shape[0]
     cap = m // bins
+    if bins <= _FEW_BINS:
+        _lpt_scan(ws, bins, slot)
+        return
     width = 1
     while width < bins:
         width *= 2
@@ -358,6 +372,23 @@ def lpt(ws: np.ndarray, bins: int, slot: np.ndarray) -> None:
             value[node] = value[2 * node + right]
             index[node] = index[2 * node + right]
             node //= 2
+
+
+@njit(**_JIT)
+def _lpt_scan(ws: np.ndarray, bins: int, slot: np.ndarray) -> None:
+    """:func:`lpt` for few bins: the lightest open bin by a scan in index order (strictly lighter replaces)."""
+    m = ws.shape[0]
+    cap = m // bins
+    key = np.zeros(bins, np.float64)
+    fill = np.zeros(bins, np.int64)
+    for k in range(m):
+        b = 0
+        for q in range(1, bins):
+            if key[q] < key[b]:
+                b = q
+        slot[k] = b * cap + fill[b]
+        fill[b] += 1
+        key[b] = key[b] + ws[k] if fill[b] < cap else np.inf
 
 
 @njit(**_JIT)
@@ -583,35 +614,119 @@ def _rerank(order: np.ndarray, pos: np.ndarray, load: np.ndarray, b: int) -> Non
 
 
 @njit(**_JIT)
+def _masks(cap: int, most: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bit masks of the subsets of ``cap`` items with 2 .. ``most`` members, grouped by size.
+
+    Returns (masks, start): the masks with k members are ``masks[start[k] : start[k + 1]]``
+    (``start`` has ``most + 2`` entries; sizes 0 and 1 are empty groups).
+    """
+    start = np.zeros(most + 2, np.int64)
+    count = 0
+    for k in range(most + 1):
+        start[k] = count
+        if k >= 2:
+            for mask in range(1 << cap):
+                bits = 0
+                for q in range(cap):
+                    bits += (mask >> q) & 1
+                if bits == k:
+                    count += 1
+    start[most + 1] = count
+    masks = np.empty(count, np.int64)
+    fill = 0
+    for k in range(2, most + 1):
+        for mask in range(1 << cap):
+            bits = 0
+            for q in range(cap):
+                bits += (mask >> q) & 1
+            if bits == k:
+                masks[fill] = mask
+                fill += 1
+    return masks, start
+
+
+@njit(**_INLINE)
+def _group_sums(wt: np.ndarray, b: int, cap: int, masks: np.ndarray, sums: np.ndarray, chosen: np.ndarray,
+                start: np.ndarray) -> None:
+    """Sums of bin ``b``'s item groups of each size (``masks`` of positions in the bin), each size in
+    decreasing order of sum: ``sums`` and ``chosen`` (the mask) [len(masks)]."""
+    for k in range(2, start.shape[0] - 1):
+        lo = start[k]
+        for r in range(lo, start[k + 1]):
+            mask = masks[r]
+            f = 0.0
+            for q in range(cap):
+                if (mask >> q) & 1:
+                    f += wt[b * cap + q]
+            p = r
+            while p > lo and sums[p - 1] < f:
+                sums[p], chosen[p] = sums[p - 1], chosen[p - 1]
+                p -= 1
+            sums[p], chosen[p] = f, mask
+
+
+@njit(**_INLINE)
+def _closest(
+    mine: np.ndarray, theirs: np.ndarray, top: float, light: float, best: float
+) -> tuple[float, int, int]:
+    """The exchange of a group of the busy bin (sums ``mine``, decreasing) for an equal-size group of a
+    partner (``theirs``, decreasing) that leaves the pair lightest: (new pair maximum, i, j), or
+    (``best``, -1, -1) when none beats ``best``.
+
+    Giving away ``a`` and taking ``b`` leaves the pair at ``max(top - a + b, light + a - b)`` =
+    ``(top + light) / 2 + |a - b - (top - light) / 2|``; as ``a`` decreases the best ``b`` does too, so one
+    merge-like pass over both lists finds it.
+    """
+    aim = (top - light) * 0.5
+    found_i, found_j = -1, -1
+    j = 0
+    size = theirs.shape[0]
+    for i in range(mine.shape[0]):
+        a = mine[i]
+        while j < size and a - theirs[j] < aim:
+            j += 1
+        for q in range(max(j - 1, 0), min(j + 1, size)):
+            v = max(top + (theirs[q] - a), light + (a - theirs[q]))
+            if v < best:
+                best, found_i, found_j = v, i, q
+    return best, found_i, found_j
+
+
+@njit(**_JIT)
 def refine(
     wt: np.ndarray, it: np.ndarray, ex: np.ndarray, bins: int, max_iters: int, floor: float,
     n: int, resplit: bool, partners: int,
-) -> None:
-    """Best-improving moves on the busiest bin until none helps, at most ``max_iters``, in place.
+) -> bool:
+    """Best-improving exchanges on the busiest bin until none helps, at most ``max_iters``, in place.
 
-    Each move is the best of (a) with ``resplit``, every equal-size re-split
-    of the busiest bin's and a partner's items pooled, the partners being the
-    ``partners`` lightest bins (a superset of single swaps that also finds
-    two-for-two and larger exchanges; see :func:`_best_split`), and (b)
-    every swap of an item on the busiest bin (the lowest index on ties) with
-    an item on another bin, scored by the larger of the two bins' new loads.
-    It is made only when the busiest bin gets lighter, so the loop ends.
+    Each move is the best exchange between the busiest bin (the lowest index
+    on ties) and another bin, scored by the larger of the two bins' new loads:
+    of one item for one item with any bin, and, with ``resplit`` (bins of 3-6
+    items), of k items for k items (2 <= k <= cap / 2) with the ``partners``
+    lightest bins. Together those are every equal-size re-split of the pair's
+    items (giving k of cap away is giving cap - k away with the bins' names
+    swapped), which finds the two-for-two and larger exchanges single swaps
+    miss. A move is made only when the busiest bin gets lighter, so the loop
+    ends.
 
     How it stays cheap: bins are kept ranked by load and partners are visited
-    from the lightest, so a bin whose mean with the busiest already reaches
-    the best move found ends the search. Items within each bin are kept in
-    decreasing order, and a swap leaves the pair at ``(top + L) / 2 + |a - b -
-    (top - L) / 2|``, so the best pair of two bins comes from one merge-like
-    pass over both. With ``n`` > 0, no swap puts two replicas of one expert
-    (``ex``) on a bin (every pair is then checked, and no re-splits are
-    tried). Stops once the busiest bin is at or below ``floor``.
+    from the lightest, so a bin whose mean with the busiest one already
+    reaches the best move found ends the search. Each bin keeps its items,
+    and the sums of its groups of each size, in decreasing order, so the best
+    exchange with a bin comes from one merge-like pass (:func:`_closest`).
+    With ``n`` > 0, no swap puts two replicas of one expert (``ex``) on a bin
+    (every pair is then checked; no group exchanges). Stops once the busiest
+    bin is at or below ``floor``. Returns whether it settled (no move helps,
+    or the floor is reached) rather than ran out of iterations.
     """
     m = wt.shape[0]
     cap = m // bins
-    if bins < 2 or cap < 2 or max_iters <= 0:
-        return
+    if bins < 2 or cap < 2:
+        return True
+    if max_iters <= 0:
+        return False
     dense = n > 0
-    resplit = resplit and not dense
+    most = cap // 2 if resplit and not dense else 1
     here = _presence(ex, bins, n) if dense else np.zeros(0, np.int32)
     load = np.empty(bins, np.float64)
     for b in range(bins):
@@ -627,31 +742,35 @@ def refine(
     pos = np.empty(bins, np.int64)
     for k in range(bins):
         pos[order[k]] = k
-    masks, bounds = _by_size(cap if resplit else 0)
-    mine = np.empty(1 << cap, np.float64)
-    theirs = np.empty(1 << cap, np.float64)
-    group = np.empty(1 << cap, np.int64)
-    pool_w = np.empty(2 * cap, np.float64)
-    pool_i = np.empty(2 * cap, np.int64)
-    pool_e = np.empty(2 * cap, np.int64)
+    masks, start = _masks(cap, most)
+    groups = masks.shape[0]
+    sums = np.empty((bins if groups else 0, groups), np.float64)
+    chosen = np.empty((bins if groups else 0, groups), np.int64)
+    fresh = np.zeros(bins, np.bool_)
     for _ in range(max_iters):
         hot = order[bins - 1]
         top = load[hot]
         if top <= floor:
-            break
+            return True
         best = top * (1 - TOL)
-        src, dst, partner, keep_a, keep_b = -1, -1, -1, 0, 0
+        other, give, take = -1, 0, 0
         h0 = hot * cap
-        if resplit:
-            _subset_sums(wt[h0 + 1 : h0 + cap], mine)
+        if groups:
+            if not fresh[hot]:
+                _group_sums(wt, hot, cap, masks, sums[hot], chosen[hot], start)
+                fresh[hot] = True
             for k in range(min(partners, bins - 1)):
                 o = order[k]
                 if (top + load[o]) * 0.5 >= best:
                     break
-                v, mask_a, mask_b = _best_split(wt[h0 : h0 + cap], wt[o * cap : (o + 1) * cap], mine, theirs, group,
-                                                masks, bounds)
-                if v < best:
-                    best, partner, keep_a, keep_b = v, o, mask_a, mask_b
+                if not fresh[o]:
+                    _group_sums(wt, o, cap, masks, sums[o], chosen[o], start)
+                    fresh[o] = True
+                for size in range(2, most + 1):
+                    lo, hi = start[size], start[size + 1]
+                    v, i, j = _closest(sums[hot, lo:hi], sums[o, lo:hi], top, load[o], best)
+                    if i >= 0:
+                        best, other, give, take = v, o, chosen[hot, lo + i], chosen[o, lo + j]
         for k in range(bins - 1):
             o = order[k]
             light = load[o]
@@ -663,136 +782,38 @@ def refine(
                     for j in range(o0, o0 + cap):
                         v = max(top + (wt[j] - wt[i]), light + (wt[i] - wt[j]))
                         if v < best and here[o * n + ex[i]] == 0 and here[hot * n + ex[j]] == 0:
-                            best, src, dst, partner = v, i, j, -1
+                            best, other, give, take = v, o, 1 << (i - h0), 1 << (j - o0)
                 continue
-            aim = (top - light) * 0.5
-            j = o0
-            for i in range(h0, h0 + cap):
-                a = wt[i]
-                while j < o0 + cap and a - wt[j] < aim:
-                    j += 1
-                for q in range(max(j - 1, o0), min(j + 1, o0 + cap)):
-                    v = max(top + (wt[q] - a), light + (a - wt[q]))
-                    if v < best:
-                        best, src, dst, partner = v, i, q, -1
-        if partner >= 0:
-            o = partner
-            o0 = o * cap
-            for q in range(cap):
-                pool_w[q], pool_i[q], pool_e[q] = wt[h0 + q], it[h0 + q], ex[h0 + q]
-                pool_w[cap + q], pool_i[cap + q], pool_e[cap + q] = wt[o0 + q], it[o0 + q], ex[o0 + q]
-            first, second = h0, o0
-            for q in range(2 * cap):
-                chosen = q == 0 or (q < cap and (keep_a >> (q - 1)) & 1) or (q >= cap and (keep_b >> (q - cap)) & 1)
-                if chosen:
-                    t = first
-                    first += 1
-                else:
-                    t = second
-                    second += 1
-                wt[t], it[t], ex[t] = pool_w[q], pool_i[q], pool_e[q]
-        elif src >= 0:
-            o = dst // cap
+            v, i, j = _closest(wt[h0 : h0 + cap], wt[o0 : o0 + cap], top, light, best)
+            if i >= 0:
+                best, other, give, take = v, o, 1 << i, 1 << j
+        if other < 0:
+            return True
+        o0 = other * cap
+        i, j = 0, 0
+        while True:  # exchange the chosen items pairwise: the q-th given for the q-th taken
+            while i < cap and not (give >> i) & 1:
+                i += 1
+            while j < cap and not (take >> j) & 1:
+                j += 1
+            if i == cap or j == cap:
+                break
             if dense:
-                here[hot * n + ex[src]] -= 1
-                here[o * n + ex[src]] += 1
-                here[o * n + ex[dst]] -= 1
-                here[hot * n + ex[dst]] += 1
-            _exchange(wt, it, ex, src, dst)
-        else:
-            break
+                here[hot * n + ex[h0 + i]] -= 1
+                here[other * n + ex[h0 + i]] += 1
+                here[other * n + ex[o0 + j]] -= 1
+                here[hot * n + ex[o0 + j]] += 1
+            _exchange(wt, it, ex, h0 + i, o0 + j)
+            i += 1
+            j += 1
         _sort_bin(wt, it, ex, hot, cap)
-        _sort_bin(wt, it, ex, o, cap)
+        _sort_bin(wt, it, ex, other, cap)
         load[hot] = _bin_sum(wt, hot, cap)
-        load[o] = _bin_sum(wt, o, cap)
+        load[other] = _bin_sum(wt, other, cap)
+        fresh[hot] = fresh[other] = False
         _rerank(order, pos, load, hot)
-        _rerank(order, pos, load, o)
-
-
-@njit(**_JIT)
-def _by_size(cap: int) -> tuple[np.ndarray, np.ndarray]:
-    """Subsets of ``cap`` items as bit masks ordered by size: (masks [2^cap], bounds [cap + 2]).
-
-    The masks with z bits are ``masks[bounds[z] : bounds[z + 1]]``.
-    """
-    masks = np.empty(1 << cap, np.int64)
-    bounds = np.zeros(cap + 2, np.int64)
-    fill = 0
-    for z in range(cap + 1):
-        bounds[z] = fill
-        for mask in range(1 << cap):
-            bits = 0
-            for q in range(cap):
-                bits += (mask >> q) & 1
-            if bits == z:
-                masks[fill] = mask
-                fill += 1
-    bounds[cap + 1] = fill
-    return masks, bounds
-
-
-@njit(**_INLINE)
-def _subset_sums(items: np.ndarray, out: np.ndarray) -> None:
-    """``out[mask]``: the sum of the items whose bits are set in ``mask``, for every mask."""
-    out[0] = 0.0
-    for mask in range(1, 1 << items.shape[0]):
-        low = mask & -mask
-        q = 0
-        while (1 << q) != low:
-            q += 1
-        out[mask] = out[mask ^ low] + items[q]
-
-
-@njit(**_JIT)
-def _best_split(
-    mine_items: np.ndarray, their_items: np.ndarray, mine: np.ndarray, theirs: np.ndarray, group: np.ndarray,
-    masks: np.ndarray, bounds: np.ndarray,
-) -> tuple[float, int, int]:
-    """The best equal-size split of two bins' items pooled: (larger half, mask of mine, mask of theirs).
-
-    The first half holds item 0 of ``mine_items`` (a split and its mirror
-    give the same pair), the items of ``mine_items[1:]`` set in the first mask
-    and the items of ``their_items`` set in the second, ``cap`` in all; the
-    pair then weighs ``max(F, P - F)``. Meet in the middle: ``mine``
-    [2^(cap-1)] holds the sums of the subsets of ``mine_items[1:]``
-    (:func:`_subset_sums`); the partner's subset sums of each size are sorted,
-    and for each of mine a binary search in the complementary size finds the
-    sums that bring F nearest ``P / 2``. ``masks``, ``bounds``: from
-    :func:`_by_size`; scratch ``theirs`` float64 and ``group`` int64 [2^cap].
-    """
-    cap = their_items.shape[0]
-    _subset_sums(their_items, theirs)
-    head = mine_items[0]
-    total = theirs[(1 << cap) - 1] + mine[(1 << (cap - 1)) - 1] + head
-    half = total * 0.5
-    for z in range(cap + 1):  # each size class sorted by sum (insertion: a class has at most 20 masks)
-        lo = bounds[z]
-        for r in range(lo, bounds[z + 1]):
-            mask = masks[r]
-            p = r
-            while p > lo and theirs[group[p - 1]] > theirs[mask]:
-                group[p] = group[p - 1]
-                p -= 1
-            group[p] = mask
-    best, best_a, best_b = np.inf, 0, 0
-    for mask_a in range(1 << (cap - 1)):
-        z = cap - 1
-        for q in range(cap - 1):
-            z -= (mask_a >> q) & 1
-        lo, hi = bounds[z], bounds[z + 1]
-        need = half - head - mine[mask_a]
-        while lo < hi:  # the first of the class whose sum is >= need
-            mid = (lo + hi) // 2
-            if theirs[group[mid]] < need:
-                lo = mid + 1
-            else:
-                hi = mid
-        for r in range(max(lo - 1, bounds[z]), min(lo + 1, bounds[z + 1])):
-            f = head + mine[mask_a] + theirs[group[r]]
-            v = max(f, total - f)
-            if v < best:
-                best, best_a, best_b = v, mask_a, group[r]
-    return best, best_a, best_b
+        _rerank(order, pos, load, other)
+    return False
 
 
 @njit(**_JIT)
@@ -907,7 +928,7 @@ def dedupe_rows(w: np.ndarray, slot_of: np.ndarray, bins: int, experts: np.ndarr
 def arrange(
     w: np.ndarray, counts: np.ndarray, slots: int, bins: int, packers: np.ndarray, mult: np.ndarray,
     swap_iters: int, fixup_rounds: int, spread: bool, floor: np.ndarray, resplit: bool, partners: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pack and refine the replicas given by ``counts`` [B, n] of loads ``w`` [B, n]: (expert of each slot, busiest load).
 
     Per row: the replicas in processing order (:func:`replicas`), each packer
@@ -917,12 +938,14 @@ def arrange(
     :func:`fixup`, each followed by :func:`refine` again. With ``spread``
     (the ``diverse`` packer) duplicates are repaired (:func:`dedupe`) and the
     swaps avoid new ones. ``floor`` [B], ``resplit`` and ``partners``: see :func:`refine`.
-    Returns phy [B, S] int64 and the busiest bin's load [B].
+    Returns phy [B, S] int64, the busiest bin's load [B] and whether the
+    last refine settled [B] (see :func:`refine`; True without swaps).
     """
     rows, n = w.shape
     cap = slots // bins
     phy = np.empty((rows, slots), np.int64)
     top = np.empty(rows, np.float64)
+    settled = np.ones(rows, np.bool_)
     c = np.empty(n, np.int64)
     expert = np.empty(slots, np.int64)
     ws = np.empty(slots, np.float64)
@@ -947,16 +970,16 @@ def arrange(
                 best = score
                 bwt[:], bit[:], bex[:] = wt, it, ex
         if swap_iters:
-            refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, resplit, partners)
+            settled[r] = refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, resplit, partners)
         for _ in range(fixup_rounds):
             if fixup(w[r], c, bex, bin_of, bins, spread) >= 0:
                 for s in range(slots):
                     bwt[s] = w[r, bex[s]] / c[bex[s]]
             if swap_iters:
-                refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, resplit, partners)
+                settled[r] = refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, resplit, partners)
         score = 0.0
         for b in range(bins):
             score = max(score, _bin_sum(bwt, b, cap))
         top[r] = score
         phy[r] = bex
-    return phy, top
+    return phy, top, settled

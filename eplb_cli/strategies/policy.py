@@ -43,14 +43,14 @@ THINNED = 4
 STAGE_HELP = "dhondt, lpt, rounds, snake, kk, restarts[:R], diverse, swap[:N], fixup[:N]"
 
 PRESETS: dict[str, tuple[str, str]] = {
-    "fast": ("dhondt+rounds", "D'Hondt replicas, LPT by rounds (one replica per GPU per round): ~LPT quality, ~2 ms"),
+    "fast": ("dhondt+lpt", "DeepSeek's algorithm (D'Hondt replicas, LPT packing), compiled"),
     "balanced": (
         "dhondt+kk+lpt+swap",
-        "D'Hondt replicas, the better of balanced Karmarkar-Karp and LPT per layer, best-improving swaps",
+        "D'Hondt replicas, the better of balanced Karmarkar-Karp and LPT per layer, best-improving exchanges",
     ),
     "thorough": (
-        "dhondt+kk+lpt+swap:64+fixup",
-        "the better of KK and LPT per layer, swaps to convergence, replica fix-ups; never worse than LPT",
+        "dhondt+kk+lpt+swap+fixup",
+        "balanced, then replica fix-ups, each followed by more exchanges; never worse than LPT",
     ),
     "diverse": (
         "dhondt+diverse+swap",
@@ -156,17 +156,16 @@ def _mult(rows: int, m: int, chain: Chain, seed: int) -> np.ndarray:
 def swap_iters(chain: Chain, bins: int, cap: int) -> int:
     """Iteration bound of the chain's swap stage for ``bins`` bins of ``cap`` items (0: no swaps).
 
-    ``AUTO``: each iteration lightens one or a few bins, and how many bins sit
-    near the maximum after KK grows with bins / cap (fewer, coarser items per
-    bin), so ``max(6, 2.5 * bins / cap)``: 6 for 32 GPUs x 9 slots and for one
-    node's 8 GPUs x 9 (which converge there on the DeepSeek-V3 traces), 32 for
-    64 x 5. Re-split iterations (3 to 6 items per bin) get at least 12: on one
-    node's 8 GPUs x 5 the gap to the bound keeps shrinking up to about 12 and
-    stays put after 16 (DeepSeek-V3 traces, 64 GPUs in 8 nodes).
+    ``AUTO``: each iteration lightens the busiest bin, and how many bins sit
+    near the maximum after packing grows with the bins and with how coarse
+    the items are. So ``bins / 2`` for bins of 7 or more items (16 at least)
+    and ``bins`` for 3 to 6 (whose moves are group exchanges): on the
+    DeepSeek-V3 traces the gap to the bound stops shrinking about there
+    (32 GPUs x 9: 16 iterations; 64 GPUs x 5: 64).
     """
     if chain.swap != AUTO:
         return chain.swap
-    return max(12 if 3 <= cap <= RESPLIT_CAP else 6, 5 * bins // max(2 * cap, 1))
+    return max(16, bins if 3 <= cap <= RESPLIT_CAP else bins // 2)
 
 
 def _arrange(
@@ -177,8 +176,9 @@ def _arrange(
     chain: Chain,
     seed: int,
     floor: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pack and refine replicas with the given counts: (expert of each slot [B, slots], busiest bin load [B]).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pack and refine replicas with the given counts: (expert of each slot [B, slots], busiest bin load [B],
+    whether the swaps settled [B]).
 
     ``w`` [B, n] float64 and ``counts`` [B, n] int64 (NumPy); ``floor`` [B]: a
     load each row need not get below (see :func:`.kernels.refine`). The whole
@@ -213,8 +213,9 @@ def _place(w: np.ndarray, slots: int, bins: int, chain: Chain, seed: int, rows_p
     For chains that refine, when bins hold 3 to :data:`COARSE_CAP` slots, rows
     whose busiest bin is more than :data:`RETRY_ABOVE` above their bound (mean
     bin load, or the largest replica; :data:`RETRY_ABOVE_DIVERSE` for
-    ``diverse``, whose duplicate-free swaps rarely get that close) are packed
-    again with the heaviest expert given 1 .. :data:`THINNED` fewer replicas
+    ``diverse``, whose duplicate-free swaps rarely get that close) although
+    their swaps settled (no move helps: the counts are what hold them up) are
+    packed again with the heaviest expert given 1 .. :data:`THINNED` fewer replicas
     (:func:`thinned`), and keep whichever count vector packs best, so a row
     never gets worse. When consecutive runs of ``rows_per_group`` rows are the
     nodes of one layer, only the run's busiest bin matters, so no row is
@@ -228,16 +229,16 @@ def _place(w: np.ndarray, slots: int, bins: int, chain: Chain, seed: int, rows_p
     floor = None
     if rows_per_group > 1:
         floor = np.repeat(bound.reshape(-1, rows_per_group).max(1), rows_per_group)
-    phy, busiest = _arrange(w, counts, slots, bins, chain, seed, floor)
+    phy, busiest, settled = _arrange(w, counts, slots, bins, chain, seed, floor)
     need = bound if floor is None else np.maximum(bound, floor)
     held = np.take_along_axis(counts, w.argmax(1)[:, None], 1)[:, 0]
     above = RETRY_ABOVE_DIVERSE if "diverse" in chain.pack else RETRY_ABOVE
-    retry = np.flatnonzero((busiest > need * (1 + above)) & (held > 1))
+    retry = np.flatnonzero((busiest > need * (1 + above)) & (held > 1) & settled)
     if retry.size == 0:
         return phy
     tries = thinned(torch.from_numpy(w[retry]), torch.from_numpy(counts[retry]), THINNED).reshape(-1, n).numpy()
     alt_floor = None if floor is None else np.repeat(floor[retry], THINNED)
-    alt, alt_busiest = _arrange(np.repeat(w[retry], THINNED, 0), tries, slots, bins, chain, seed, alt_floor)
+    alt, alt_busiest, _ = _arrange(np.repeat(w[retry], THINNED, 0), tries, slots, bins, chain, seed, alt_floor)
     options = np.concatenate([busiest[retry, None], alt_busiest.reshape(-1, THINNED)], 1)
     best = options.argmin(1)
     chosen = np.concatenate([phy[retry, None], alt.reshape(-1, THINNED, slots)], 1)[np.arange(retry.size), best]

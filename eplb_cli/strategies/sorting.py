@@ -12,9 +12,8 @@ equal and keep column order, exactly as true ties do; every other pair sorts
 as ``torch.sort(..., stable=True)`` would. Results stay deterministic. Short
 rows use NumPy's exact stable argsort, CUDA uses ``torch.sort``.
 
-:func:`kth_largest` serves D'Hondt's thresholds the same way: on CPU a NumPy
-sort of the rows is 3-5x cheaper than ``torch.topk`` on rows padded with
-infinities.
+The strategies' own loops sort inside their compiled kernels
+(:func:`.kernels.argsort`); these serve the few batched torch steps left.
 """
 
 from __future__ import annotations
@@ -51,16 +50,3 @@ def sort_ints(key: torch.Tensor) -> torch.Tensor:
     if key.device.type != "cpu" or key.shape[1] < PACKED_MIN:
         return torch.sort(key, dim=1).values
     return torch.from_numpy(np.sort(key.numpy(), axis=1))
-
-
-def kth_largest(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The ``k[b]``-th largest value of each row of ``x`` [B, m], as [B, 1]; ``k`` [B, 1] int64 in 1..m.
-
-    Values only (no indices), so ties need no rule. NumPy's sort on CPU (NaN-free
-    input), ``torch.sort`` elsewhere.
-    """
-    m = x.shape[1]
-    if x.device.type != "cpu":
-        return torch.sort(x, dim=1).values.gather(1, m - k)
-    ordered = np.sort(x.detach().numpy(), axis=1)
-    return torch.from_numpy(np.take_along_axis(ordered, (m - k).numpy(), axis=1))

@@ -1,0 +1,130 @@
+"""Compiled kernels: the same results as their pure-Python originals, the packer codes, and lazy loading.
+
+The kernels run compiled in this process and as plain Python in a subprocess
+with ``NUMBA_DISABLE_JIT=1`` (the reference logic, line for line) on the same
+random cases; every output must match exactly, floats bit for bit. Run as a
+script (``python tests/test_kernels.py OUT.npz``) this file writes those
+outputs, which is what the subprocess does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the subprocess runs this file as a script
+    sys.path.insert(0, str(ROOT))
+
+from eplb_cli.strategies import kernels  # noqa: E402
+
+PACKER_CODES = {"lpt": 0, "rounds": 1, "snake": 2, "kk": 3, "restarts": 4, "diverse": 5}
+
+
+def _weights(rng: np.random.Generator, rows: int, m: int, kind: str) -> np.ndarray:
+    if kind == "ties":
+        return rng.integers(0, 4, (rows, m)).astype(np.float64)
+    w = np.exp(rng.normal(0.0, 1.5, (rows, m)))
+    if kind == "zeros":
+        w[0] = 0.0
+        w[:, ::3] = 0.0
+    return w
+
+
+def outputs() -> dict[str, np.ndarray]:
+    """Every batched entry point on random cases (small: the reference runs as plain Python)."""
+    rng = np.random.default_rng(2024)
+    out: dict[str, np.ndarray] = {}
+    for case in range(10):
+        kind = ("lognormal", "ties", "zeros")[case % 3]
+        bins = int(rng.integers(1, 7))
+        cap = int(rng.integers(1, 8))
+        rows, m = 3, bins * cap
+        n = int(rng.integers(max(1, m // 3), m + 1))
+        w = _weights(rng, rows, n, kind)
+        counts = kernels.dhondt_rows(w, m)
+        out[f"{case}/dhondt"] = counts
+        items = _weights(rng, rows, m, kind)
+        mult = np.exp(rng.normal(0.0, 0.05, (rows, 4, m)))
+        mult[:, 0] = 1.0
+        for name, code in PACKER_CODES.items():
+            if name != "diverse":
+                for base in (0, 1, 3):
+                    out[f"{case}/pack/{name}/{base}"] = kernels.pack_rows(code, items, bins, False, mult, base)
+        none = np.empty((rows, 0, m), np.float64)
+        start = kernels.pack_rows(3, items, bins, False, none, 3)
+        experts = rng.integers(0, max(1, m // 2), (rows, m))
+        floor = np.where(rng.random(rows) < 0.3, items.sum(1) / bins, -np.inf)
+        for resplit in (False, True):
+            out[f"{case}/refine/{resplit}"] = kernels.refine_rows(
+                items, start, bins, 50, np.zeros((0, 0), np.int64), floor, resplit and 3 <= cap <= 6, 8)
+        out[f"{case}/refine/dense"] = kernels.refine_rows(items, start, bins, 50, experts, floor, False, 8)
+        out[f"{case}/dedupe"] = kernels.dedupe_rows(items, start, bins, experts, m)
+        if m > n:
+            expert = np.repeat(np.arange(n)[None, :], rows, 0)
+            expert = np.concatenate([expert, rng.integers(0, n, (rows, m - n))], 1)
+            have = np.stack([np.bincount(row, minlength=n) for row in expert])
+            bin_of = np.stack([rng.permutation(m) // cap for _ in range(rows)])
+            for spread in (False, True):
+                c, e = have.copy(), expert.copy()
+                moved = kernels.fixup_rows(w, c, e, bin_of, bins, spread)
+                out[f"{case}/fixup/{spread}"] = np.concatenate([c, e, moved[:, None]], 1)
+        chains = ([3, 0], [1], [2, 3], [4], [5], [0])
+        for k, packers in enumerate(chains):
+            spread = packers == [5]
+            mult_k = mult if 4 in packers else none
+            resplit = not spread and 3 <= cap <= 6
+            phy, top, settled = kernels.arrange(w, counts, m, bins, np.array(packers, np.int64), mult_k,
+                                                (0, 8, 50)[k % 3], k % 2, spread, floor, resplit, 8)
+            out[f"{case}/arrange/{k}"] = np.concatenate([phy, top.view(np.int64)[:, None], settled[:, None]], 1)
+    return out
+
+
+def test_compiled_kernels_match_their_python_originals(tmp_path: Path) -> None:
+    path = tmp_path / "reference.npz"
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    proc = subprocess.run([sys.executable, __file__, str(path)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reference = np.load(path)
+    compiled = outputs()
+    assert sorted(reference.files) == sorted(compiled)
+    for key, value in compiled.items():
+        assert value.dtype == reference[key].dtype, key
+        assert np.array_equal(value, reference[key]), key
+
+
+def test_the_kernels_are_compiled_here() -> None:
+    """The comparison above means something only if this process runs machine code."""
+    kernels.dhondt_rows(np.ones((1, 3)), 5)
+    assert kernels.dhondt_rows.signatures and hasattr(kernels.dhondt_rows, "py_func")
+
+
+def test_packer_codes_match_the_packer_names() -> None:
+    from eplb_cli.strategies.pack import PACKERS
+
+    assert {name: PACKERS.index(name) for name in PACKERS} == PACKER_CODES
+    assert [kernels.LPT, kernels.ROUNDS, kernels.SNAKE, kernels.KK, kernels.RESTARTS, kernels.DIVERSE] == list(range(6))
+
+
+def test_numba_loads_only_when_a_plan_runs() -> None:
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "import eplb_cli\n"
+        "from eplb_cli.cli import app\n"
+        "assert CliRunner().invoke(app, ['--help']).exit_code == 0\n"
+        "assert 'numba' not in sys.modules, 'numba imported by import eplb_cli or eplb --help'\n"
+        "import torch\n"
+        "eplb_cli.rebalance_experts(torch.rand(2, 8), 12, 1, 1, 4)\n"
+        "assert 'numba' in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+if __name__ == "__main__":
+    np.savez(sys.argv[1], **outputs())
