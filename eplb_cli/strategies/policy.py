@@ -24,7 +24,7 @@ import torch
 from ..errors import EplbError
 from ..topology import Topology
 from . import pack as packers
-from .arrays import as_floats, kernels, to_tensor
+from .arrays import as_floats, by_rows, kernels, to_tensor
 from .base import Strategy
 from .pack import PACKERS
 from .refine import RESPLIT_CAP, RESPLIT_PARTNERS
@@ -190,10 +190,15 @@ def _arrange(
     codes = np.array([PACKERS.index(name) for name in chain.pack], dtype=np.int64)
     low = np.full(rows, -np.inf) if floor is None else floor
     resplit = not spread and 3 <= cap <= RESPLIT_CAP
-    return kernels().arrange(
-        w, counts, slots, bins, codes, _mult(rows, slots, chain, seed), swap_iters(chain, bins, cap), chain.fixup,
-        spread, low, resplit, RESPLIT_PARTNERS,
-    )
+    mult = _mult(rows, slots, chain, seed)
+    iters = swap_iters(chain, bins, cap)
+    arrange = kernels().arrange
+
+    def block(at: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return arrange(w[at], counts[at], slots, bins, codes, mult[at], iters, chain.fixup, spread, low[at], resplit,
+                       RESPLIT_PARTNERS)
+
+    return by_rows(rows, block)  # type: ignore[return-value]
 
 
 def place(
@@ -222,7 +227,8 @@ def _place(w: np.ndarray, slots: int, bins: int, chain: Chain, seed: int, rows_p
     refined or retried below the largest bound in its run.
     """
     rows, n = w.shape
-    counts = kernels().dhondt_rows(w, slots)
+    dhondt = kernels().dhondt_rows
+    (counts,) = by_rows(rows, lambda at: (dhondt(w[at], slots),))
     if not chain.swap or not 3 <= slots // bins <= COARSE_CAP or slots == n or rows == 0:
         return _arrange(w, counts, slots, bins, chain, seed)[0]
     bound = np.maximum(w.sum(1) / bins, (w / counts).max(1))
