@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the subprocess runs this file as a script
@@ -48,6 +49,7 @@ def outputs() -> dict[str, np.ndarray]:
         w = _weights(rng, rows, n, kind)
         counts = kernels.dhondt_rows(w, m)
         out[f"{case}/dhondt"] = counts
+        out[f"{case}/thinned"] = kernels.thinned_rows(w, counts, 4)
         items = _weights(rng, rows, m, kind)
         mult = np.exp(rng.normal(0.0, 0.05, (rows, 4, m)))
         mult[:, 0] = 1.0
@@ -61,8 +63,8 @@ def outputs() -> dict[str, np.ndarray]:
         floor = np.where(rng.random(rows) < 0.3, items.sum(1) / bins, -np.inf)
         for resplit in (False, True):
             out[f"{case}/refine/{resplit}"] = kernels.refine_rows(
-                items, start, bins, 50, np.zeros((0, 0), np.int64), floor, resplit and 3 <= cap <= 6, 8)
-        out[f"{case}/refine/dense"] = kernels.refine_rows(items, start, bins, 50, experts, floor, False, 8)
+                items, start, bins, 50, np.zeros((0, 0), np.int64), floor, resplit and 3 <= cap <= 6, 8, case % 3)
+        out[f"{case}/refine/dense"] = kernels.refine_rows(items, start, bins, 50, experts, floor, False, 8, case % 2)
         out[f"{case}/dedupe"] = kernels.dedupe_rows(items, start, bins, experts, m)
         if m > n:
             expert = np.repeat(np.arange(n)[None, :], rows, 0)
@@ -79,7 +81,7 @@ def outputs() -> dict[str, np.ndarray]:
             mult_k = mult if 4 in packers else none
             resplit = not spread and 3 <= cap <= 6
             phy, top, settled = kernels.arrange(w, counts, m, bins, np.array(packers, np.int64), mult_k,
-                                                (0, 8, 50)[k % 3], k % 2, spread, floor, resplit, 8)
+                                                (0, 8, 50)[k % 3], k % 2, spread, floor, resplit, 8, k % 3)
             out[f"{case}/arrange/{k}"] = np.concatenate([phy, top.view(np.int64)[:, None], settled[:, None]], 1)
     return out
 
@@ -101,6 +103,29 @@ def test_the_kernels_are_compiled_here() -> None:
     """The comparison above means something only if this process runs machine code."""
     kernels.dhondt_rows(np.ones((1, 3)), 5)
     assert kernels.dhondt_rows.signatures and hasattr(kernels.dhondt_rows, "py_func")
+
+
+@pytest.mark.parametrize("m", [5, 33, 64, 65, 300, 1500])
+@pytest.mark.parametrize("descending", [False, True])
+def test_argsort_is_a_stable_sort(m: int, descending: bool) -> None:
+    """Insertion, two- and three-digit radix paths: exact order, ties (0.0 and -0.0 too) in index order."""
+    rng = np.random.default_rng(m)
+    rows = [
+        rng.normal(0.0, 1e3, m),
+        rng.integers(0, 4, m).astype(np.float64),  # many exact ties
+        np.where(np.arange(m) < m // 2, 0.0, -0.0),
+        np.where(np.arange(m) % 2 == 0, np.inf, rng.normal(0.0, 1.0, m)),
+        np.exp(rng.normal(0.0, 30.0, m)),  # huge and tiny values
+        1.0 + rng.integers(0, 3, m) * np.finfo(np.float64).eps,  # neighbours in the last bit
+        np.sort(rng.normal(0.0, 1.0, m)),  # already in order
+    ]
+    order = np.empty(m, np.int64)
+    for x in rows:
+        kernels.argsort(x, order, descending)
+        want = np.argsort(-x if descending else x, kind="stable")
+        if descending:  # -x turns 0.0 into -0.0 and back; ties must still keep index order
+            want = np.lexsort((np.arange(m), -x))
+        assert np.array_equal(order, want)
 
 
 def test_packer_codes_match_the_packer_names() -> None:

@@ -206,6 +206,44 @@ def dhondt_rows(w: np.ndarray, slots: int) -> np.ndarray:
 
 
 @njit(**_JIT)
+def thinned_rows(w: np.ndarray, counts: np.ndarray, most: int) -> np.ndarray:
+    """Count vectors [B, most, n]: variant d gives each row's heaviest expert (the first on ties) d fewer
+    replicas and hands them to the others as D'Hondt would (next quotients ``w_e / count_e``, lower expert
+    first on ties); a row whose heaviest expert has d replicas or fewer (or that has one expert) keeps its
+    counts in variant d."""
+    rows, n = w.shape
+    out = np.empty((rows, most, n), np.int64)
+    key = np.empty(n, np.float64)
+    heap = np.empty(n, np.int64)
+    cur = np.empty(n, np.int64)
+    for r in range(rows):
+        top = 0
+        for e in range(1, n):
+            if w[r, e] > w[r, top]:
+                top = e
+        cur[:] = counts[r]
+        size = 0
+        for e in range(n):
+            if e != top:
+                key[e] = -(w[r, e] / cur[e])
+                heap[size] = e
+                size += 1
+        for pos in range(size // 2 - 1, -1, -1):
+            _sift_down(heap, size, pos, key)
+        for d in range(1, most + 1):
+            out[r, d - 1] = counts[r]
+            if n == 1 or counts[r, top] <= d:
+                continue
+            e = heap[0]
+            cur[e] += 1
+            key[e] = -(w[r, e] / cur[e])
+            _sift_down(heap, size, 0, key)
+            out[r, d - 1] = cur
+            out[r, d - 1, top] = counts[r, top] - d
+    return out
+
+
+@njit(**_JIT)
 def replicas(w: np.ndarray, counts: np.ndarray, expert: np.ndarray, weight: np.ndarray) -> None:
     """The replicas of one row in processing order: ``expert`` and ``weight`` (= w / count) [S].
 
@@ -692,61 +730,168 @@ def _closest(
     return best, found_i, found_j
 
 
+@njit(**_INLINE)
+def _rank(load: np.ndarray, order: np.ndarray, pos: np.ndarray) -> None:
+    """Rank the bins by :func:`_lighter` into ``order`` (lightest first) and its inverse ``pos``."""
+    bins = load.shape[0]
+    argsort(load, order, False)
+    k = 0
+    while k < bins - 1:  # equal loads: the higher index first
+        j = k
+        while j < bins - 1 and load[order[j + 1]] == load[order[k]]:
+            j += 1
+        order[k : j + 1] = order[k : j + 1][::-1].copy()
+        k = j + 1
+    for k in range(bins):
+        pos[order[k]] = k
+
+
+@njit(**_INLINE)
+def _pair_move(
+    wt: np.ndarray, ex: np.ndarray, here: np.ndarray, n: int, cap: int, hot: int, o: int, top: float, light: float,
+    best: float, groups: bool, sums: np.ndarray, chosen: np.ndarray, start: np.ndarray,
+) -> tuple[float, int, int]:
+    """The best exchange between the busier bin ``hot`` (load ``top``) and ``o`` (load ``light``) that
+    beats ``best``: (new pair maximum, mask given, mask taken), masks 0 when none does.
+
+    One item for one (with ``n`` > 0 only those that put no second replica of
+    an expert on a bin, every pair checked), and with ``groups`` k items for
+    k from the bins' sorted group sums (``sums``/``chosen`` rows ``hot`` and
+    ``o``, fresh; see :func:`_group_sums`).
+    """
+    give, take = 0, 0
+    h0, o0 = hot * cap, o * cap
+    if n > 0:
+        for i in range(h0, h0 + cap):
+            for j in range(o0, o0 + cap):
+                v = max(top + (wt[j] - wt[i]), light + (wt[i] - wt[j]))
+                if v < best and here[o * n + ex[i]] == 0 and here[hot * n + ex[j]] == 0:
+                    best, give, take = v, 1 << (i - h0), 1 << (j - o0)
+        return best, give, take
+    v, i, j = _closest(wt[h0 : h0 + cap], wt[o0 : o0 + cap], top, light, best)
+    if i >= 0:
+        best, give, take = v, 1 << i, 1 << j
+    if groups:
+        for size in range(2, start.shape[0] - 1):
+            lo, hi = start[size], start[size + 1]
+            v, i, j = _closest(sums[hot, lo:hi], sums[o, lo:hi], top, light, best)
+            if i >= 0:
+                best, give, take = v, chosen[hot, lo + i], chosen[o, lo + j]
+    return best, give, take
+
+
+@njit(**_INLINE)
+def _move(
+    wt: np.ndarray, it: np.ndarray, ex: np.ndarray, here: np.ndarray, n: int, cap: int, load: np.ndarray,
+    hot: int, other: int, give: int, take: int,
+) -> None:
+    """Exchange the items of ``hot`` set in ``give`` with those of ``other`` set in ``take`` (the q-th for
+    the q-th), keep both bins sorted and their loads and replica counts (``here``, when ``n`` > 0) current."""
+    h0, o0 = hot * cap, other * cap
+    i, j = 0, 0
+    while True:
+        while i < cap and not (give >> i) & 1:
+            i += 1
+        while j < cap and not (take >> j) & 1:
+            j += 1
+        if i == cap or j == cap:
+            break
+        if n > 0:
+            here[hot * n + ex[h0 + i]] -= 1
+            here[other * n + ex[h0 + i]] += 1
+            here[other * n + ex[o0 + j]] -= 1
+            here[hot * n + ex[o0 + j]] += 1
+        _exchange(wt, it, ex, h0 + i, o0 + j)
+        i += 1
+        j += 1
+    _sort_bin(wt, it, ex, hot, cap)
+    _sort_bin(wt, it, ex, other, cap)
+    load[hot] = _bin_sum(wt, hot, cap)
+    load[other] = _bin_sum(wt, other, cap)
+
+
 @njit(**_JIT)
 def refine(
     wt: np.ndarray, it: np.ndarray, ex: np.ndarray, bins: int, max_iters: int, floor: float,
-    n: int, resplit: bool, partners: int,
+    n: int, partners: int, sweeps: int, masks: np.ndarray, start: np.ndarray,
 ) -> bool:
-    """Best-improving exchanges on the busiest bin until none helps, at most ``max_iters``, in place.
+    """Exchanges of items between bins that lower the busiest bin, in place: ``sweeps``, then best moves on
+    the busiest bin until none helps (at most ``max_iters``).
 
-    Each move is the best exchange between the busiest bin (the lowest index
-    on ties) and another bin, scored by the larger of the two bins' new loads:
-    of one item for one item with any bin, and, with ``resplit`` (bins of 3-6
-    items), of k items for k items (2 <= k <= cap / 2) with the ``partners``
-    lightest bins. Together those are every equal-size re-split of the pair's
-    items (giving k of cap away is giving cap - k away with the bins' names
-    swapped), which finds the two-for-two and larger exchanges single swaps
-    miss. A move is made only when the busiest bin gets lighter, so the loop
-    ends.
+    A move between two bins is the exchange that leaves the larger of their
+    new loads lowest: of one item for one item, and, given the masks of the
+    groups to try (``masks``/``start`` from :func:`_masks`; for bins of 3-6
+    items), of k items for k (2 <= k <= cap / 2). Together those are
+    every equal-size re-split of the pair's items (giving k of cap away is
+    giving cap - k with the bins' names swapped), so they find the
+    two-for-two and larger exchanges single swaps miss. A move is made only
+    when the busier bin of the pair gets lighter.
 
-    How it stays cheap: bins are kept ranked by load and partners are visited
-    from the lightest, so a bin whose mean with the busiest one already
-    reaches the best move found ends the search. Each bin keeps its items,
-    and the sums of its groups of each size, in decreasing order, so the best
-    exchange with a bin comes from one merge-like pass (:func:`_closest`).
-    With ``n`` > 0, no swap puts two replicas of one expert (``ex``) on a bin
-    (every pair is then checked; no group exchanges). Stops once the busiest
-    bin is at or below ``floor``. Returns whether it settled (no move helps,
-    or the floor is reached) rather than ran out of iterations.
+    A sweep ranks the bins by load and pairs the k-th busiest with the
+    ((k + s) mod (bins / 2))-th lightest in sweep s: one move each, half the
+    bins at once, so a few sweeps pull every bin towards the mean in
+    O(slots) work (alone, the best moves on the busiest bin need about one
+    iteration per bin above the final maximum). Sweeps stop early once one
+    moves nothing. Then each iteration takes the busiest bin (the lowest
+    index on ties) and makes its best move: one-for-one with any bin, k for k
+    with the ``partners`` lightest.
+
+    How it stays cheap: bins stay ranked by load and partners are visited
+    from the lightest, so a bin whose mean with the busiest already reaches
+    the best move found ends the search. Each bin keeps its items, and the
+    sums of its groups of each size, in decreasing order, so the best
+    exchange of two bins comes from merge-like passes (:func:`_closest`).
+    With ``n`` > 0, no move puts two replicas of one expert (``ex``) on a
+    bin (every pair is then checked; no group exchanges). Stops once the
+    busiest bin is at or below ``floor``. Returns whether it settled (no move
+    helps, or the floor is reached) rather than ran out of iterations.
     """
     m = wt.shape[0]
     cap = m // bins
     if bins < 2 or cap < 2:
         return True
-    if max_iters <= 0:
-        return False
-    dense = n > 0
-    most = cap // 2 if resplit and not dense else 1
-    here = _presence(ex, bins, n) if dense else np.zeros(0, np.int32)
     load = np.empty(bins, np.float64)
     for b in range(bins):
-        _sort_bin(wt, it, ex, b, cap)
         load[b] = _bin_sum(wt, b, cap)
+    if load.max() <= floor:
+        return True
+    dense = n > 0
+    here = _presence(ex, bins, n) if dense else np.zeros(0, np.int32)
+    for b in range(bins):
+        _sort_bin(wt, it, ex, b, cap)
     order = np.empty(bins, np.int64)
-    argsort(load, order, False)
-    for k in range(bins - 1):  # equal loads: higher index first (see _lighter)
-        j = k
-        while j < bins - 1 and load[order[j + 1]] == load[order[k]]:
-            j += 1
-        order[k : j + 1] = order[k : j + 1][::-1].copy()
     pos = np.empty(bins, np.int64)
-    for k in range(bins):
-        pos[order[k]] = k
-    masks, start = _masks(cap, most)
-    groups = masks.shape[0]
-    sums = np.empty((bins if groups else 0, groups), np.float64)
-    chosen = np.empty((bins if groups else 0, groups), np.int64)
+    groups = masks.shape[0] > 0 and not dense
+    sums = np.empty((bins if groups else 0, masks.shape[0]), np.float64)
+    chosen = np.empty((bins if groups else 0, masks.shape[0]), np.int64)
     fresh = np.zeros(bins, np.bool_)
+    half = bins // 2
+    for s in range(sweeps):
+        _rank(load, order, pos)
+        moved = False
+        for k in range(half):
+            hot, o = order[bins - 1 - k], order[(k + s) % half]
+            if _lighter(load, hot, o):
+                hot, o = o, hot
+            if load[hot] <= floor:
+                continue
+            if groups:
+                for b in (hot, o):
+                    if not fresh[b]:
+                        _group_sums(wt, b, cap, masks, sums[b], chosen[b], start)
+                        fresh[b] = True
+            top = load[hot]
+            v, give, take = _pair_move(wt, ex, here, n, cap, hot, o, top, load[o], top * (1 - TOL), groups, sums,
+                                       chosen, start)
+            if give:
+                _move(wt, it, ex, here, n, cap, load, hot, o, give, take)
+                fresh[hot] = fresh[o] = False
+                moved = True
+        if not moved:
+            break
+    if max_iters <= 0:
+        return False
+    _rank(load, order, pos)
     for _ in range(max_iters):
         hot = order[bins - 1]
         top = load[hot]
@@ -754,62 +899,23 @@ def refine(
             return True
         best = top * (1 - TOL)
         other, give, take = -1, 0, 0
-        h0 = hot * cap
-        if groups:
-            if not fresh[hot]:
-                _group_sums(wt, hot, cap, masks, sums[hot], chosen[hot], start)
-                fresh[hot] = True
-            for k in range(min(partners, bins - 1)):
-                o = order[k]
-                if (top + load[o]) * 0.5 >= best:
-                    break
-                if not fresh[o]:
-                    _group_sums(wt, o, cap, masks, sums[o], chosen[o], start)
-                    fresh[o] = True
-                for size in range(2, most + 1):
-                    lo, hi = start[size], start[size + 1]
-                    v, i, j = _closest(sums[hot, lo:hi], sums[o, lo:hi], top, load[o], best)
-                    if i >= 0:
-                        best, other, give, take = v, o, chosen[hot, lo + i], chosen[o, lo + j]
+        if groups and not fresh[hot]:
+            _group_sums(wt, hot, cap, masks, sums[hot], chosen[hot], start)
+            fresh[hot] = True
         for k in range(bins - 1):
             o = order[k]
-            light = load[o]
-            if (top + light) * 0.5 >= best:
+            if (top + load[o]) * 0.5 >= best:
                 break
-            o0 = o * cap
-            if dense:
-                for i in range(h0, h0 + cap):
-                    for j in range(o0, o0 + cap):
-                        v = max(top + (wt[j] - wt[i]), light + (wt[i] - wt[j]))
-                        if v < best and here[o * n + ex[i]] == 0 and here[hot * n + ex[j]] == 0:
-                            best, other, give, take = v, o, 1 << (i - h0), 1 << (j - o0)
-                continue
-            v, i, j = _closest(wt[h0 : h0 + cap], wt[o0 : o0 + cap], top, light, best)
-            if i >= 0:
-                best, other, give, take = v, o, 1 << i, 1 << j
+            with_groups = groups and k < partners
+            if with_groups and not fresh[o]:
+                _group_sums(wt, o, cap, masks, sums[o], chosen[o], start)
+                fresh[o] = True
+            v, g, t = _pair_move(wt, ex, here, n, cap, hot, o, top, load[o], best, with_groups, sums, chosen, start)
+            if g:
+                best, other, give, take = v, o, g, t
         if other < 0:
             return True
-        o0 = other * cap
-        i, j = 0, 0
-        while True:  # exchange the chosen items pairwise: the q-th given for the q-th taken
-            while i < cap and not (give >> i) & 1:
-                i += 1
-            while j < cap and not (take >> j) & 1:
-                j += 1
-            if i == cap or j == cap:
-                break
-            if dense:
-                here[hot * n + ex[h0 + i]] -= 1
-                here[other * n + ex[h0 + i]] += 1
-                here[other * n + ex[o0 + j]] -= 1
-                here[hot * n + ex[o0 + j]] += 1
-            _exchange(wt, it, ex, h0 + i, o0 + j)
-            i += 1
-            j += 1
-        _sort_bin(wt, it, ex, hot, cap)
-        _sort_bin(wt, it, ex, other, cap)
-        load[hot] = _bin_sum(wt, hot, cap)
-        load[other] = _bin_sum(wt, other, cap)
+        _move(wt, it, ex, here, n, cap, load, hot, other, give, take)
         fresh[hot] = fresh[other] = False
         _rerank(order, pos, load, hot)
         _rerank(order, pos, load, other)
@@ -883,22 +989,25 @@ def _to_view(ws: np.ndarray, expert: np.ndarray, slot: np.ndarray, wt: np.ndarra
 @njit(**_JIT)
 def refine_rows(
     w: np.ndarray, slot_of: np.ndarray, bins: int, max_iters: int, experts: np.ndarray, floor: np.ndarray,
-    resplit: bool, partners: int,
+    resplit: bool, partners: int, sweeps: int,
 ) -> np.ndarray:
     """:func:`refine` on every row of slot-form packings ``slot_of`` [B, m] of ``w`` [B, m]; new slots [B, m].
 
     ``experts`` [B, m] (or [0, 0]: none): the expert of each item, whose
-    duplicates on a bin the swaps avoid. ``floor`` [B].
+    duplicates on a bin the swaps avoid. ``floor`` [B]. ``resplit``: also
+    exchange groups of items (for bins of 3-6 items).
     """
     rows, m = w.shape
     n = int(experts.max()) + 1 if experts.shape[0] else 0
+    cap = m // max(bins, 1)
+    masks, start = _masks(cap, cap // 2 if resplit and not n else 1)
     out = np.empty((rows, m), np.int64)
     wt = np.empty(m, np.float64)
     it = np.empty(m, np.int64)
     ex = np.zeros(m, np.int64)
     for r in range(rows):
         _to_view(w[r], experts[r] if n else ex, slot_of[r], wt, it, ex)
-        refine(wt, it, ex, bins, max_iters, floor[r], n, resplit, partners)
+        refine(wt, it, ex, bins, max_iters, floor[r], n, partners, sweeps, masks, start)
         for s in range(m):
             out[r, it[s]] = s
     return out
@@ -928,6 +1037,7 @@ def dedupe_rows(w: np.ndarray, slot_of: np.ndarray, bins: int, experts: np.ndarr
 def arrange(
     w: np.ndarray, counts: np.ndarray, slots: int, bins: int, packers: np.ndarray, mult: np.ndarray,
     swap_iters: int, fixup_rounds: int, spread: bool, floor: np.ndarray, resplit: bool, partners: int,
+    sweeps: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pack and refine the replicas given by ``counts`` [B, n] of loads ``w`` [B, n]: (expert of each slot, busiest load).
 
@@ -937,7 +1047,8 @@ def arrange(
     :func:`refine` with ``swap_iters``, then ``fixup_rounds`` rounds of
     :func:`fixup`, each followed by :func:`refine` again. With ``spread``
     (the ``diverse`` packer) duplicates are repaired (:func:`dedupe`) and the
-    swaps avoid new ones. ``floor`` [B], ``resplit`` and ``partners``: see :func:`refine`.
+    swaps avoid new ones. ``floor`` [B], ``partners`` and ``sweeps``: see :func:`refine`; ``resplit``:
+    also exchange groups of items (for bins of 3-6 items).
     Returns phy [B, S] int64, the busiest bin's load [B] and whether the
     last refine settled [B] (see :func:`refine`; True without swaps).
     """
@@ -954,6 +1065,7 @@ def arrange(
     bwt, bit, bex = np.empty_like(wt), np.empty_like(it), np.empty_like(ex)
     bin_of = np.arange(slots) // cap
     refine_n = n if spread else 0
+    masks, start = _masks(cap, cap // 2 if resplit and not spread else 1)
     for r in range(rows):
         c[:] = counts[r]
         replicas(w[r], c, expert, ws)
@@ -969,14 +1081,14 @@ def arrange(
             if score < best:
                 best = score
                 bwt[:], bit[:], bex[:] = wt, it, ex
-        if swap_iters:
-            settled[r] = refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, resplit, partners)
+        if swap_iters or sweeps:
+            settled[r] = refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, partners, sweeps, masks, start)
         for _ in range(fixup_rounds):
             if fixup(w[r], c, bex, bin_of, bins, spread) >= 0:
                 for s in range(slots):
                     bwt[s] = w[r, bex[s]] / c[bex[s]]
-            if swap_iters:
-                settled[r] = refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, resplit, partners)
+            if swap_iters or sweeps:
+                settled[r] = refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, partners, sweeps, masks, start)
         score = 0.0
         for b in range(bins):
             score = max(score, _bin_sum(bwt, b, cap))

@@ -51,6 +51,7 @@ def swap(
     experts: torch.Tensor | None = None,
     slots: bool = False,
     floor: torch.Tensor | None = None,
+    sweeps: int = 0,
 ) -> torch.Tensor:
     """Best-improving moves between the busiest bin and any other, until none helps (per row).
 
@@ -64,17 +65,20 @@ def swap(
     the loop ends. With ``experts`` [B, m] (expert of each item), swaps that
     would put two replicas of one expert on one bin are skipped (and no
     re-splits are tried). Rows whose busiest bin is at or below ``floor`` [B]
-    are left alone (the caller only needs them that low).
+    are left alone (the caller only needs them that low). ``sweeps`` rounds
+    of moves between the busiest and the lightest bins, half the bins at a
+    time, come first (see :func:`.kernels.refine`).
     """
     rows, m = w.shape
     cap = m // bins
     place = assign if slots else to_slots(assign, bins)
-    if bins < 2 or rows == 0 or max_iters <= 0:
+    if bins < 2 or rows == 0 or max_iters <= 0 and sweeps <= 0:
         return place if slots else assign
     ex = np.zeros((0, 0), np.int64) if experts is None else as_ints(experts)
     low = np.full(rows, -math.inf) if floor is None else as_floats(floor)
     resplit = experts is None and 3 <= cap <= RESPLIT_CAP
-    out = kernels().refine_rows(as_floats(w), as_ints(place), bins, max_iters, ex, low, resplit, RESPLIT_PARTNERS)
+    out = kernels().refine_rows(as_floats(w), as_ints(place), bins, max_iters, ex, low, resplit, RESPLIT_PARTNERS,
+                                sweeps)
     place = to_tensor(out, w.device)
     return place if slots else torch.div(place, cap, rounding_mode="floor")
 

@@ -8,12 +8,9 @@ when one replica moved from a cold to a hot expert helps.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .arrays import as_floats, as_ints, kernels, to_tensor
-from .sorting import argsort_rows
 
 
 def dhondt(w: torch.Tensor, slots: int) -> torch.Tensor:
@@ -46,22 +43,7 @@ def thinned(w: torch.Tensor, counts: torch.Tensor, most: int) -> torch.Tensor:
     two on one GPU); fewer, larger replicas that each fill a GPU with small
     ones can do far better.
     """
-    rows, n = w.shape
-    dev = w.device
-    if n == 1:
-        return counts.unsqueeze(1).repeat(1, most, 1)
-    w = w.to(torch.float64)
-    top = w.argmax(1, keepdim=True)
-    steps = torch.arange(1, most + 1, device=dev)
-    nxt = w.unsqueeze(2) / (counts.unsqueeze(2) + steps - 1).to(torch.float64)
-    nxt.scatter_(1, top.unsqueeze(2).expand(rows, 1, most), -math.inf)
-    order = argsort_rows(nxt.view(rows, n * most), descending=True)[:, :most]
-    picks = torch.div(order, most, rounding_mode="floor").unsqueeze(1).expand(rows, most, most)
-    first_d = torch.tril(torch.ones(most, most, dtype=torch.int64, device=dev)).expand(rows, most, most)
-    ok = (counts.gather(1, top) > steps).long().unsqueeze(2)  # [B, most, 1]
-    out = counts.unsqueeze(1).repeat(1, most, 1)
-    out.scatter_add_(2, picks, first_d * ok)
-    return out.scatter_add_(2, top.unsqueeze(1).expand(rows, most, 1), -steps.view(1, most, 1) * ok)
+    return to_tensor(kernels().thinned_rows(as_floats(w), as_ints(counts), most), w.device)
 
 
 def expand(counts: torch.Tensor, slots: int) -> torch.Tensor:
