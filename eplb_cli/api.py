@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from .metrics import Score, score
-from .placement import Placement, slots_of_experts
+from .placement import Placement
 from .strategies import get_strategy, plan
+from .strategies.arrays import as_ints, kernels, to_tensor
 from .topology import Topology, resolve
 from .trace import Trace
 
@@ -99,6 +100,7 @@ def rebalance_experts(weight: torch.Tensor, num_replicas: int, num_groups: int, 
     topo = resolve(experts=experts, gpus=num_gpus, nodes=num_nodes, slots=num_replicas, groups=num_groups,
                    policy="auto")
     placement = plan(weight.to(torch.float64), topo, get_strategy(strategy), seed=seed, device=str(weight.device))
-    log2phy = slots_of_experts(placement.phy2log, experts, num_replicas - experts + 1)
+    # The compiled inverse (one pass; Placement.log2phy and .logcnt give the same, padded to their own width).
+    log2phy, logcnt = kernels().log2phy_rows(as_ints(placement.phy2log), experts, num_replicas - experts + 1)
     dev = weight.device
-    return placement.phy2log.to(dev), log2phy.to(dev), placement.logcnt.to(dev)
+    return placement.phy2log.to(dev), to_tensor(log2phy, dev), to_tensor(logcnt, dev)

@@ -50,6 +50,10 @@ def outputs() -> dict[str, np.ndarray]:
         counts = kernels.dhondt_rows(w, m)
         out[f"{case}/dhondt"] = counts
         out[f"{case}/thinned"] = kernels.thinned_rows(w, counts, 4)
+        phy = kernels.arrange(w, counts, m, bins, np.array([3], np.int64), np.empty((rows, 0, m)), 0, 0, False,
+                              np.full(rows, -np.inf), False, 8, 0)[0]
+        log2phy, logcnt = kernels.log2phy_rows(phy, n, m - n + 1)
+        out[f"{case}/log2phy"] = np.concatenate([log2phy.reshape(rows, -1), logcnt], 1)
         items = _weights(rng, rows, m, kind)
         mult = np.exp(rng.normal(0.0, 0.05, (rows, 4, m)))
         mult[:, 0] = 1.0
@@ -126,6 +130,25 @@ def test_argsort_is_a_stable_sort(m: int, descending: bool) -> None:
         if descending:  # -x turns 0.0 into -0.0 and back; ties must still keep index order
             want = np.lexsort((np.arange(m), -x))
         assert np.array_equal(order, want)
+
+
+def test_log2phy_rows_inverts_phy2log_like_the_placement() -> None:
+    """The compiled inverse that rebalance_experts returns equals Placement's log2phy and logcnt, padded."""
+    import torch
+
+    from eplb_cli.placement import replica_counts, slots_of_experts
+
+    rng = np.random.default_rng(5)
+    for experts, slots in ((1, 1), (4, 9), (16, 40), (256, 288)):
+        phy = np.stack([rng.permutation(np.concatenate([np.arange(experts), rng.integers(0, experts, slots - experts)]))
+                        for _ in range(3)])
+        phy[0, :1] = -1  # an empty slot (an excluded GPU's)
+        width = slots - experts + 1
+        log2phy, logcnt = kernels.log2phy_rows(phy, experts, width)
+        compact = slots_of_experts(torch.from_numpy(phy), experts)
+        assert np.array_equal(log2phy[:, :, : compact.shape[2]], compact.numpy())
+        assert (log2phy[:, :, compact.shape[2]:] == -1).all()
+        assert np.array_equal(logcnt, replica_counts(torch.from_numpy(phy), experts).numpy())
 
 
 def test_packer_codes_match_the_packer_names() -> None:

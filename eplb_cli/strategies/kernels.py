@@ -1095,3 +1095,19 @@ def arrange(
         top[r] = score
         phy[r] = bex
     return phy, top, settled
+
+
+@njit(**_JIT)
+def log2phy_rows(phy: np.ndarray, experts: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """log2phy [L, E, width] (each expert's slots in increasing order, -1 padded) and logcnt [L, E] of
+    phy2log [L, S] (-1: an empty slot); ``width`` must be at least the most replicas of an expert."""
+    layers, slots = phy.shape
+    out = np.full((layers, experts, width), -1, np.int64)
+    count = np.zeros((layers, experts), np.int64)
+    for layer in range(layers):
+        for s in range(slots):
+            e = phy[layer, s]
+            if e >= 0:
+                out[layer, e, count[layer, e]] = s
+                count[layer, e] += 1
+    return out, count
