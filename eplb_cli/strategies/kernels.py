@@ -1043,7 +1043,8 @@ def arrange(
 
     Per row: the replicas in processing order (:func:`replicas`), each packer
     of ``packers`` (codes; ``mult`` [B, R, S] for ``restarts``), keeping the
-    packing whose busiest bin is lightest (the first listed on ties), then
+    packing whose busiest bin is lightest (the first listed on ties; the
+    rest are skipped once one reaches ``floor``), then
     :func:`refine` with ``swap_iters``, then ``fixup_rounds`` rounds of
     :func:`fixup`, each followed by :func:`refine` again. With ``spread``
     (the ``diverse`` packer) duplicates are repaired (:func:`dedupe`) and the
@@ -1081,12 +1082,16 @@ def arrange(
             if score < best:
                 best = score
                 bwt[:], bit[:], bex[:] = wt, it, ex
+            if best <= floor[r]:
+                break  # already as low as the caller needs: the other packers could not matter
         if swap_iters or sweeps:
             settled[r] = refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, partners, sweeps, masks, start)
         for _ in range(fixup_rounds):
             if fixup(w[r], c, bex, bin_of, bins, spread) >= 0:
                 for s in range(slots):
                     bwt[s] = w[r, bex[s]] / c[bex[s]]
+            elif settled[r]:
+                break  # nothing moved and the swaps had settled: the later rounds would repeat this one
             if swap_iters or sweeps:
                 settled[r] = refine(bwt, bit, bex, bins, swap_iters, floor[r], refine_n, partners, sweeps, masks, start)
         score = 0.0
