@@ -173,3 +173,55 @@ def test_fixup_thins_a_dominant_expert() -> None:
     assert moved.tolist() == [True]
     assert counts2.tolist() == [[3, 1, 1, 1]]
     assert _bin_loads(w, counts2, expert2, bin_of, 3).amax(1) < before
+
+
+def _best_fixup_by_brute_force(w: list[float], counts: list[int], expert: list[int], bin_of: list[int], bins: int,
+                               spread: bool) -> float | None:
+    """The lowest busiest-bin load any single allowed hand-over reaches, recomputing every bin (None: no move)."""
+    def peak(c: list[int], ex: list[int]) -> float:
+        load = [0.0] * bins
+        for s, e in enumerate(ex):
+            load[bin_of[s]] += w[e] / c[e]
+        return max(load)
+
+    before = peak(counts, expert)
+    load = [0.0] * bins
+    for s, e in enumerate(expert):
+        load[bin_of[s]] += w[e] / counts[e]
+    hot = load.index(max(load))
+    on_hot = [(w[e] / counts[e], -s, e) for s, e in enumerate(expert) if bin_of[s] == hot]
+    recv = max(on_hot)[2]
+    best = None
+    for s, d in enumerate(expert):
+        if d == recv or counts[d] < 2:
+            continue
+        if spread and any(expert[t] == recv and bin_of[t] == bin_of[s] for t in range(len(expert))):
+            continue
+        c = list(counts)
+        c[d] -= 1
+        c[recv] += 1
+        ex = list(expert)
+        ex[s] = recv
+        after = peak(c, ex)
+        best = after if best is None else min(best, after)
+    return best if best is not None and best < before * (1 - 1e-12) else None
+
+
+@SETTINGS
+@given(st.integers(2, 7), st.integers(1, 5), st.floats(0.2, 3.0), st.integers(0, 2**16), st.booleans())
+def test_fixup_finds_the_best_single_hand_over(bins: int, cap: int, sigma: float, seed: int, spread: bool) -> None:
+    slots = bins * cap
+    gen = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, slots + 1, (1,), generator=gen))
+    w = torch.exp(sigma * torch.randn(2, n, generator=gen, dtype=torch.float64))
+    counts = dhondt(w, slots)
+    expert = expand(counts, slots)
+    bin_of = torch.randperm(slots, generator=gen).expand(2, slots) // cap
+    new_counts, new_expert, moved = fixup(w, counts, expert, bin_of, bins, spread=spread)
+    after = _bin_loads(w, new_counts, new_expert, bin_of, bins).amax(1)
+    for row in range(2):
+        want = _best_fixup_by_brute_force(w[row].tolist(), counts[row].tolist(), expert[row].tolist(),
+                                          bin_of[row].tolist(), bins, spread)
+        assert bool(moved[row]) == (want is not None)
+        if want is not None:
+            assert abs(float(after[row]) - want) <= 1e-9 * want

@@ -44,6 +44,10 @@ LPT, ROUNDS, SNAKE, KK, RESTARTS, DIVERSE = 0, 1, 2, 3, 4, 5
 _SMALL = 64
 """Rows up to this length are sorted by insertion alone."""
 
+_SCAN = 64
+"""A move of the busiest bin looks at most at this many of the lightest bins (all of them up to 65 bins),
+so that a move costs the same however many bins there are."""
+
 _FEW_BINS = 16
 """Up to this many bins, LPT finds the lightest bin by a plain scan (cheaper than its winner tree)."""
 
@@ -317,6 +321,10 @@ def fixup(
     for s in range(m):
         member[fill[expert[s]]] = s
         fill[expert[s]] += 1
+    # Bins by decreasing base load (equal loads: lower index first): a donor changes only the bins that hold
+    # it, so the busiest of the others is found by walking this order past those.
+    ranked = np.empty(bins, np.int64)
+    argsort(base, ranked, True)
     mult = np.zeros(bins, np.float64)
     after = np.empty(bins, np.float64)
     best, pick = np.inf, -1
@@ -328,12 +336,28 @@ def fixup(
         for q in range(start[d], start[d + 1]):
             mult[bin_of[member[q]]] += 1.0
         first, second, at = -np.inf, -np.inf, -1
-        for b in range(bins):
+        found = 0
+        for k in range(bins):  # the two busiest bins that do not hold the donor
+            b = ranked[k]
+            if mult[b] == 0.0:
+                if found == 0:
+                    first, at = base[b], b
+                else:
+                    second = base[b]
+                found += 1
+                if found == 2:
+                    break
+        for q in range(start[d], start[d + 1]):  # and the donor's bins, each once
+            b = bin_of[member[q]]
+            if mult[b] <= 0.0:
+                continue
             after[b] = base[b] + mult[b] * (grow - w_d / c_d)
-            if after[b] > first:
-                first, second, at = after[b], first, b
-            elif after[b] > second:
-                second = after[b]
+            mult[b] = -mult[b]
+            v = after[b]
+            if v > first or (v == first and b < at):
+                first, second, at = v, first, b
+            elif v > second:
+                second = v
         for q in range(start[d], start[d + 1]):
             s = member[q]
             b = bin_of[s]
@@ -833,8 +857,8 @@ def refine(
     O(slots) work (alone, the best moves on the busiest bin need about one
     iteration per bin above the final maximum). Sweeps stop early once one
     moves nothing. Then each iteration takes the busiest bin (the lowest
-    index on ties) and makes its best move: one-for-one with any bin, k for k
-    with the ``partners`` lightest.
+    index on ties) and makes its best move: one-for-one with any of the
+    :data:`_SCAN` lightest bins, k for k with the ``partners`` lightest.
 
     How it stays cheap: bins stay ranked by load and partners are visited
     from the lightest, so a bin whose mean with the busiest already reaches
@@ -902,7 +926,7 @@ def refine(
         if groups and not fresh[hot]:
             _group_sums(wt, hot, cap, masks, sums[hot], chosen[hot], start)
             fresh[hot] = True
-        for k in range(bins - 1):
+        for k in range(min(bins - 1, _SCAN)):
             o = order[k]
             if (top + load[o]) * 0.5 >= best:
                 break
