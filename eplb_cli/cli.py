@@ -243,7 +243,7 @@ def compare(
 ) -> None:
     """Run several strategies on the same trace and topology and print one table."""
     from .checks import check_device, load_warnings
-    from .compare import compare as run_compare
+    from .planning.compare import compare as run_compare
 
     check_device(device)
     if sum((json_out, csv_out, markdown)) > 1:
@@ -341,7 +341,7 @@ def _follow_previous(res, load, tr, trace: str, previous: Optional[str], max_mov
     import time
 
     from .metrics import migration, score
-    from .migration import check_compatible, follow
+    from .planning.migration import check_compatible, follow
 
     if previous is None:
         if max_moves is not None:
@@ -510,8 +510,8 @@ def replay(
 ) -> None:
     """Replay a trace as a server would: plan from a forecast every N windows, serve the next ones, count moves."""
     from .checks import check_device, load_warnings
-    from .forecast import parse_forecast
-    from .replay import parse_bytes, replay as run_replay
+    from .planning.forecast import parse_forecast
+    from .planning.replay import parse_bytes, replay as run_replay
 
     check_device(device)
     _check_gates(max_imbalance, min_balancedness)
@@ -526,7 +526,7 @@ def replay(
     _warn(load_warnings(tr.total(), trace), quiet, strict, trace)
     old = None
     if previous is not None:
-        from .replay import check_previous
+        from .planning.replay import check_previous
 
         old = _read_placement_for(previous, tr, trace, {"gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups})
         check_previous(old, tr, topo, previous, trace)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from eplb_cli.strategies.policy import PRESETS, compose
+from eplb_cli.strategies.chains import PRESETS, compose
 from eplb_cli.strategies.replicate import dhondt
 from eplb_cli.topology import Topology
 

@@ -25,10 +25,10 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from eplb_cli.forecast import parse_forecast  # noqa: E402  (needs ROOT on sys.path in a bare checkout)
+from eplb_cli.planning.forecast import parse_forecast  # noqa: E402  (needs ROOT on sys.path in a bare checkout)
 from eplb_cli.metrics import migration, score  # noqa: E402
-from eplb_cli.migration import relabel, swap_back  # noqa: E402
-from eplb_cli.replay import replay  # noqa: E402
+from eplb_cli.planning.migration import relabel, swap_back  # noqa: E402
+from eplb_cli.planning.replay import replay  # noqa: E402
 from eplb_cli.report import rows_table  # noqa: E402
 from eplb_cli.strategies import get_strategy, plan  # noqa: E402
 from eplb_cli.synthetic import generate  # noqa: E402

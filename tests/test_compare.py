@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from eplb_cli.cli import main
-from eplb_cli.compare import compare, out_of_sample
+from eplb_cli.planning.compare import compare, out_of_sample
 from eplb_cli.metrics import score
 from eplb_cli.strategies import get_strategy, plan
 from eplb_cli.topology import resolve

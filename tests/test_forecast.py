@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.errors import EplbError
-from eplb_cli.forecast import Forecast, parse_forecast
+from eplb_cli.planning.forecast import Forecast, parse_forecast
 
 # Three windows of one layer with two experts.
 HISTORY = torch.tensor([[[1.0, 8.0]], [[3.0, 4.0]], [[5.0, 0.0]]], dtype=torch.float64)

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.metrics import gpu_loads, migration, node_loads, score
-from eplb_cli.migration import budgeted, follow, max_weight_assignment, relabel, swap_back
+from eplb_cli.planning.assignment import max_weight_assignment
+from eplb_cli.planning.migration import budgeted, follow, relabel, swap_back
 from eplb_cli.placement import Placement, replica_counts
 from eplb_cli.topology import resolve
 

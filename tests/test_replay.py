@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from eplb_cli.errors import EplbError
-from eplb_cli.forecast import parse_forecast
+from eplb_cli.planning.forecast import parse_forecast
 from eplb_cli.metrics import ServedTally, gpu_loads, live_gpus, score, window_gpu_loads
-from eplb_cli.replay import parse_bytes, rebalance_windows, replay
+from eplb_cli.planning.replay import parse_bytes, rebalance_windows, replay
 from eplb_cli.strategies import get_strategy, plan
 from eplb_cli.topology import resolve
 from eplb_cli.trace import Trace

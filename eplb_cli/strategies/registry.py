@@ -2,7 +2,7 @@
 
 ``--strategy`` takes a preset (``deepseek``, ``fast``, ``balanced``,
 ``thorough``, ``diverse``) or a chain of stages joined by ``+`` such as
-``kk+swap`` or ``restarts:64+swap`` (see :mod:`.policy` for the stages).
+``kk+swap`` or ``restarts:64+swap`` (see :mod:`.chains` for the stages).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..errors import EplbError
 from .base import Strategy
 from .deepseek import DeepSeekStrategy
-from .policy import PRESETS, STAGE_HELP, ChainStrategy, parse_chain
+from .chains import PRESETS, STAGE_HELP, ChainStrategy, parse_chain
 
 
 def get_strategy(name: str) -> Strategy:

@@ -14,7 +14,7 @@ from eplb_cli.errors import EplbError
 from eplb_cli.metrics import gpu_loads as placed_loads
 from eplb_cli.metrics import lower_bound as bound
 from eplb_cli.placement import Placement
-from eplb_cli.strategies.policy import AUTO, PRESETS, Chain, ChainStrategy, compose, parse_chain, place
+from eplb_cli.strategies.chains import AUTO, PRESETS, Chain, ChainStrategy, compose, parse_chain, place
 from eplb_cli.topology import Topology, resolve
 from eplb_cli.traces import read_trace
 

@@ -23,14 +23,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .errors import EplbError
+from ..errors import EplbError
 from .forecast import Forecast
-from .metrics import ServedTally, live_gpus, migration, window_gpu_loads
+from ..metrics import ServedTally, live_gpus, migration, window_gpu_loads
 from .migration import check_compatible, follow
-from .placement import Placement
-from .strategies import get_strategy, plan
-from .topology import Topology
-from .trace import Trace
+from ..placement import Placement
+from ..strategies import get_strategy, plan
+from ..topology import Topology
+from ..trace import Trace
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3}

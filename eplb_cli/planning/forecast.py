@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import EplbError
+from ..errors import EplbError
 
 FORECASTS = ("last", "mean", "ema:ALPHA", "oracle")
 """Forecast names as the CLI spells them."""

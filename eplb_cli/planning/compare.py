@@ -15,12 +15,12 @@ from typing import Callable
 
 import torch
 
-from .metrics import ServedTally, gpu_loads, live_gpus, migration, score
+from ..metrics import ServedTally, gpu_loads, live_gpus, migration, score
 from .migration import relabel
-from .placement import Placement
-from .strategies import get_strategy, plan
-from .topology import Topology
-from .trace import Trace
+from ..placement import Placement
+from ..strategies import get_strategy, plan
+from ..topology import Topology
+from ..trace import Trace
 
 ROWS_PER_CALL = 1024  # rows (windows x layers) planned per call: bounds the working memory
 
