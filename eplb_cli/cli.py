@@ -1,19 +1,19 @@
-"""The `eplb` command line: parse arguments, call the library, print.
+"""The `eplb` command line: parse arguments, call one :mod:`eplb_cli.api` function, print.
 
-Exit codes: 0 ok, 1 a quality gate failed, 2 bad input (one line on stderr).
-With --json, stdout holds exactly one JSON document and human text goes to stderr.
+Exit codes: 0 ok, 1 a quality gate failed, 2 bad input (one line on stderr),
+3 a bug. With --json, stdout holds exactly one JSON document and human text
+goes to stderr. Nothing heavy is imported at module level: ``eplb --help`` and
+every argument error finish before torch loads.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
-from . import report
 from .errors import EplbError
 
 app = typer.Typer(
@@ -24,6 +24,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+FLAG_NAMES = {"fmt": "--format"}
+"""Library parameters whose flag is not ``--`` + the name with dashes."""
+
+
+def flag(name: str) -> str:
+    """The flag for library parameter ``name``."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def flag_style(name: str, value: str | None) -> str:
+    """How an error names a parameter on the command line: ``--gpus 0``, or the bare flag for a switch."""
+    return flag(name) if value in (None, "True") else f"{flag(name)} {value}"
+
 
 # ------------------------------------------------------------ shared options
 TraceArg = Annotated[str, typer.Argument(help="Load trace file or folder (safetensors, CSV, SGLang, vLLM, TensorRT-LLM); - reads stdin.", show_default=False)]
@@ -53,26 +67,25 @@ def _out(text: str, to_stderr: bool = False) -> None:
     typer.echo(text, err=to_stderr)
 
 
-def _warn(messages: list[str], quiet: bool, strict: bool, source: str) -> None:
-    """Print warnings to stderr, or fail on the first one under --strict."""
-    if strict and messages:
-        raise EplbError(f"{source}: {messages[0]} (--strict)")
-    if not quiet:
-        for m in messages:
-            typer.echo(f"eplb: warning: {source}: {m}", err=True)
+def _warner(quiet: bool, source: str) -> Callable[[str], None]:
+    """Print each warning about ``source`` on stderr, unless ``quiet``."""
+    def warn(message: str) -> None:
+        if not quiet:
+            typer.echo(f"eplb: warning: {source}: {message}", err=True)
+    return warn
 
 
-def _trace_and_topology(trace: str, input_format: str | None, window: int | None, windows: str | None, gpus: int,
-                        nodes: int, slots: int | None, redundant: int | None, groups: int | None, policy: str,
-                        exclude_gpus: str | None):
-    """Read the trace, then validate the topology flags against it (groups default to the trace's)."""
-    from . import api
-    from .topology import parse_gpu_list, resolve
+def _reading(input_format: Optional[str], window: Optional[int], windows: Optional[str]):
+    from .api import TraceOptions
 
-    tr = api.load_trace(trace, input_format, window=window, windows=windows)
-    topo = resolve(tr.experts, gpus, nodes, slots, redundant, groups if groups is not None else tr.groups, policy,
-                   parse_gpu_list(exclude_gpus))
-    return tr, topo
+    return TraceOptions(input_format, window, windows)
+
+
+def _cluster(gpus: int, nodes: int, slots: Optional[int], redundant: Optional[int], groups: Optional[int],
+             policy: str, exclude_gpus: Optional[str]):
+    from .api import ClusterOptions
+
+    return ClusterOptions(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
 
 
 @app.callback()
@@ -109,59 +122,16 @@ def plan(
     strict: Strict = False,
 ) -> None:
     """Compute a placement from a load trace and show how balanced it is."""
-    from . import api
-    from .atomic import check_writable
-    from .checks import check_device, load_warnings
-    from .placement import placement_format, save_placement
+    from . import api, report
 
-    check_device(device)
-    if output:
-        placement_format(output, fmt)
-        check_writable(output, force)
-    if plot:
-        from .plots import check_plot
-
-        check_plot(plot, force)
-    tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
-                                   policy, exclude_gpus)
-    load = tr.total()
-    _warn(load_warnings(load, trace), quiet, strict, trace)
-    if layer is not None and not 0 <= layer < tr.layers:
-        raise EplbError(f"--layer {layer}: the trace has layers 0 to {tr.layers - 1}")
-    res = api.plan_load(load, topo, strategy, seed=seed, device=device)
-    res, moves = _follow_previous(res, load, tr, trace, previous, max_moves)
-    if output:
-        extra = {"strategy": strategy, "source": trace, **({"layer_ids": tr.meta["layer_ids"]} if "layer_ids" in tr.meta else {})}
-        save_placement(res.placement, output, force=force, fmt=fmt, extra=extra)
-    if plot:
-        from .plots import score_heatmap
-
-        score_heatmap(res.score, topo, plot, label=strategy, layer_ids=tr.meta.get("layer_ids"), force=force)
-    summary = res.score.summary()
+    rep = api.plan_trace(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
+                         strategy=strategy, seed=seed, device=device, reading=_reading(input_format, window, windows),
+                         previous=previous, max_moves=max_moves, output=output, fmt=fmt, force=force, plot=plot,
+                         layer=layer, strict=strict, warn=_warner(quiet, trace))
     if json_out:
-        doc = {
-            "strategy": strategy, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
-            "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes,
-            "groups": topo.groups, **summary, "runtime_ms": res.runtime_ms, "output": output,
-            "excluded_gpus": list(topo.excluded_gpus), "previous": previous,
-            **(moves or dict.fromkeys(("moves", "moves_intra_node", "moves_inter_node"))),
-        }
-        _out(report.to_json(doc))
-        return
-    if quiet:
-        return
-    head = [
-        ("strategy", strategy),
-        ("policy", report.policy_line(topo)),
-        ("trace", f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window{'s' if tr.windows != 1 else ''} summed"),
-        ("cluster", report.topology_line(topo)),
-        *report.score_rows(summary),
-        *(report.migration_rows(moves, tr.layers, topo.slots) if moves else []),
-        ("runtime", f"{res.runtime_ms:.1f} ms"),
-    ]
-    if output:
-        head.append(("written", output))
-    _out(report.score_report(head, res.placement, res.score, load, layer))
+        _out(report.plan_json(rep))
+    elif not quiet:
+        _out(report.plan_text(rep, layer))
 
 
 @app.command()
@@ -178,41 +148,21 @@ def generate(
     force: Force = False,
 ) -> None:
     """Write a synthetic trace: skewed expert popularity with slow drift, deterministic per seed."""
-    from .atomic import check_writable
-    from .checks import check_memory
-    from .synthetic import generate as make
-    from .traces import write_trace
+    from . import api
 
-    for flag, value in (("--layers", layers), ("--experts", experts), ("--windows", windows)):
-        if value < 1:
-            raise EplbError(f"{flag} {value}: must be >= 1")
-    if skew < 0 or drift < 0:
-        raise EplbError("--skew and --drift must be >= 0")
-    check_writable(output, force)
-    binary = (fmt or Path(output).suffix.lstrip(".")).lower() == "safetensors"
-    check_memory(output, layers * experts * windows * (24 if binary else 96), "to generate",
-                 "use fewer --windows, --layers or --experts")
-    tr = make(layers, experts, windows, seed, skew=skew, drift=drift, groups=groups)
-    write_trace(tr, output, fmt, force=force)
+    api.generate_trace(output, layers=layers, experts=experts, windows=windows, seed=seed, skew=skew, drift=drift,
+                       groups=groups, fmt=fmt, force=force)
     _out(f"wrote {output}: {windows} windows x {layers} layers x {experts} experts (seed {seed})", to_stderr=output == "-")
 
 
 @app.command()
 def strategies() -> None:
     """List the strategy presets and the stages a chain can use."""
+    from . import report
     from .strategies import describe_strategies
 
     _out(report.rows_table([{"name": n, "what": d} for n, d in describe_strategies()],
                            [("name", "strategy"), ("what", "what it does")]))
-
-
-# ---------------------------------------------------------------- compare (strategies side by side)
-COMPARE_COLUMNS = [
-    ("strategy", "strategy"), ("gpu_imbalance", "GPU imb."), ("gpu_imbalance_worst", "worst layer"),
-    ("node_imbalance", "node imb."), ("balancedness", "balancedness"), ("gap", "gap to LB"),
-    ("moves", "moves vs 1st"), ("runtime_ms", "ms (median)"),
-]
-OOS_COLUMNS = [("oos_gpu_imbalance", "next-window imb."), ("oos_balancedness", "next-window bal.")]
 
 
 @app.command()
@@ -242,64 +192,37 @@ def compare(
     strict: Strict = False,
 ) -> None:
     """Run several strategies on the same trace and topology and print one table."""
-    from .checks import check_device, load_warnings
-    from .planning.compare import compare as run_compare
+    from . import api, report
 
-    check_device(device)
     if sum((json_out, csv_out, markdown)) > 1:
         raise EplbError("--json, --csv and --markdown: pick one output style")
-    if repeat < 1:
-        raise EplbError(f"--repeat {repeat}: must be >= 1")
-    if plot:
-        from .plots import check_plot
-
-        check_plot(plot, force)
-    names = [n.strip() for n in strategies_.split(",") if n.strip()]
-    if not names:
-        raise EplbError("--strategies: give at least one strategy, e.g. deepseek,balanced")
-    tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
-                                   policy, exclude_gpus)
-    _warn(load_warnings(tr.total(), trace), quiet, strict, trace)
     show = sys.stderr.isatty() and not quiet
-    with _progress(len(names), show) as step:
-        rows = run_compare(tr, topo, names, repeat=repeat, seed=seed, device=device, oos=oos_pairs > 0,
-                           max_pairs=oos_pairs or None, progress=step)
-    dicts = [r.as_dict() for r in rows]
-    if plot:
-        from .plots import compare_figure
-
-        compare_figure(dicts, plot, title=f"{Path(trace).name}: {report.topology_line(topo)}", force=force)
+    with _Progress(show, "strategies") as progress:
+        rep = api.compare_strategies(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
+                                     strategies_, repeat=repeat, oos_pairs=oos_pairs, seed=seed, device=device,
+                                     reading=_reading(input_format, window, windows), plot=plot, force=force,
+                                     strict=strict, warn=_warner(quiet, trace), progress=progress.start)
     if json_out:
-        base = {"policy": topo.policy, "layers": tr.layers, "experts": tr.experts, "windows": tr.windows,
-                "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups, "output": None}
-        _out(report.to_json({"rows": [base | d for d in dicts]}))
-        return
-    columns = COMPARE_COLUMNS + (OOS_COLUMNS if rows and rows[0].oos is not None else [])
-    style = "csv" if csv_out else "markdown" if markdown else "simple"
-    table = report.rows_table(dicts, columns, style)
-    if style != "simple":
-        _out(table)
-        return
-    if quiet:
-        return
-    pairs = rows[0].oos["oos_pairs"] if rows and rows[0].oos else 0
-    head = (f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s); "
-            f"{report.topology_line(topo)}; policy {report.policy_line(topo)}")
-    notes = ["imb. = max/mean GPU load (1.0 is perfect), mean over layers; gap = sum of max / sum of lower bound - 1."]
-    if pairs:
-        notes.append(f"next-window: planned on window t, scored on t+1, averaged over {pairs} pair(s).")
-    _out(report.join_blocks([head, table, "\n".join(notes)]))
+        _out(report.compare_json(rep))
+    elif csv_out or markdown:
+        _out(report.compare_table(rep, "csv" if csv_out else "markdown"))
+    elif not quiet:
+        _out(report.compare_table(rep))
 
 
-class _progress:
+class _Progress:
     """A progress bar on stderr when it is a terminal; a no-op otherwise."""
 
-    def __init__(self, total: int, show: bool) -> None:
-        self.total, self.show, self.bar = total, show, None
+    def __init__(self, show: bool, label: str) -> None:
+        self.show, self.label, self.bar = show, label, None
 
-    def __enter__(self):
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def start(self, total: int) -> Callable[[str], None]:
+        """Open the bar for ``total`` steps; the callback labels and counts each step."""
         if self.show:
-            self.bar = typer.progressbar(length=self.total, label="strategies", file=sys.stderr)
+            self.bar = typer.progressbar(length=total, label=self.label, file=sys.stderr)
             self.bar.__enter__()
         return self.step
 
@@ -313,81 +236,11 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
-
 # ---------------------------------------------------------------- evaluate, replay (plans over time)
 Previous = Annotated[Optional[str], typer.Option("--previous", help="The placement served now: keep its replicas where that costs no balance (GPUs relabelled, replicas swapped back) and report the moves.", metavar="PLACEMENT", show_default=False)]
 MaxMoves = Annotated[Optional[int], typer.Option("--max-moves", help="Move at most M replicas per layer from the placement served now, taking the moves that most lower the busiest GPU (fewer moves, some balance lost).", metavar="M", show_default=False)]
 MaxImbalance = Annotated[Optional[float], typer.Option("--max-imbalance", help="CI gate: exit 1 when the mean GPU imbalance (max/mean) is above X.", metavar="X", show_default=False)]
 MinBalancedness = Annotated[Optional[float], typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
-
-def _read_placement_for(path: str, tr, trace: str, defaults: dict, flag_gpus: Optional[int] = None):
-    """Read a placement and check that it fits the trace: same layers and experts (exit 2 naming both files)."""
-    from .placement import load_placement
-
-    p = load_placement(path, defaults=defaults)
-    if flag_gpus is not None and p.topology.gpus != flag_gpus:
-        raise EplbError(f"{path}: made for {p.topology.gpus} GPUs but --gpus {flag_gpus} was given; drop --gpus or fix it")
-    if p.layers != tr.layers or p.topology.experts != tr.experts:
-        raise EplbError(
-            f"{path} ({p.layers} layers x {p.topology.experts} experts) does not match {trace} "
-            f"({tr.layers} layers x {tr.experts} experts); give the placement and trace of one model"
-        )
-    return p
-
-
-def _follow_previous(res, load, tr, trace: str, previous: Optional[str], max_moves: Optional[int]):
-    """``plan --previous``: the new plan moved as little as possible from the placement served now."""
-    import dataclasses
-    import time
-
-    from .metrics import migration, score
-    from .planning.migration import check_compatible, follow
-
-    if previous is None:
-        if max_moves is not None:
-            raise EplbError("--max-moves needs --previous: moves are counted from the placement served now")
-        return res, None
-    if max_moves is not None and max_moves < 0:
-        raise EplbError(f"--max-moves {max_moves}: must be >= 0")
-    topo = res.placement.topology
-    old = _read_placement_for(previous, tr, trace, {"gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups})
-    check_compatible(old, res.placement, previous, f"--gpus {topo.gpus} --slots {topo.slots}")
-    t0 = time.perf_counter()
-    placement = follow(old, res.placement, load, max_moves)
-    ms = (time.perf_counter() - t0) * 1e3
-    res = dataclasses.replace(res, placement=placement, score=score(placement, load), runtime_ms=res.runtime_ms + ms)
-    return res, migration(old, placement)
-
-
-def _check_gates(max_imbalance: Optional[float], min_balancedness: Optional[float]) -> None:
-    """Reject gate values no placement could meet or miss."""
-    if max_imbalance is not None and not max_imbalance >= 1.0:
-        raise EplbError(f"--max-imbalance {max_imbalance}: must be >= 1.0 (max/mean GPU load; 1.0 is perfect)")
-    if min_balancedness is not None and not 0.0 < min_balancedness <= 1.0:
-        raise EplbError(f"--min-balancedness {min_balancedness}: must be in (0, 1] (1.0 is perfect)")
-
-
-def _gates(value_imbalance: float, value_balancedness: float, max_imbalance: Optional[float],
-           min_balancedness: Optional[float]) -> list[dict]:
-    """Each requested gate with its limit, the measured value and whether it passed."""
-    out = []
-    if max_imbalance is not None:
-        out.append({"gate": "--max-imbalance", "limit": max_imbalance, "value": value_imbalance,
-                    "passed": bool(value_imbalance <= max_imbalance)})
-    if min_balancedness is not None:
-        out.append({"gate": "--min-balancedness", "limit": min_balancedness, "value": value_balancedness,
-                    "passed": bool(value_balancedness >= min_balancedness)})
-    return out
-
-
-def _enforce(gates: list[dict], what: str) -> None:
-    """Exit 1 (GateFailed) with one line naming the first gate ``what`` missed."""
-    from .errors import GateFailed
-
-    for g in gates:
-        if not g["passed"]:
-            name, side = ("GPU imbalance", "above") if g["gate"] == "--max-imbalance" else ("balancedness", "below")
-            raise GateFailed(f"gate failed: {what}: {name} {g['value']:.4f} is {side} {g['gate']} {g['limit']:g}")
 
 
 @app.command()
@@ -411,68 +264,18 @@ def evaluate(
     strict: Strict = False,
 ) -> None:
     """Score an existing placement on a trace (e.g. the next day's load), optionally as a CI gate."""
-    from . import api
-    from .checks import load_warnings
-    from .topology import parse_gpu_list
+    from . import api, report
 
-    _check_gates(max_imbalance, min_balancedness)
-    if plot:
-        from .plots import check_plot
-
-        check_plot(plot, force)
-    for flag, value in (("--gpus", gpus), ("--nodes", nodes), ("--groups", groups)):
-        if value is not None and value < 1:
-            raise EplbError(f"{flag} {value}: must be >= 1")
-    tr = api.load_trace(trace, input_format, window=window, windows=windows)
-    defaults = {k: v for k, v in (("gpus", gpus), ("nodes", nodes), ("groups", groups if groups is not None else tr.groups))
-                if v is not None}
-    p = _read_placement_for(placement, tr, trace, defaults, gpus)
-    topo = p.topology
-    load = tr.total()
-    _warn(load_warnings(load, trace), quiet, strict, trace)
-    if layer is not None and not 0 <= layer < tr.layers:
-        raise EplbError(f"--layer {layer}: the trace has layers 0 to {tr.layers - 1}")
-    failed = parse_gpu_list(exclude_gpus)
-    bad = [g for g in failed if not 0 <= g < topo.gpus]
-    if bad:
-        raise EplbError(f"--exclude-gpus {bad[0]}: {placement} has GPUs 0 to {topo.gpus - 1}")
-    if failed and len(set(failed) | set(topo.excluded_gpus)) >= topo.gpus:
-        raise EplbError("--exclude-gpus fails every GPU: leave at least one")
-    p, sc, failure = api.evaluate_failure(p, load, failed)
-    summary = sc.summary()
-    gates = _gates(summary["gpu_imbalance"], summary["balancedness"], max_imbalance, min_balancedness)
-    if plot:
-        from .plots import score_heatmap
-
-        score_heatmap(sc, topo, plot, label=f"{Path(placement).name} on {Path(trace).name}",
-                      layer_ids=tr.meta.get("layer_ids"), force=force)
+    rep = api.evaluate_placement(placement, trace, gpus=gpus, nodes=nodes, groups=groups,
+                                 reading=_reading(input_format, window, windows), layer=layer,
+                                 exclude_gpus=exclude_gpus, max_imbalance=max_imbalance,
+                                 min_balancedness=min_balancedness, plot=plot, force=force, strict=strict,
+                                 warn=_warner(quiet, trace))
     if json_out:
-        doc = {
-            "placement": placement, "trace": trace, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
-            "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups,
-            **summary, "excluded_gpus": list(p.topology.excluded_gpus), "failure": failure, "gates": gates,
-            "passed": all(g["passed"] for g in gates),
-        }
-        _out(report.to_json(doc))
+        _out(report.evaluate_json(rep, flag))
     elif not quiet:
-        head = [
-            ("placement", f"{placement}: {p.layers} layers x {topo.slots} slots"),
-            ("trace", f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window{'s' if tr.windows != 1 else ''} summed"),
-            ("cluster", report.topology_line(topo)),
-        ]
-        if failure:
-            head += [
-                ("failed GPUs", ", ".join(map(str, failure["failed_gpus"]))),
-                ("failure model", failure["model"]),
-                ("lost experts", report.lost_experts_line(failure["lost_experts"])),
-                ("lost load", f"{report.fmt_pct(failure['lost_load_share'])} of all tokens"),
-                ("before failure", f"GPU imbalance {report.fmt_ratio(failure['gpu_imbalance_before'])}, "
-                                   f"balancedness {report.fmt_ratio(failure['balancedness_before'])}"),
-            ]
-        head += report.score_rows(summary)
-        head += [("gate", f"{g['gate']} {g['limit']:g}: {'passed' if g['passed'] else 'FAILED'}") for g in gates]
-        _out(report.score_report(head, p, sc, load, layer))
-    _enforce(gates, f"{placement} on {trace}")
+        _out(report.evaluate_text(rep, flag, layer))
+    api.enforce(rep.gates, f"{placement} on {trace}")
 
 
 @app.command()
@@ -509,57 +312,20 @@ def replay(
     strict: Strict = False,
 ) -> None:
     """Replay a trace as a server would: plan from a forecast every N windows, serve the next ones, count moves."""
-    from .checks import check_device, load_warnings
-    from .planning.forecast import parse_forecast
-    from .planning.replay import parse_bytes, replay as run_replay
+    from . import api, report
 
-    check_device(device)
-    _check_gates(max_imbalance, min_balancedness)
-    fc = parse_forecast(forecast)
-    if plot:
-        from .plots import check_plot
-
-        check_plot(plot, force)
-    size = parse_bytes(expert_bytes) if expert_bytes is not None else None
-    tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
-                                   policy, exclude_gpus)
-    _warn(load_warnings(tr.total(), trace), quiet, strict, trace)
-    old = None
-    if previous is not None:
-        from .planning.replay import check_previous
-
-        old = _read_placement_for(previous, tr, trace, {"gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups})
-        check_previous(old, tr, topo, previous, trace)
-    result = run_replay(tr, topo, every=every, forecast=fc, strategy=strategy, history=history, start=start,
-                        migration_aware=migration_aware, max_moves=max_moves, expert_bytes=size, previous=old,
-                        seed=seed, device=device, threads=threads)
-    s = result.summary
-    gates = _gates(s["served_gpu_imbalance"], s["served_balancedness"], max_imbalance, min_balancedness)
-    if plot:
-        from .plots import replay_figure
-
-        replay_figure({f"{strategy}, forecast {forecast}": result.to_dict()["rebalances"]}, plot,
-                      title=f"{Path(trace).name}: replay every {every} window(s); {report.topology_line(topo)}",
-                      force=force)
+    rep = api.replay_trace(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
+                           strategy=strategy, every=every, history=history, forecast=forecast, start=start,
+                           migration_aware=migration_aware, max_moves=max_moves, expert_bytes=expert_bytes,
+                           previous=previous, seed=seed, device=device, threads=threads,
+                           reading=_reading(input_format, window, windows), max_imbalance=max_imbalance,
+                           min_balancedness=min_balancedness, plot=plot, force=force, strict=strict,
+                           warn=_warner(quiet, trace))
     if json_out:
-        doc = result.to_dict()
-        doc["summary"] = {"trace": trace, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
-                          "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes,
-                          "groups": topo.groups, "excluded_gpus": list(topo.excluded_gpus), **s, "gates": gates,
-                          "passed": all(g["passed"] for g in gates)}
-        _out(report.to_json(doc))
+        _out(report.replay_json(rep, flag))
     elif not quiet:
-        head = [
-            ("strategy", strategy),
-            ("policy", report.policy_line(topo)),
-            ("trace", f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s)"),
-            ("cluster", report.topology_line(topo)),
-            *report.replay_rows(s),
-            *[("gate", f"{g['gate']} {g['limit']:g} (served): {'passed' if g['passed'] else 'FAILED'}") for g in gates],
-        ]
-        table = report.rebalance_table(result.to_dict()["rebalances"], with_bytes=size is not None)
-        _out(report.join_blocks(["Rebalances\n" + table, report.summary_table(head)]))
-    _enforce(gates, f"replay of {trace} (served load)")
+        _out(report.replay_text(rep, flag))
+    api.enforce(rep.gates, f"replay of {trace} (served load)")
 
 
 # ---------------------------------------------------------------- inspect, convert (engine files)
@@ -575,12 +341,10 @@ def inspect(
     json_out: Json = False,
 ) -> None:
     """Describe a trace: shape, tokens per layer, zero layers, skew, hottest experts, drift between windows."""
-    from . import api
-    from .inspection import inspect_trace, render
+    from . import api, report
+    from .inspection import render
 
-    if top < 0:
-        raise EplbError(f"--top {top}: must be >= 0")
-    doc = inspect_trace(api.load_trace(trace, input_format, window=window, windows=windows), top=top)
+    doc = api.inspect_file(trace, reading=_reading(input_format, window, windows), top=top)
     _out(report.to_json(doc) if json_out else render(doc, top_layers=min(top, 5)))
 
 
@@ -597,24 +361,16 @@ def convert(
     json_out: Json = False,
 ) -> None:
     """Convert a trace or a placement between file formats (which one IN is, is read from its content)."""
-    from .convert import convert as run_convert
+    from . import api, report
 
     if json_out and dst == "-":
         raise EplbError("--json with OUT -: both would go to standard output; write OUT to a file")
-    for flag, value in (("--gpus", gpus), ("--nodes", nodes), ("--groups", groups)):
-        if value is not None and value < 1:
-            raise EplbError(f"{flag} {value}: must be >= 1")
-    defaults = {k: v for k, v in (("gpus", gpus), ("nodes", nodes), ("groups", groups)) if v is not None}
-    done = run_convert(src, dst, fmt=fmt, input_format=input_format, force=force, defaults=defaults)
+    done = api.convert_file(src, dst, fmt=fmt, input_format=input_format, gpus=gpus, nodes=nodes, groups=groups,
+                            force=force)
     if json_out:
         _out(report.to_json(done))
-        return
-    if done["kind"] == "trace":
-        shape = f"trace, {done['windows']} window(s) x {done['layers']} layers x {done['experts']} experts"
     else:
-        shape = (f"placement, {done['layers']} layers x {done['slots']} slots on {done['gpus']} GPUs "
-                 f"(read as {done['input_format']})")
-    _out(f"wrote {dst} ({done['format']}): {shape}", to_stderr=True)
+        _out(report.convert_line(done), to_stderr=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -630,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     except EplbError as exc:
         if debug:
             raise
-        typer.echo(f"eplb: error: {exc}", err=True)
+        typer.echo(f"eplb: error: {exc.render(flag_style)}", err=True)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

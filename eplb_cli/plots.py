@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 
-from .atomic import check_writable, write_with
-from .errors import EplbError
+from .errors import EplbError, arg
+from .formats.atomic import check_writable, write_with
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .metrics import Score
     from .topology import Topology
 
-MISSING = "--plot needs matplotlib: pip install 'eplb-cli[plot]'"
+MISSING = f"{arg('plot')} needs matplotlib: pip install 'eplb-cli[plot]'"
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 DPI = 100
 _BAD = "#d9d9d9"
@@ -36,7 +36,7 @@ def check_plot(path: str, force: bool = False) -> None:
     if importlib.util.find_spec("matplotlib") is None:
         raise EplbError(MISSING)
     if Path(path).suffix.lower() not in FORMATS:
-        raise EplbError(f"--plot {path}: give a .png (or .svg, .pdf) file name")
+        raise EplbError(f"{arg('plot', path)}: give a .png (or .svg, .pdf) file name")
     check_writable(path, force)
 
 

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import math
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 from tabulate import tabulate
@@ -14,6 +14,9 @@ from tabulate import tabulate
 from .metrics import Score
 from .placement import Placement
 from .topology import Topology
+
+if TYPE_CHECKING:
+    from .api import ComparisonReport, EvaluationReport, Gate, PlanReport, ReplayReport
 
 
 def fmt_ratio(x: float) -> str:
@@ -248,3 +251,156 @@ def lost_experts_line(lost: Sequence[tuple[int, int]], limit: int = 12) -> str:
     text = "; ".join(f"layer {l}: " + ", ".join(f"e{e}" for e in es) for l, es in by_layer.items())
     more = f"; and {len(lost) - limit} more" if len(lost) > limit else ""
     return f"{len(lost)}: {text}{more}"
+
+
+# ---------------------------------------------------------------- whole command outputs
+
+
+def _windows(n: int) -> str:
+    return f"{n} window{'s' if n != 1 else ''}"
+
+
+def plan_json(rep: "PlanReport") -> str:
+    """``eplb plan --json``: one object with the summary figures and what was written."""
+    tr, topo, res = rep.trace, rep.topology, rep.result
+    doc = {
+        "strategy": res.strategy, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
+        "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes,
+        "groups": topo.groups, **res.score.summary(), "runtime_ms": res.runtime_ms, "output": rep.output,
+        "excluded_gpus": list(topo.excluded_gpus), "previous": rep.previous,
+        **(res.moves or dict.fromkeys(("moves", "moves_intra_node", "moves_inter_node"))),
+    }
+    return to_json(doc)
+
+
+def plan_text(rep: "PlanReport", layer: int | None = None) -> str:
+    """``eplb plan``: summary, then the per-node and per-GPU tables (or one layer's GPUs)."""
+    tr, topo, res = rep.trace, rep.topology, rep.result
+    head = [
+        ("strategy", res.strategy),
+        ("policy", policy_line(topo)),
+        ("trace", f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {_windows(tr.windows)} summed"),
+        ("cluster", topology_line(topo)),
+        *score_rows(res.score.summary()),
+        *(migration_rows(res.moves, tr.layers, topo.slots) if res.moves else []),
+        ("runtime", f"{res.runtime_ms:.1f} ms"),
+    ]
+    if rep.output:
+        head.append(("written", rep.output))
+    return score_report(head, res.placement, res.score, rep.load, layer)
+
+
+def gate_dicts(gates: Sequence["Gate"], flag: Callable[[str], str]) -> list[dict[str, Any]]:
+    """Gates as JSON objects, each named by its flag."""
+    return [{**g.as_dict(), "gate": flag(g.name)} for g in gates]
+
+
+def gate_rows(gates: Sequence["Gate"], flag: Callable[[str], str], served: bool = False) -> list[tuple[str, str]]:
+    """One summary line per gate."""
+    where = " (served)" if served else ""
+    return [("gate", f"{flag(g.name)} {g.limit:g}{where}: {'passed' if g.passed else 'FAILED'}") for g in gates]
+
+
+def evaluate_json(rep: "EvaluationReport", flag: Callable[[str], str]) -> str:
+    """``eplb evaluate --json``."""
+    tr, p = rep.trace, rep.placement
+    topo = p.topology
+    doc = {
+        "placement": rep.placement_path, "trace": rep.source, "policy": topo.policy, "layers": tr.layers,
+        "experts": tr.experts, "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes,
+        "groups": topo.groups, **rep.score.summary(), "excluded_gpus": list(topo.excluded_gpus),
+        "failure": rep.failure, "gates": gate_dicts(rep.gates, flag), "passed": rep.passed,
+    }
+    return to_json(doc)
+
+
+def evaluate_text(rep: "EvaluationReport", flag: Callable[[str], str], layer: int | None = None) -> str:
+    """``eplb evaluate``: summary (with the failure, when GPUs fail) and the tables."""
+    tr, p, failure = rep.trace, rep.placement, rep.failure
+    topo = p.topology
+    head = [
+        ("placement", f"{rep.placement_path}: {p.layers} layers x {topo.slots} slots"),
+        ("trace", f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {_windows(tr.windows)} summed"),
+        ("cluster", topology_line(topo)),
+    ]
+    if failure:
+        head += [
+            ("failed GPUs", ", ".join(map(str, failure["failed_gpus"]))),
+            ("failure model", failure["model"]),
+            ("lost experts", lost_experts_line(failure["lost_experts"])),
+            ("lost load", f"{fmt_pct(failure['lost_load_share'])} of all tokens"),
+            ("before failure", f"GPU imbalance {fmt_ratio(failure['gpu_imbalance_before'])}, "
+                               f"balancedness {fmt_ratio(failure['balancedness_before'])}"),
+        ]
+    head += score_rows(rep.score.summary())
+    head += gate_rows(rep.gates, flag)
+    return score_report(head, p, rep.score, tr.total(), layer)
+
+
+def replay_json(rep: "ReplayReport", flag: Callable[[str], str]) -> str:
+    """``eplb replay --json``: every rebalance and the summary."""
+    tr, topo = rep.trace, rep.topology
+    doc = rep.result.to_dict()
+    doc["summary"] = {"trace": rep.source, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
+                      "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes,
+                      "groups": topo.groups, "excluded_gpus": list(topo.excluded_gpus), **rep.result.summary,
+                      "gates": gate_dicts(rep.gates, flag), "passed": rep.passed}
+    return to_json(doc)
+
+
+def replay_text(rep: "ReplayReport", flag: Callable[[str], str]) -> str:
+    """``eplb replay``: one row per rebalance, then the summary."""
+    tr, topo, s = rep.trace, rep.topology, rep.result.summary
+    head = [
+        ("strategy", s["strategy"]),
+        ("policy", policy_line(topo)),
+        ("trace", f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s)"),
+        ("cluster", topology_line(topo)),
+        *replay_rows(s),
+        *gate_rows(rep.gates, flag, served=True),
+    ]
+    table = rebalance_table(rep.result.to_dict()["rebalances"], with_bytes=rep.expert_bytes is not None)
+    return join_blocks(["Rebalances\n" + table, summary_table(head)])
+
+
+COMPARE_COLUMNS = [
+    ("strategy", "strategy"), ("gpu_imbalance", "GPU imb."), ("gpu_imbalance_worst", "worst layer"),
+    ("node_imbalance", "node imb."), ("balancedness", "balancedness"), ("gap", "gap to LB"),
+    ("moves", "moves vs 1st"), ("runtime_ms", "ms (median)"),
+]
+OOS_COLUMNS = [("oos_gpu_imbalance", "next-window imb."), ("oos_balancedness", "next-window bal.")]
+
+
+def compare_json(rep: "ComparisonReport") -> str:
+    """``eplb compare --json``: one object per strategy, with the trace and cluster keys of ``plan --json``."""
+    tr, topo = rep.trace, rep.topology
+    base = {"policy": topo.policy, "layers": tr.layers, "experts": tr.experts, "windows": tr.windows,
+            "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups, "output": None}
+    return to_json({"rows": [base | r.as_dict() for r in rep.rows]})
+
+
+def compare_table(rep: "ComparisonReport", style: str = "simple") -> str:
+    """``eplb compare``: the table (``simple``, ``csv`` or ``markdown``); the simple one with a header and notes."""
+    rows = [r.as_dict() for r in rep.rows]
+    columns = COMPARE_COLUMNS + (OOS_COLUMNS if rep.rows and rep.rows[0].oos is not None else [])
+    table = rows_table(rows, columns, style)
+    if style != "simple":
+        return table
+    tr, topo = rep.trace, rep.topology
+    pairs = rep.rows[0].oos["oos_pairs"] if rep.rows and rep.rows[0].oos else 0
+    head = (f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s); "
+            f"{topology_line(topo)}; policy {policy_line(topo)}")
+    notes = ["imb. = max/mean GPU load (1.0 is perfect), mean over layers; gap = sum of max / sum of lower bound - 1."]
+    if pairs:
+        notes.append(f"next-window: planned on window t, scored on t+1, averaged over {pairs} pair(s).")
+    return join_blocks([head, table, "\n".join(notes)])
+
+
+def convert_line(done: dict[str, Any]) -> str:
+    """``eplb convert``: what was written."""
+    if done["kind"] == "trace":
+        shape = f"trace, {done['windows']} window(s) x {done['layers']} layers x {done['experts']} experts"
+    else:
+        shape = (f"placement, {done['layers']} layers x {done['slots']} slots on {done['gpus']} GPUs "
+                 f"(read as {done['input_format']})")
+    return f"wrote {done['output']} ({done['format']}): {shape}"

@@ -1,7 +1,7 @@
 """Topology: how many GPUs, nodes, slots and expert groups, validated up front.
 
 Every impossible combination raises :class:`EplbError` with a message that names
-the flag and a value that would work, so a user never meets a shape error deep
+the parameter and a value that would work, so a user never meets a shape error deep
 inside a strategy.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .errors import EplbError
+from .errors import EplbError, arg
 
 POLICIES = ("auto", "hierarchical", "global")
 MAX_GPUS = 1 << 12
@@ -111,78 +111,78 @@ def resolve(
     if experts < 1:
         raise EplbError("the trace has no experts; a load trace needs at least one expert per layer")
     if gpus < 1:
-        raise EplbError(f"--gpus {gpus}: needs at least one GPU")
+        raise EplbError(f"{arg('gpus', gpus)}: needs at least one GPU")
     if gpus > MAX_GPUS:
-        raise EplbError(f"--gpus {gpus}: more than the {MAX_GPUS} GPUs eplb plans for; check the number")
+        raise EplbError(f"{arg('gpus', gpus)}: more than the {MAX_GPUS} GPUs eplb plans for; check the number")
     if nodes < 1:
-        raise EplbError(f"--nodes {nodes}: needs at least one node")
+        raise EplbError(f"{arg('nodes', nodes)}: needs at least one node")
     if gpus % nodes:
         near = [n for n in _divisors(gpus) if n <= max(nodes, 1)][-1]
         raise EplbError(
-            f"--gpus {gpus} do not divide over {nodes} nodes: use --nodes {near} "
-            f"or --gpus {_round_up(gpus, nodes)}"
+            f"{arg('gpus', gpus)} do not divide over {nodes} nodes: use {arg('nodes', near)} "
+            f"or {arg('gpus', _round_up(gpus, nodes))}"
         )
     if slots is not None and redundant is not None:
-        raise EplbError("--slots and --redundant both given: pass only one of them")
+        raise EplbError(f"{arg('slots')} and {arg('redundant')} both given: pass only one of them")
     if redundant is not None:
         if redundant < 0:
-            raise EplbError(f"--redundant {redundant}: must be >= 0")
+            raise EplbError(f"{arg('redundant', redundant)}: must be >= 0")
         slots = experts + redundant
         if slots % gpus:
             raise EplbError(
-                f"--redundant {redundant} gives {slots} slots, which do not divide over {gpus} GPUs: "
-                f"use --redundant {_round_up(slots, gpus) - experts}"
+                f"{arg('redundant', redundant)} gives {slots} slots, which do not divide over {gpus} GPUs: "
+                f"use {arg('redundant', _round_up(slots, gpus) - experts)}"
             )
     if slots is None:
         slots = _round_up(experts + gpus, gpus)
     if slots > MAX_SLOTS:
-        raise EplbError(f"{slots} slots: more than the {MAX_SLOTS} eplb plans for; check --slots / --redundant")
+        raise EplbError(f"{slots} slots: more than the {MAX_SLOTS} eplb plans for; check {arg('slots')} / {arg('redundant')}")
     if slots < experts:
         raise EplbError(
-            f"--slots {slots} is fewer than the {experts} experts: every expert needs a slot; "
-            f"use --slots {_round_up(experts, gpus)} or more"
+            f"{arg('slots', slots)} is fewer than the {experts} experts: every expert needs a slot; "
+            f"use {arg('slots', _round_up(experts, gpus))} or more"
         )
     if slots % gpus:
         up = _round_up(slots, gpus)
         raise EplbError(
-            f"{slots} slots do not divide over {gpus} GPUs: use --slots {up} or --redundant {up - experts}"
+            f"{slots} slots do not divide over {gpus} GPUs: use {arg('slots', up)} or {arg('redundant', up - experts)}"
         )
     if groups is None:
         groups = 1
     if groups < 1 or experts % groups:
         choices = ", ".join(str(d) for d in _divisors(experts) if d <= 64)
-        raise EplbError(f"--groups {groups} does not divide {experts} experts: use one of {choices}")
+        raise EplbError(f"{arg('groups', groups)} does not divide {experts} experts: use one of {choices}")
     if policy not in POLICIES:
-        raise EplbError(f"--policy {policy}: unknown; use one of {', '.join(POLICIES)}")
+        raise EplbError(f"{arg('policy', policy)}: unknown; use one of {', '.join(POLICIES)}")
     if policy == "auto":
         policy = "hierarchical" if groups > 1 and nodes > 1 and groups % nodes == 0 else "global"
     elif policy == "hierarchical" and groups % nodes:
         raise EplbError(
-            f"--policy hierarchical needs the {groups} groups to divide over the {nodes} nodes: "
-            f"use --policy global, or --groups a multiple of {nodes}"
+            f"{arg('policy', 'hierarchical')} needs the {groups} groups to divide over the {nodes} nodes: "
+            f"use {arg('policy', 'global')}, or {arg('groups')} a multiple of {nodes}"
         )
     excluded = tuple(sorted(set(int(g) for g in exclude_gpus)))
     if excluded:
         bad = [g for g in excluded if not 0 <= g < gpus]
         if bad:
-            raise EplbError(f"--exclude-gpus {bad[0]}: GPU ids run from 0 to {gpus - 1}")
+            raise EplbError(f"{arg('exclude_gpus', bad[0])}: GPU ids run from 0 to {gpus - 1}")
         live = gpus - len(excluded)
         if live < 1:
-            raise EplbError("--exclude-gpus removes every GPU: leave at least one")
+            raise EplbError(f"{arg('exclude_gpus')} removes every GPU: leave at least one")
         if live * (slots // gpus) < experts:
             raise EplbError(
-                f"--exclude-gpus leaves {live} GPUs with {live * (slots // gpus)} slots, "
+                f"{arg('exclude_gpus')} leaves {live} GPUs with {live * (slots // gpus)} slots, "
                 f"fewer than the {experts} experts: exclude fewer GPUs or add slots"
             )
         if policy == "hierarchical":
-            raise EplbError("--exclude-gpus needs --policy global (a node with a failed GPU cannot hold its groups evenly)")
+            raise EplbError(f"{arg('exclude_gpus')} needs {arg('policy', 'global')} (a node with a failed GPU cannot hold its groups evenly)")
     return Topology(
         experts=experts, slots=slots, gpus=gpus, nodes=nodes, groups=groups, policy=policy, excluded_gpus=excluded
     )
 
 
 def parse_gpu_list(text: str | None) -> list[int]:
-    """Parse ``--exclude-gpus 3,17`` into ints, with a clear error."""
+    """Parse a GPU list such as ``3,17`` (``exclude_gpus``) into ints, with a clear error."""
     if not text:
         return []
     out = []
@@ -193,5 +193,5 @@ def parse_gpu_list(text: str | None) -> list[int]:
         try:
             out.append(int(part))
         except ValueError:
-            raise EplbError(f"--exclude-gpus {text}: expected GPU ids separated by commas, e.g. 3,17") from None
+            raise EplbError(f"{arg('exclude_gpus', text)}: expected GPU ids separated by commas, e.g. 3,17") from None
     return out

@@ -1,7 +1,8 @@
 """Trace: expert load per window, layer and logical expert, float64 [W, L, E].
 
-Readers and writers for every file format live in :mod:`eplb_cli.traces`; this
-module holds the in-memory form and the window operations every command uses.
+Readers and writers for every file format live in :mod:`eplb_cli.formats`; this
+module holds the in-memory form, the window operations every command uses, and
+the warnings a load matrix deserves before anyone trusts figures from it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import EplbError
+from .errors import EplbError, arg
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Trace:
         if not every or every == 1:
             return self
         if every < 1:
-            raise EplbError(f"--window {every}: must be >= 1")
+            raise EplbError(f"{arg('window', every)}: must be >= 1")
         return Trace(bin_sum(self.load, every), self.source, dict(self.meta))
 
     def zero_layers(self) -> torch.Tensor:
@@ -69,19 +70,19 @@ class Trace:
         return self.total().sum(dim=-1) == 0
 
 
-def parse_window_range(spec: str, windows: int, source: str = "--windows") -> tuple[int, int]:
+def parse_window_range(spec: str, windows: int, source: str = "the trace") -> tuple[int, int]:
     """Parse ``A:B`` into a non-empty, in-range slice of ``windows`` windows."""
     parts = spec.split(":")
     if len(parts) != 2:
-        raise EplbError(f"--windows {spec}: expected A:B, e.g. 0:10 or 5: or :-1")
+        raise EplbError(f"{arg('windows', spec)}: expected A:B, e.g. 0:10 or 5: or :-1")
     try:
         lo = int(parts[0]) if parts[0].strip() else None
         hi = int(parts[1]) if parts[1].strip() else None
     except ValueError:
-        raise EplbError(f"--windows {spec}: A and B must be integers, e.g. 0:10") from None
+        raise EplbError(f"{arg('windows', spec)}: A and B must be integers, e.g. 0:10") from None
     lo_i, hi_i, _ = slice(lo, hi).indices(windows)
     if hi_i <= lo_i:
-        raise EplbError(f"--windows {spec}: selects no window of {source}, which has {windows}")
+        raise EplbError(f"{arg('windows', spec)}: selects no window of {source}, which has {windows}")
     return lo_i, hi_i
 
 
@@ -131,3 +132,24 @@ def validate_load(load: object, source: str) -> torch.Tensor:
     load = load.to(dtype=torch.float64, device="cpu")
     check_values(load, source)
     return load.contiguous()
+
+
+def load_warnings(load: torch.Tensor, source: str = "") -> list[str]:
+    """What a user should know about a load matrix [L, E] before trusting figures from it.
+
+    A matrix with no load at all is an error, named after ``source`` when given.
+    """
+    out = []
+    zero_layers = load.sum(-1) == 0
+    n_zero = int(zero_layers.sum())
+    if n_zero == load.shape[0]:
+        where = f"{source}: " if source else ""
+        raise EplbError(f"{where}every layer has zero load; nothing to balance, check the trace")
+    if n_zero:
+        ids = zero_layers.nonzero().flatten().tolist()
+        shown = ",".join(map(str, ids[:8])) + (",..." if len(ids) > 8 else "")
+        out.append(f"{n_zero} layer(s) with no load (dense layers?) placed trivially and left out of the figures: {shown}")
+    cold = (load[~zero_layers] == 0).sum()
+    if int(cold):
+        out.append(f"{int(cold)} expert(s) in loaded layers received no tokens; they still get one replica each")
+    return out

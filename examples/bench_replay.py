@@ -25,15 +25,15 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from eplb_cli.formats import read_trace  # noqa: E402
+from eplb_cli.metrics import count_moves, score  # noqa: E402
 from eplb_cli.planning.forecast import parse_forecast  # noqa: E402  (needs ROOT on sys.path in a bare checkout)
-from eplb_cli.metrics import migration, score  # noqa: E402
 from eplb_cli.planning.migration import relabel, swap_back  # noqa: E402
 from eplb_cli.planning.replay import replay  # noqa: E402
 from eplb_cli.report import rows_table  # noqa: E402
 from eplb_cli.strategies import get_strategy, plan  # noqa: E402
 from eplb_cli.synthetic import generate  # noqa: E402
 from eplb_cli.topology import resolve  # noqa: E402
-from eplb_cli.traces import read_trace  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "traces" / "esft-deepseek-v2-lite"
 V3 = ROOT / "traces" / "deepseek-v3-synthetic.safetensors"
@@ -78,7 +78,7 @@ def previous_table(strategy: str, style: str) -> str:
         seconds += time.perf_counter() - t0
         base = score(new, load).summary()["gpu_imbalance"]
         for name, p in zip(names, (new, rel, aware)):
-            moves[name] += migration(old, p)["moves"]
+            moves[name] += count_moves(old, p)["moves"]
             imb = score(p, load).summary()["gpu_imbalance"]
             imbalance[name] += imb
             worst_rise = max(worst_rise, imb - base)

@@ -31,11 +31,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
 from engine_baselines import engine_planners  # noqa: E402
 
+from eplb_cli.formats import read_trace  # noqa: E402
 from eplb_cli.metrics import gpu_loads, lower_bound  # noqa: E402
 from eplb_cli.placement import Placement  # noqa: E402
 from eplb_cli.strategies import get_strategy  # noqa: E402
 from eplb_cli.topology import resolve  # noqa: E402
-from eplb_cli.traces import read_trace  # noqa: E402
 
 SHAPES = [
     ("prefill 32 GPUs", dict(gpus=32, nodes=4, slots=288)),

@@ -13,15 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, SMALL
 
-from eplb_cli import atomic
-from eplb_cli.atomic import write_bytes_atomic, write_with
 from eplb_cli.cli import main
 from eplb_cli.errors import EplbError
-from eplb_cli.placement import load_placement
+from eplb_cli.formats import atomic, load_placement
+from eplb_cli.formats.atomic import write_bytes_atomic, write_with
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = str(ROOT / "traces" / "small.safetensors")
 OLD = b"old contents, must survive\n"
 
 
@@ -30,7 +28,7 @@ def listing(folder: Path) -> list[str]:
 
 
 def plan_args(out: Path, *extra: str) -> list[str]:
-    return ["plan", SMALL, "--gpus", "4", "--strategy", "deepseek", "--quiet", "-o", str(out), *extra]
+    return ["plan", str(SMALL), "--gpus", "4", "--strategy", "deepseek", "--quiet", "-o", str(out), *extra]
 
 
 @pytest.fixture(params=["anonymous", "named"])
@@ -108,7 +106,7 @@ def test_overwrite_needs_force_for_every_writing_command(tmp_path: Path, capsys:
     runs = {
         "p.json": plan_args(tmp_path / "p.json"),
         "t.safetensors": ["generate", str(tmp_path / "t.safetensors"), "--layers", "2", "--experts", "4"],
-        "c.csv": ["convert", SMALL, str(tmp_path / "c.csv")],
+        "c.csv": ["convert", str(SMALL), str(tmp_path / "c.csv")],
     }
     for name, args in runs.items():
         out = tmp_path / name
@@ -173,7 +171,7 @@ def test_stale_named_temporaries_of_dead_runs_are_removed(tmp_path: Path) -> Non
 
 KILLED_WRITER = textwrap.dedent("""
     import os, sys, time
-    from eplb_cli import atomic
+    from eplb_cli.formats import atomic
     from eplb_cli.cli import main
 
     if sys.argv[1] == "named":

@@ -11,12 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.errors import EplbError
+from eplb_cli.formats import read_trace
 from eplb_cli.metrics import gpu_loads as placed_loads
 from eplb_cli.metrics import lower_bound as bound
 from eplb_cli.placement import Placement
-from eplb_cli.strategies.chains import AUTO, PRESETS, Chain, ChainStrategy, compose, parse_chain, place
+from eplb_cli.strategies.chains import (
+    AUTO,
+    PRESETS,
+    Chain,
+    ChainStrategy,
+    compose,
+    parse_chain,
+    place,
+)
 from eplb_cli.topology import Topology, resolve
-from eplb_cli.traces import read_trace
 
 
 def gpu_loads(load: torch.Tensor, phy2log: torch.Tensor, gpus: int) -> torch.Tensor:

@@ -3,17 +3,14 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import COMMANDS, SMALL, run
 from safetensors.torch import save_file
 
-from eplb_cli.cli import main
-from eplb_cli.placement import load_placement
+from eplb_cli.formats import load_placement
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = str(ROOT / "traces" / "small.safetensors")
 PLAN_KEYS = {
     "strategy", "policy", "layers", "experts", "slots", "gpus", "nodes", "groups", "gpu_imbalance",
     "gpu_imbalance_worst", "node_imbalance", "balancedness", "lower_bound", "gap", "runtime_ms",
@@ -21,10 +18,6 @@ PLAN_KEYS = {
 }
 
 
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err, *needles):
@@ -159,3 +152,23 @@ def test_generate_is_deterministic(tmp_path, capsys):
     assert a.read_bytes() == b.read_bytes()
     code, _, err = run(capsys, "generate", a, "--layers", 0)
     assert_one_line_error(code, err, "--layers 0")
+
+
+def test_every_command_is_registered() -> None:
+    """A subcommand that disappears fails here (tests elsewhere assume every one exists)."""
+    from eplb_cli.cli import app
+
+    assert {c.name or c.callback.__name__ for c in app.registered_commands} == COMMANDS
+
+
+def test_library_errors_are_spelled_as_flags(capsys) -> None:
+    """The library names its parameters (slots=320); the CLI renders the same error with its flags."""
+    from eplb_cli.errors import EplbError
+    from eplb_cli.topology import resolve
+
+    with pytest.raises(EplbError, match="use slots=320 or redundant=64"):
+        resolve(256, 64, slots=288)
+    code, _, err = run(capsys, "plan", SMALL, "--gpus", "0")
+    assert code == 2 and err.strip() == "eplb: error: --gpus 0: needs at least one GPU"
+    code, _, err = run(capsys, "plan", SMALL, "--gpus", "4", "--exclude-gpus", "0,1,2,3")
+    assert code == 2 and "--exclude-gpus removes every GPU" in err

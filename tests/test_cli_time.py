@@ -1,24 +1,18 @@
 """CLI tests of plans over time: evaluate (and its gates), replay, plan --previous / --max-moves."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import SMALL, run
 from safetensors.torch import save_file
 
 from eplb_cli.cli import main
-from eplb_cli.placement import load_placement
+from eplb_cli.formats import load_placement
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = str(ROOT / "traces" / "small.safetensors")
 TOPO = ["--gpus", "4", "--nodes", "2", "--strategy", "deepseek"]
 
 
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line(err):
@@ -33,7 +27,7 @@ def planned(tmp_path_factory):
     """A placement planned on window 0 of the small trace, and its plan --json output."""
     folder = tmp_path_factory.mktemp("time")
     path = folder / "w0.safetensors"
-    code = main(["plan", SMALL, *TOPO, "--windows", "0:1", "-o", str(path)])
+    code = main(["plan", str(SMALL), *TOPO, "--windows", "0:1", "-o", str(path)])
     assert code == 0
     return path
 
@@ -153,9 +147,9 @@ def test_plan_previous_reports_moves(planned, capsys, tmp_path):
     assert aware["gpu_imbalance"] <= scratch["gpu_imbalance"] + 1e-12
     new = tmp_path / "scratch.safetensors"
     assert run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "-o", new)[0] == 0
-    from eplb_cli.metrics import migration
+    from eplb_cli.metrics import count_moves
 
-    assert aware["moves"] <= migration(load_placement(str(planned)), load_placement(str(new)))["moves"]
+    assert aware["moves"] <= count_moves(load_placement(str(planned)), load_placement(str(new)))["moves"]
     code, out, _ = run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "--previous", planned)
     assert code == 0 and "intra-node" in out and "moves" in out
 

@@ -11,23 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import ROOT, SMALL, run
 from safetensors.torch import save_file
 
-from eplb_cli.cli import main
-from eplb_cli.placement import Placement, load_placement, save_placement
+from eplb_cli.formats import load_placement, read_trace, save_placement
+from eplb_cli.placement import Placement
 from eplb_cli.topology import resolve
-from eplb_cli.traces import read_trace
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = ROOT / "traces" / "small.safetensors"
 PHY2LOG = torch.tensor([[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1],
                         [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1]])
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code: int, err: str, *needles: str) -> None:

@@ -32,7 +32,7 @@ def test_oracle_reads_the_served_windows():
     fc = parse_forecast("oracle")
     assert fc.needs_future
     assert fc.predict(HISTORY, future).tolist() == [[3.0, 1.0]]
-    with pytest.raises(EplbError, match="--forecast oracle"):
+    with pytest.raises(EplbError, match="forecast=oracle"):
         fc.predict(HISTORY)
 
 
@@ -52,7 +52,7 @@ def test_weights_sum_to_one_and_are_non_negative(kind, alpha, windows):
 
 
 @pytest.mark.parametrize("spec, needle", [
-    ("median", "--forecast median"), ("ema", "ema:0.3"), ("ema:0", "0 < ALPHA <= 1"), ("ema:1.5", "ALPHA"),
+    ("median", "forecast=median"), ("ema", "ema:0.3"), ("ema:0", "0 < ALPHA <= 1"), ("ema:1.5", "ALPHA"),
     ("ema:x", "ALPHA"), ("ema:nan", "ALPHA"),
 ])
 def test_bad_specs_name_the_flag(spec, needle):

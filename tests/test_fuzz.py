@@ -11,7 +11,6 @@ traceback, no output file or temporary left, and the input file unchanged.
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import json
 import os
@@ -25,18 +24,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
+from helpers import ROOT, SMALL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eplb_cli import checks, traces
-from eplb_cli.cli import app, main
-from eplb_cli.placement import load_placement
-from eplb_cli.safetensors_format import encode
+from eplb_cli.cli import main
+from eplb_cli.formats import limits, load_placement, read_trace, safetensors_file
+from eplb_cli.formats.safetensors_file import encode
 
-ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus"
-SMALL = ROOT / "traces" / "small.safetensors"
 MARKER = "eplb-pwned-marker"
 
 EXPECTED: dict[str, str] = {
@@ -139,11 +135,6 @@ EXPECTED: dict[str, str] = {
 """Corpus file -> a phrase its one-line error must contain (warn/: the warning)."""
 
 
-def commands() -> set[str]:
-    """Subcommands this checkout's CLI has (others land over time)."""
-    return {c.name or c.callback.__name__ for c in app.registered_commands}
-
-
 @dataclass(frozen=True)
 class Command:
     """How to feed an input to a subcommand: ``{in}`` is the input, ``{out}`` a file it would write,
@@ -175,17 +166,6 @@ PLACEMENT_COMMANDS = [
     Command("replay", ("{trace}", "--gpus", "4", "--strategy", "deepseek", "--previous", "{in}")),
 ]
 """Every command that reads a placement."""
-
-
-@functools.cache
-def plan_options() -> frozenset[str]:
-    return frozenset(p.name for p in typer.main.get_command(app).commands["plan"].params)
-
-
-def present(cmds: list[Command]) -> list[Command]:
-    """The commands (and for plan, the --previous option) this checkout has."""
-    have = commands()
-    return [c for c in cmds if c.name in have and ("--previous" not in c.args or "previous" in plan_options())]
 
 
 FULL_MATRIX = ("plan", "convert")
@@ -257,14 +237,14 @@ def test_corpus_and_expectations_match() -> None:
 @pytest.mark.parametrize("src", corpus("traces"), ids=ids(corpus("traces")))
 def test_unreadable_trace_is_rejected_by_every_command(src: Path, placement: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    for cmd in present(TRACE_COMMANDS):
+    for cmd in TRACE_COMMANDS:
         if cmd.name in FULL_MATRIX or src.name in SAMPLE:
             run_rejected(capsys, cmd, src, EXPECTED[f"traces/{src.name}"], placement)
 
 
 @pytest.mark.parametrize("src", corpus("unplannable"), ids=ids(corpus("unplannable")))
 def test_trace_without_load_cannot_be_planned(src: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for cmd in present(TRACE_COMMANDS):
+    for cmd in TRACE_COMMANDS:
         if cmd.plans:
             run_rejected(capsys, cmd, src, EXPECTED[f"unplannable/{src.name}"])
         elif cmd.name != "evaluate":
@@ -274,8 +254,6 @@ def test_trace_without_load_cannot_be_planned(src: Path, capsys: pytest.CaptureF
 
 
 def test_evaluate_refuses_a_trace_without_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if "evaluate" not in commands():
-        pytest.skip("eplb evaluate is not in this checkout yet")
     src = CORPUS / "unplannable" / "all-zero.safetensors"
     fitting = tmp_path / "p.json"
     fitting.write_text(json.dumps({"physical_to_logical_map": [[0, 1, 2, 3, 0, 1]] * 3}))
@@ -284,7 +262,7 @@ def test_evaluate_refuses_a_trace_without_load(tmp_path: Path, capsys: pytest.Ca
 
 @pytest.mark.parametrize("src", corpus("placements"), ids=ids(corpus("placements")))
 def test_bad_placement_is_rejected_by_every_command(src: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cmds = present(PLACEMENT_COMMANDS)
+    cmds = PLACEMENT_COMMANDS
     assert cmds, "no command reads placements"
     for cmd in cmds:
         run_rejected(capsys, cmd, src, EXPECTED[f"placements/{src.name}"])
@@ -293,7 +271,7 @@ def test_bad_placement_is_rejected_by_every_command(src: Path, capsys: pytest.Ca
 @pytest.mark.parametrize("src", corpus("mismatch"), ids=ids(corpus("mismatch")))
 def test_placement_for_another_model_is_rejected(src: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Readable, but made for other layers or experts than the trace: only convert may take it."""
-    for cmd in present(PLACEMENT_COMMANDS):
+    for cmd in PLACEMENT_COMMANDS:
         if cmd.name == "convert":
             with tempfile.TemporaryDirectory() as tmp:
                 code, _, err = run_cli(capsys, cmd.argv(src, Path(tmp), SMALL))
@@ -307,7 +285,7 @@ def test_malicious_pickle_is_refused_and_never_run(
     src: Path, placement: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    for cmd in present(TRACE_COMMANDS) + present(PLACEMENT_COMMANDS):
+    for cmd in TRACE_COMMANDS + PLACEMENT_COMMANDS:
         run_rejected(capsys, cmd, src, "weights_only", placement)
     assert not (tmp_path / MARKER).exists()
 
@@ -484,11 +462,11 @@ def test_memory_check_names_sizes_and_the_way_out(name: str, tmp_path: Path, cap
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / name
     assert run_cli(capsys, ["generate", str(src), "--layers", "8", "--experts", "32", "--windows", "20"])[0] == 0
-    monkeypatch.setattr(checks, "available_memory", lambda: 4096)
+    monkeypatch.setattr(limits, "available_memory", lambda: 4096)
     code, _, err = run_cli(capsys, ["plan", str(src), "--gpus", "4", "--strategy", "deepseek"])
     line = assert_clean_error(code, err, src, "to load but only 4.0 KiB is available")
     assert "--windows" in line
-    monkeypatch.setattr(checks, "available_memory", lambda: None)
+    monkeypatch.setattr(limits, "available_memory", lambda: None)
     assert run_cli(capsys, ["plan", str(src), "--gpus", "4", "--strategy", "deepseek"])[0] == 0
 
 
@@ -497,8 +475,8 @@ def test_window_selection_shrinks_what_a_safetensors_read_needs(tmp_path: Path, 
     """With small read slices, --windows and --window turn a refused read into one that fits."""
     src = tmp_path / "t.safetensors"
     assert run_cli(capsys, ["generate", str(src), "--layers", "8", "--experts", "64", "--windows", "100"])[0] == 0
-    monkeypatch.setattr(traces, "_CHUNK_BYTES", 4096)
-    monkeypatch.setattr(checks, "available_memory", lambda: 100 * 8 * 64 * 8 // 2)
+    monkeypatch.setattr(safetensors_file, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(limits, "available_memory", lambda: 100 * 8 * 64 * 8 // 2)
     args = ["plan", str(src), "--gpus", "4", "--strategy", "deepseek", "--quiet"]
     assert_clean_error(*run_cli(capsys, args)[::2], src, "needs about")
     assert run_cli(capsys, [*args, "--windows", "-10:"])[0] == 0
@@ -509,17 +487,17 @@ PEAK_SCRIPT = """
 import sys
 from pathlib import Path
 import torch
-from eplb_cli import traces
+from eplb_cli.formats import read_trace, safetensors_file
 
 def status(key):
     line = [x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key)][0]
     return int(line.split()[1]) * 1024
 
-traces._CHUNK_BYTES = 1 << 20
+safetensors_file.CHUNK_BYTES = 1 << 20
 for windows in sys.argv[2:]:
     Path("/proc/self/clear_refs").write_text("5")
     before = status("VmRSS:")
-    total = traces.read_trace(sys.argv[1], windows=windows or None).total()
+    total = read_trace(sys.argv[1], windows=windows or None).total()
     print(status("VmHWM:") - before)
 """
 """Prints how far resident memory rose above its level before each read (the peak is reset via clear_refs)."""
@@ -549,9 +527,9 @@ def test_slice_by_slice_read_equals_whole_read(window: int | None, windows: str 
     src = tmp_path / "t.safetensors"
     load = torch.rand(23, 3, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     src.write_bytes(encode({"load": load}))
-    whole = traces.read_trace(str(src)).rebin(window).select(windows).load
-    monkeypatch.setattr(traces, "_CHUNK_BYTES", 200)
-    sliced = traces.read_trace(str(src), window=window, windows=windows).load
+    whole = read_trace(str(src)).rebin(window).select(windows).load
+    monkeypatch.setattr(safetensors_file, "CHUNK_BYTES", 200)
+    sliced = read_trace(str(src), window=window, windows=windows).load
     assert torch.equal(sliced, whole)
 
 
@@ -649,8 +627,6 @@ def mutated_placements(draw: st.DrawFn) -> tuple[str, bytes]:
 @FUZZ
 @given(case=mutated_placements())
 def test_mutated_placements_never_crash(case: tuple[str, bytes], capsys: pytest.CaptureFixture[str]) -> None:
-    if "evaluate" not in commands():
-        pytest.skip("eplb evaluate is not in this checkout yet")
     name, data = case
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / name

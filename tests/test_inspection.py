@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run
 
-from eplb_cli.cli import main
+from eplb_cli.formats import write_trace
 from eplb_cli.inspection import inspect_trace, window_similarity
 from eplb_cli.trace import Trace
-from eplb_cli.traces import write_trace
 
 # 2 windows x 3 layers x 4 experts; layer 1 is dense (no load).
 LOAD = torch.tensor([
@@ -23,10 +23,6 @@ KEYS = {"source", "windows", "layers", "experts", "groups", "total_tokens", "tok
         "zero_layers", "zero_experts", "skew", "per_layer", "hottest", "window_similarity"}
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_figures_by_hand() -> None:

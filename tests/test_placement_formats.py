@@ -11,14 +11,15 @@ import torch
 import yaml
 
 from eplb_cli.errors import EplbError
-from eplb_cli.placement import (
+from eplb_cli.formats import (
     PLACEMENT_FORMATS,
-    Placement,
-    detect_placement_format,
     load_placement,
     read_placement,
     save_placement,
 )
+from eplb_cli.formats.registry import detect_placement
+from eplb_cli.formats.source import Source
+from eplb_cli.placement import Placement
 from eplb_cli.topology import resolve
 
 # DeepSeek's README example: 12 experts, 16 slots, 8 GPUs in 2 nodes, 4 groups.
@@ -118,10 +119,10 @@ def test_json_kind_is_read_from_the_content(tmp_path: Path) -> None:
     sg, asc = tmp_path / "a.json", tmp_path / "b.json"
     save_placement(small(), str(sg))
     save_placement(small(), str(asc), fmt="vllm-ascend")
-    assert detect_placement_format(sg.read_bytes(), "a") == "sglang"
-    assert detect_placement_format(asc.read_bytes(), "b") == "vllm-ascend"
-    assert detect_placement_format(b'{"logical_count": [[1]]}', "t") is None
-    assert detect_placement_format(b"layer,expert,load\n0,0,1\n", "t") is None
+    assert detect_placement(Source.of_bytes(sg.read_bytes(), "a")).name == "sglang"
+    assert detect_placement(Source.of_bytes(asc.read_bytes(), "b")).name == "vllm-ascend"
+    assert detect_placement(Source.of_bytes(b'{"logical_count": [[1]]}', "t")) is None
+    assert detect_placement(Source.of_bytes(b"layer,expert,load\n0,0,1\n", "t")) is None
 
 
 def test_excluded_gpus_stay_in_eplb_formats_and_are_refused_by_engines(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_stdout_and_stdin(tmp_path: Path, capsysbinary: pytest.CaptureFixture[by
     assert data.startswith(b"# eplb placement")
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
     assert torch.equal(load_placement("-", defaults=FLAGS).phy2log, PHY2LOG)
-    with pytest.raises(EplbError, match="pass --format"):
+    with pytest.raises(EplbError, match="pass fmt"):
         save_placement(small(), "-")
 
 
@@ -153,7 +154,7 @@ def test_layer_ids_must_match_the_layers(tmp_path: Path) -> None:
 
 
 def test_unknown_format_names() -> None:
-    with pytest.raises(EplbError, match="--format nope.*vllm-ascend"):
+    with pytest.raises(EplbError, match="fmt=nope.*vllm-ascend"):
         save_placement(small(), "x.json", fmt="nope")
 
 

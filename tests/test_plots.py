@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SMALL, run
 
 from eplb_cli import plots
-from eplb_cli.cli import main
 from eplb_cli.metrics import score
 from eplb_cli.placement import Placement
 from eplb_cli.topology import resolve
-
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = str(ROOT / "traces" / "small.safetensors")
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -30,10 +27,6 @@ def expected(size: tuple[float, float]) -> tuple[int, int]:
     return round(size[0] * plots.DPI), round(size[1] * plots.DPI)
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_relative_gpu_load_marks_excluded_and_empty() -> None:

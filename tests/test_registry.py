@@ -4,15 +4,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 
 from eplb_cli.errors import EplbError
+from eplb_cli.formats import read_trace
 from eplb_cli.metrics import gpu_loads
 from eplb_cli.placement import Placement
 from eplb_cli.strategies import describe_strategies, get_strategy
 from eplb_cli.topology import resolve
-from eplb_cli.traces import read_trace
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(32, 4, 288), (64, 8, 320), (144, 18, 288)]
 
 
@@ -27,7 +27,7 @@ def test_chains_and_bad_names():
     assert get_strategy("kk+swap").name == "kk+swap"
     assert get_strategy("restarts:8+swap").name == "restarts:8+swap"
     for bad in ("nope", "kk+nope", ""):
-        with pytest.raises(EplbError, match="--strategy"):
+        with pytest.raises(EplbError, match="strategy"):
             get_strategy(bad)
 
 

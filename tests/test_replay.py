@@ -1,20 +1,19 @@
 """Replaying a trace: the schedule, batched served scoring, forecasts against the oracle, moves."""
 
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import SMALL
 
 from eplb_cli.errors import EplbError
-from eplb_cli.planning.forecast import parse_forecast
+from eplb_cli.formats import read_trace
 from eplb_cli.metrics import ServedTally, gpu_loads, live_gpus, score, window_gpu_loads
+from eplb_cli.planning.forecast import parse_forecast
 from eplb_cli.planning.replay import parse_bytes, rebalance_windows, replay
 from eplb_cli.strategies import get_strategy, plan
 from eplb_cli.topology import resolve
 from eplb_cli.trace import Trace
-from eplb_cli.traces import read_trace
 
-SMALL = Path(__file__).resolve().parents[1] / "traces" / "small.safetensors"
 SUMMARY_KEYS = {"served_gpu_imbalance", "served_balancedness", "moves", "moves_intra_node", "moves_inter_node",
                 "in_sample_gpu_imbalance", "rebalances", "served_windows", "forecast", "every", "history"}
 REBALANCE_KEYS = {"window", "served_until", "history_from", "in_sample_gpu_imbalance", "served_gpu_imbalance",
@@ -33,7 +32,7 @@ def test_schedule():
     assert rebalance_windows(6, 1) == [(1, 2), (2, 3), (3, 4), (4, 5), (5, 6)]
     assert rebalance_windows(7, 3) == [(3, 6), (6, 7)]
     assert rebalance_windows(7, 2, start=1) == [(1, 3), (3, 5), (5, 7)]
-    for args, needle in (((6, 0), "--every 0"), ((6, 6), "none is left"), ((6, 2, 0), "--start 0")):
+    for args, needle in (((6, 0), "every=0"), ((6, 6), "none is left"), ((6, 2, 0), "start=0")):
         with pytest.raises(EplbError, match=needle):
             rebalance_windows(*args)
 
@@ -111,11 +110,11 @@ def test_bad_arguments():
     tr = read_trace(SMALL)
     topo = resolve(tr.experts, 4)
     fc = parse_forecast("last")
-    with pytest.raises(EplbError, match="--history 0"):
+    with pytest.raises(EplbError, match="history=0"):
         replay(tr, topo, every=1, forecast=fc, history=0)
-    with pytest.raises(EplbError, match="--max-moves -1"):
+    with pytest.raises(EplbError, match="max_moves=-1"):
         replay(tr, topo, every=1, forecast=fc, max_moves=-1)
-    with pytest.raises(EplbError, match="--migration-aware"):
+    with pytest.raises(EplbError, match="migration_aware"):
         replay(tr, topo, every=1, forecast=fc, max_moves=2, migration_aware=False)
 
 
@@ -126,5 +125,5 @@ def test_parse_bytes(text, value):
 
 @pytest.mark.parametrize("text", ["", "x", "-3", "4 parsecs", "inf"])
 def test_parse_bytes_rejects(text):
-    with pytest.raises(EplbError, match="--expert-bytes"):
+    with pytest.raises(EplbError, match="expert_bytes"):
         parse_bytes(text)

@@ -20,16 +20,16 @@ def test_auto_policy_follows_deepseek_rule():
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        (dict(experts=256, gpus=64, slots=288), "288 slots do not divide over 64 GPUs: use --slots 320 or --redundant 64"),
-        (dict(experts=256, gpus=30, nodes=4), "--gpus 30 do not divide over 4 nodes"),
+        (dict(experts=256, gpus=64, slots=288), "288 slots do not divide over 64 GPUs: use slots=320 or redundant=64"),
+        (dict(experts=256, gpus=30, nodes=4), "gpus=30 do not divide over 4 nodes"),
         (dict(experts=256, gpus=32, slots=200), "fewer than the 256 experts"),
         (dict(experts=256, gpus=32, slots=288, redundant=32), "pass only one"),
-        (dict(experts=256, gpus=32, redundant=40), "--redundant 64"),
-        (dict(experts=256, gpus=32, groups=7), "--groups 7 does not divide 256"),
-        (dict(experts=256, gpus=32, nodes=4, groups=2, policy="hierarchical"), "--policy global"),
-        (dict(experts=256, gpus=32, policy="fancy"), "--policy fancy"),
-        (dict(experts=256, gpus=0), "--gpus 0"),
-        (dict(experts=256, gpus=8, nodes=0), "--nodes 0"),
+        (dict(experts=256, gpus=32, redundant=40), "redundant=64"),
+        (dict(experts=256, gpus=32, groups=7), "groups=7 does not divide 256"),
+        (dict(experts=256, gpus=32, nodes=4, groups=2, policy="hierarchical"), "policy=global"),
+        (dict(experts=256, gpus=32, policy="fancy"), "policy=fancy"),
+        (dict(experts=256, gpus=0), "gpus=0"),
+        (dict(experts=256, gpus=8, nodes=0), "nodes=0"),
         (dict(experts=16, gpus=4, exclude_gpus=[4]), "GPU ids run from 0 to 3"),
         (dict(experts=16, gpus=4, exclude_gpus=[0, 1, 2, 3]), "removes every GPU"),
         (dict(experts=16, gpus=4, slots=16, exclude_gpus=[0]), "fewer than the 16 experts"),
@@ -59,5 +59,5 @@ def test_from_dict_rejects_inconsistent_metadata():
 def test_parse_gpu_list():
     assert parse_gpu_list("3, 17,") == [3, 17]
     assert parse_gpu_list(None) == []
-    with pytest.raises(EplbError, match="--exclude-gpus"):
+    with pytest.raises(EplbError, match="exclude_gpus"):
         parse_gpu_list("3;17")

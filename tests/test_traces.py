@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.errors import EplbError
-from eplb_cli.trace import Trace
-from eplb_cli.traces import (
+from eplb_cli.formats import (
     FOLDER_FORMATS,
     TRACE_FORMATS,
     WRITE_FORMATS,
@@ -23,6 +22,7 @@ from eplb_cli.traces import (
     read_trace,
     write_trace,
 )
+from eplb_cli.trace import Trace
 
 EXTENSION = {"safetensors": ".safetensors", "csv": ".csv", "csv-wide": ".csv", "sglang": ".json", "vllm": ".json"}
 
@@ -145,7 +145,7 @@ def test_write_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     write_trace(make_trace(), str(path))
     before = path.read_bytes()
-    with pytest.raises(EplbError, match="--force"):
+    with pytest.raises(EplbError, match="pass force=True"):
         write_trace(make_trace(windows=1), str(path))
     assert path.read_bytes() == before
     write_trace(make_trace(windows=1), str(path), force=True)
@@ -160,9 +160,9 @@ def test_write_rejects_formats_it_cannot_write(fmt: str, tmp_path: Path) -> None
 
 
 def test_write_needs_a_known_extension_or_format(tmp_path: Path) -> None:
-    with pytest.raises(EplbError, match="--format"):
+    with pytest.raises(EplbError, match="pass fmt"):
         write_trace(make_trace(), str(tmp_path / "x.txt"))
-    with pytest.raises(EplbError, match="--format"):
+    with pytest.raises(EplbError, match="pass fmt"):
         write_trace(make_trace(), "-")
 
 
@@ -327,12 +327,12 @@ def test_stdin_pt_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(sys, "stdin", FakeStdin(b""))
     expect_error("-", match="empty", shown="<stdin>")
     monkeypatch.setattr(sys, "stdin", FakeStdin(b"hello world"))
-    expect_error("-", match="--input-format", shown="<stdin>")
+    expect_error("-", match="pass input_format", shown="<stdin>")
     monkeypatch.setattr(sys, "stdin", FakeStdin(b'{"logical_count": [[1, 2]'))
     expect_error("-", match="invalid JSON", shown="<stdin>")
     with pytest.raises(EplbError, match="folder"):
         read_trace("-", "trtllm")
-    with pytest.raises(EplbError, match="--input-format"):
+    with pytest.raises(EplbError, match="pass input_format"):
         detect_format("-")
 
 

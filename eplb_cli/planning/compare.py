@@ -15,12 +15,12 @@ from typing import Callable
 
 import torch
 
-from ..metrics import ServedTally, gpu_loads, live_gpus, migration, score
-from .migration import relabel
+from ..metrics import ServedTally, count_moves, gpu_loads, live_gpus, score
 from ..placement import Placement
 from ..strategies import get_strategy, plan
 from ..topology import Topology
 from ..trace import Trace
+from .migration import relabel
 
 ROWS_PER_CALL = 1024  # rows (windows x layers) planned per call: bounds the working memory
 
@@ -96,7 +96,7 @@ def compare(trace: Trace, topo: Topology, names: list[str], *, repeat: int = 3, 
             progress(name)
         placement, times = time_plan(load, topo, name, repeat=repeat, seed=seed, device=device)
         # GPUs are interchangeable: count the moves left after the free relabelling.
-        moves = migration(rows[0].placement, relabel(rows[0].placement, placement))["moves"] if rows else None
+        moves = count_moves(rows[0].placement, relabel(rows[0].placement, placement))["moves"] if rows else None
         rows.append(CompareRow(
             strategy=name,
             placement=placement,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import EplbError
+from ..errors import EplbError, arg
 
 FORECASTS = ("last", "mean", "ema:ALPHA", "oracle")
 """Forecast names as the CLI spells them."""
@@ -60,7 +60,7 @@ class Forecast:
             w = self.alpha * (1.0 - self.alpha) ** age
             w[0] = (1.0 - self.alpha) ** (windows - 1)
             return w
-        raise EplbError("--forecast oracle: has no history weights; it reads the served windows")
+        raise EplbError(f"{arg('forecast', 'oracle')}: has no history weights; it reads the served windows")
 
     def predict(self, history: torch.Tensor, future: torch.Tensor | None = None) -> torch.Tensor:
         """Forecast load [L, E] from ``history`` [H, L, E] (oldest first).
@@ -70,10 +70,10 @@ class Forecast:
         """
         if self.needs_future:
             if future is None or future.shape[0] == 0:
-                raise EplbError("--forecast oracle: needs the windows being served")
+                raise EplbError(f"{arg('forecast', 'oracle')}: needs the windows being served")
             return future.to(torch.float64).mean(dim=0)
         if history.shape[0] == 0:
-            raise EplbError(f"--forecast {self.name}: needs at least one history window")
+            raise EplbError(f"{arg('forecast', self.name)}: needs at least one history window")
         w = self.weights(history.shape[0])
         return torch.tensordot(w, history.to(torch.float64), dims=1)
 
@@ -90,6 +90,6 @@ def parse_forecast(spec: str) -> Forecast:
         except ValueError:
             alpha = float("nan")
         if not 0.0 < alpha <= 1.0:
-            raise EplbError(f"--forecast {spec}: ema needs a weight 0 < ALPHA <= 1, e.g. ema:0.3")
+            raise EplbError(f"{arg('forecast', spec)}: ema needs a weight 0 < ALPHA <= 1, e.g. ema:0.3")
         return Forecast("ema", alpha)
-    raise EplbError(f"--forecast {spec}: unknown; use one of {', '.join(FORECASTS)}")
+    raise EplbError(f"{arg('forecast', spec)}: unknown; use one of {', '.join(FORECASTS)}")

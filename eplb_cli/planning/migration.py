@@ -20,7 +20,7 @@ plan should move as few as it can. Three steps, each batched over layers:
     keeping every expert with a replica.
 
 :func:`follow` chains them. A replica "moves" when its slot holds a different
-expert afterwards (:func:`eplb_cli.metrics.migration` counts them, split
+expert afterwards (:func:`eplb_cli.metrics.count_moves` counts them, split
 intra-/inter-node).
 """
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import EplbError
+from ..errors import EplbError, arg
 from ..metrics import live_gpus
 from ..placement import Placement, replica_counts, slots_of_experts
 from .assignment import max_weight_assignment
@@ -40,7 +40,7 @@ _FORCE = 1.0e6
 # ---------------------------------------------------------------- relabelling
 
 
-def check_compatible(old: Placement, new: Placement, old_name: str = "--previous", new_name: str = "the new plan") -> None:
+def check_compatible(old: Placement, new: Placement, old_name: str = "previous", new_name: str = "the new plan") -> None:
     """Both placements must describe the same model and cluster shape."""
     a, b = old.topology, new.topology
     if old.layers != new.layers or a.experts != b.experts or a.slots != b.slots or a.gpus != b.gpus:
@@ -331,7 +331,7 @@ def budgeted(old: Placement, target: Placement, load: torch.Tensor, max_moves: i
     whose only replicas were lost) come first and may exceed the budget.
     """
     if max_moves < 0:
-        raise EplbError(f"--max-moves {max_moves}: must be >= 0")
+        raise EplbError(f"{arg('max_moves', max_moves)}: must be >= 0")
     check_compatible(old, target)
     topo = target.topology
     e = topo.experts

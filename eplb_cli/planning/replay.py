@@ -6,7 +6,7 @@ from). At window t the plan is made from the forecast of the history windows
 ``[t - history, t)`` (all of them when ``history`` is None) and serves
 windows ``[t, t + every)``. Between consecutive rebalances the new plan is
 relabelled and swapped back towards the one being served
-(:mod:`eplb_cli.migration`), and ``max_moves`` caps the replicas it may move
+(:mod:`eplb_cli.planning.migration`), and ``max_moves`` caps the replicas it may move
 per layer.
 
 Figures per rebalance: GPU imbalance in-sample (the plan on its own
@@ -23,20 +23,20 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..errors import EplbError
-from .forecast import Forecast
-from ..metrics import ServedTally, live_gpus, migration, window_gpu_loads
-from .migration import check_compatible, follow
+from ..errors import EplbError, arg
+from ..metrics import ServedTally, count_moves, live_gpus, window_gpu_loads
 from ..placement import Placement
 from ..strategies import get_strategy, plan
 from ..topology import Topology
 from ..trace import Trace
+from .forecast import Forecast
+from .migration import check_compatible, follow
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 
 
-def parse_bytes(text: str, flag: str = "--expert-bytes") -> int:
+def parse_bytes(text: str, param: str = "expert_bytes") -> int:
     """Parse a size such as ``44040192``, ``42MiB`` or ``1.5GB`` into bytes."""
     raw = text.strip().lower().replace(" ", "")
     digits = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
@@ -46,7 +46,7 @@ def parse_bytes(text: str, flag: str = "--expert-bytes") -> int:
     except ValueError:
         value = float("nan")
     if unit not in _UNITS or not value >= 0 or value == float("inf"):
-        raise EplbError(f"{flag} {text}: expected a size in bytes such as 44040192, 42MiB or 1.5GB")
+        raise EplbError(f"{arg(param, text)}: expected a size in bytes such as 44040192, 42MiB or 1.5GB")
     return int(round(value * _UNITS[unit]))
 
 
@@ -83,14 +83,14 @@ class ReplayResult:
 def rebalance_windows(windows: int, every: int, start: int | None = None) -> list[tuple[int, int]]:
     """``(first, end)`` of the windows each rebalance serves; raises when none is left to serve."""
     if every < 1:
-        raise EplbError(f"--every {every}: must be >= 1")
+        raise EplbError(f"{arg('every', every)}: must be >= 1")
     first = every if start is None else start
     if first < 1:
-        raise EplbError(f"--start {first}: must be >= 1 (a plan needs at least one recorded window)")
+        raise EplbError(f"{arg('start', first)}: must be >= 1 (a plan needs at least one recorded window)")
     if first >= windows:
         raise EplbError(
-            f"--every/--start {first}: the trace has {windows} window(s), so none is left to serve after it; "
-            "use a smaller --every or --start, or a longer trace"
+            f"{arg('every')}/{arg('start', first)}: the trace has {windows} window(s), so none is left to serve "
+            f"after it; use a smaller {arg('every')} or {arg('start')}, or a longer trace"
         )
     return [(t, min(t + every, windows)) for t in range(first, windows, every)]
 
@@ -120,7 +120,7 @@ def replay(
     more. None leaves torch's setting alone.
     """
     if threads is not None and threads < 1:
-        raise EplbError(f"--threads {threads}: must be >= 1")
+        raise EplbError(f"{arg('threads', threads)}: must be >= 1")
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -137,11 +137,11 @@ def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, str
             previous: Placement | None, seed: int, device: str) -> ReplayResult:
     """The replay loop itself (see :func:`replay`)."""
     if history is not None and history < 1:
-        raise EplbError(f"--history {history}: must be >= 1 window")
+        raise EplbError(f"{arg('history', history)}: must be >= 1 window")
     if max_moves is not None and max_moves < 0:
-        raise EplbError(f"--max-moves {max_moves}: must be >= 0")
+        raise EplbError(f"{arg('max_moves', max_moves)}: must be >= 0")
     if max_moves is not None and not migration_aware:
-        raise EplbError("--max-moves needs --migration-aware: the move budget is counted from the plan being served")
+        raise EplbError(f"{arg('max_moves')} needs {arg('migration_aware', True)}: the move budget is counted from the plan being served")
     strat = get_strategy(strategy)
     load = trace.load
     live = live_gpus(topo)
@@ -162,7 +162,7 @@ def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, str
         in_sample = ServedTally().add(window_gpu_loads(placement, predicted.unsqueeze(0)), live)
         served = ServedTally().add(window_gpu_loads(placement, future), live)
         total.merge(served)
-        moves = migration(serving, placement) if serving is not None else None
+        moves = count_moves(serving, placement) if serving is not None else None
         if moves is not None:
             for key in moved:
                 moved[key] += moves[key]

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from eplb_cli.safetensors_format import encode  # noqa: E402  (needs ROOT on sys.path in a bare checkout)
+from eplb_cli.formats.safetensors_file import encode  # noqa: E402  (needs ROOT on sys.path in a bare checkout)
 
 HERE = Path(__file__).resolve().parent
 MARKER = "eplb-pwned-marker"

@@ -1,8 +1,9 @@
-"""Checks on inputs and on the machine before work starts.
+"""Memory checks the readers run before they parse a file, and the caps on what a file may ask for.
 
-Load checks that are warnings rather than errors (``--strict`` makes them
-errors), the ``--device`` check, and the memory check the trace readers run
-before they parse a file.
+A reader weighs what a file will need (its declared tensor size, or its size
+times a measured parse factor) against the memory this process can still
+allocate, and fails with one line before the work instead of running the
+machine out of memory.
 """
 
 from __future__ import annotations
@@ -10,44 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
-from .errors import EplbError
+from ..errors import EplbError, arg
 
 GIB = float(1 << 30)
-
-
-def load_warnings(load: torch.Tensor, source: str = "") -> list[str]:
-    """What a user should know about a load matrix [L, E] before trusting figures from it.
-
-    A matrix with no load at all is an error, named after ``source`` when given.
-    """
-    out = []
-    zero_layers = load.sum(-1) == 0
-    n_zero = int(zero_layers.sum())
-    if n_zero == load.shape[0]:
-        where = f"{source}: " if source else ""
-        raise EplbError(f"{where}every layer has zero load; nothing to balance, check the trace")
-    if n_zero:
-        ids = zero_layers.nonzero().flatten().tolist()
-        shown = ",".join(map(str, ids[:8])) + (",..." if len(ids) > 8 else "")
-        out.append(f"{n_zero} layer(s) with no load (dense layers?) placed trivially and left out of the figures: {shown}")
-    cold = (load[~zero_layers] == 0).sum()
-    if int(cold):
-        out.append(f"{int(cold)} expert(s) in loaded layers received no tokens; they still get one replica each")
-    return out
-
-
-def check_device(device: str) -> None:
-    """Fail early and clearly when ``--device`` names a device this machine lacks."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise EplbError(f"--device {device}: not a torch device; use cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EplbError(f"--device {device}: no CUDA device here (torch {torch.__version__}); use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise EplbError(f"--device {device}: only cpu and cuda are supported")
+MAX_CELLS = 1 << 28
+"""Largest W*L*E a reader will allocate: ids beyond this are surely a typo."""
+PARSE_FACTOR = {"json": 16, "csv": 14, "torch": 4, "yaml": 16}
+"""Peak memory over file size when parsing each container (measured: JSON 16x, CSV 14x)."""
 
 
 def available_memory() -> int | None:
@@ -113,7 +83,7 @@ def _reclaimable(folder: Path) -> int:
     return 0
 
 
-READ_ADVICE = ("use --windows A:B to read fewer windows or --window N to sum N steps into one "
+READ_ADVICE = (f"use {arg('windows', 'A:B')} to read fewer windows or {arg('window', 'N')} to sum N steps into one "
                "(safetensors traces are read a slice at a time), or run on a machine with more memory")
 
 
@@ -123,6 +93,12 @@ def check_memory(source: str, needed: int, doing: str = "to load", advice: str =
     if avail is None or needed <= avail:
         return
     raise EplbError(f"{source}: needs about {_size(needed)} {doing} but only {_size(avail)} is available; {advice}")
+
+
+def check_cells(cells: int, source: str) -> None:
+    """Refuse absurd dense shapes caused by a stray huge id."""
+    if cells > MAX_CELLS:
+        raise EplbError(f"{source}: ids imply {cells} load cells (too many); check the layer and expert ids")
 
 
 def _size(n: int) -> str:

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import EplbError
+from ..errors import EplbError, arg
 
 _TAG = ".eplb-"
 
@@ -33,7 +33,7 @@ def check_writable(path: str | Path, force: bool) -> Path:
         return Path("-")
     p = Path(path)
     if p.exists() and not force:
-        raise EplbError(f"{p}: file exists; pass --force to overwrite it")
+        raise EplbError(f"{p}: file exists; pass {arg('force', True)} to overwrite it")
     if p.is_dir():
         raise EplbError(f"{p}: is a folder; give a file name")
     parent = p.parent if str(p.parent) else Path(".")
@@ -93,10 +93,10 @@ def _publish_named(tmp: Path, p: Path, force: bool) -> None:
     try:
         os.link(tmp, p)
     except FileExistsError:
-        raise EplbError(f"{p}: file appeared while writing; pass --force to overwrite it") from None
+        raise EplbError(f"{p}: file appeared while writing; pass {arg('force', True)} to overwrite it") from None
     except OSError:
         if p.exists():
-            raise EplbError(f"{p}: file appeared while writing; pass --force to overwrite it") from None
+            raise EplbError(f"{p}: file appeared while writing; pass {arg('force', True)} to overwrite it") from None
         os.replace(tmp, p)
         return
     tmp.unlink()
@@ -169,7 +169,7 @@ def _link_anonymous(fd: int, p: Path, force: bool) -> None:
             try:
                 os.link(source, p.name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=True)
             except FileExistsError:
-                raise EplbError(f"{p}: file appeared while writing; pass --force to overwrite it") from None
+                raise EplbError(f"{p}: file appeared while writing; pass {arg('force', True)} to overwrite it") from None
             return
         for _ in range(100):
             tmp = f".{p.name}{_TAG}{os.getpid()}-{os.urandom(4).hex()}.tmp"

@@ -1,4 +1,11 @@
-"""The safetensors container, read a slice at a time and written byte-for-byte reproducibly.
+"""safetensors: eplb's own trace and placement files, read a slice at a time and written reproducibly.
+
+Traces hold a tensor ``load`` shaped ``[L, E]`` or ``[W, L, E]``; string
+metadata may hold ``model``, ``groups`` and ``seed``. A trace is read a slice
+of windows at a time, keeping only the windows asked for, so a file far larger
+than memory can still be read in part. Placements hold ``phy2log``,
+``log2phy`` and ``logcnt`` (DeepSeek's names) with the topology as JSON
+strings in the metadata: lossless.
 
 Layout (https://github.com/huggingface/safetensors): a little-endian u64 header
 size N, N bytes of JSON header ``{name: {"dtype", "shape", "data_offsets":
@@ -14,16 +21,23 @@ hand before reading anything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
-from .errors import EplbError
+from ..errors import EplbError
+from ..placement import Placement
+from ..trace import Trace, check_values, parse_window_range
+from .base import PlacementFormat, TraceFormat
+from .limits import check_memory
+from .maps import int_table
+from .source import Source
 
 MAX_HEADER = 100_000_000
 """Largest header the safetensors spec allows (bytes)."""
@@ -174,6 +188,13 @@ def read_rows(fh: BinaryIO, info: TensorInfo, row0: int, row1: int, source: str)
     return torch.from_numpy(array.astype(native, copy=False)).reshape(shape)
 
 
+def read_tensor(fh: BinaryIO, info: TensorInfo, source: str) -> torch.Tensor:
+    """The whole tensor ``info`` in its declared shape."""
+    if not info.shape:
+        return read_rows(fh, dataclasses.replace(info, shape=(1,)), 0, 1, source).reshape(())
+    return read_rows(fh, info, 0, info.shape[0], source)
+
+
 def encode(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """Serialise ``tensors`` (sorted by name) and ``metadata`` (sorted keys): equal input, equal bytes.
 
@@ -205,3 +226,140 @@ def _le_bytes(tensor: torch.Tensor) -> bytes:
         tensor = tensor.view(torch.int16)
     array = tensor.numpy()
     return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+# ---------------------------------------------------------------- traces
+
+CHUNK_BYTES = 32 << 20
+"""Raw bytes of a safetensors trace read per step."""
+_FLOAT32_INT = 1 << 24
+
+
+def read_trace(src: Source, window: int | None = None, windows: str | None = None) -> Trace:
+    """Read tensor ``load`` from ``src``, a slice at a time, keeping only windows ``windows`` after ``window``.
+
+    Only the raw steps that windows ``windows`` (after summing every ``window``
+    steps) cover are read. Each slice is checked for NaN, inf and negatives in
+    its stored dtype and summed straight into the float64 result, so the peak
+    is the result plus one slice, and the memory check before the first read
+    uses the header's declared shape.
+    """
+    with src.open() as fh:
+        return _read_trace_stream(fh, src.size(), src.name, window, windows)
+
+
+def _read_trace_stream(fh: BinaryIO, size: int, source: str, window: int | None, windows: str | None) -> Trace:
+    tensors, strings = read_header(fh, source)
+    if "load" not in tensors:
+        names = ", ".join(sorted(tensors)) or "none"
+        raise EplbError(f"{source}: no tensor named 'load' (found: {names}); save the trace under the name 'load'")
+    info = tensors["load"]
+    meta = _trace_meta(strings, source)
+    if len(info.shape) not in (2, 3):
+        raise EplbError(
+            f"{source}: load has shape {info.shape}; it must be [layers, experts] or [windows, layers, experts]"
+        )
+    if info.dtype == "BOOL":
+        raise EplbError(f"{source}: load holds bool values; loads must be real numbers (token counts)")
+    if 0 in info.shape:
+        raise EplbError(
+            f"{source}: load is empty (shape {info.shape}); need at least one window, layer and expert"
+        )
+    if len(info.shape) == 2:
+        info = dataclasses.replace(info, shape=(1, *info.shape))
+    steps, layers, experts = info.shape
+    if experts % meta.get("groups", 1):
+        raise EplbError(
+            f"{source}: metadata groups={meta['groups']} does not divide the {experts} experts; fix or remove it"
+        )
+    every = min(window or 1, steps)
+    lo, hi = parse_window_range(windows, -(-steps // every), source) if windows else (0, -(-steps // every))
+    first, last = lo * every, min(hi * every, steps)
+    cells = layers * experts
+    chunk = min(max(1, CHUNK_BYTES // (cells * info.itemsize)), last - first)
+    check_memory(source, (hi - lo) * cells * 8 + chunk * cells * (info.itemsize + 8))
+    check_extent(tensors, size, source)
+    out = torch.zeros(hi - lo, layers, experts, dtype=torch.float64)
+    for start in range(first, last, chunk):
+        stop = min(start + chunk, last)
+        rows = read_rows(fh, info, start, stop, source)
+        check_values(rows, source)
+        if every == 1:
+            out[start - first : stop - first] = rows
+        else:
+            out.index_add_(0, (torch.arange(start, stop) - first) // every, rows.to(torch.float64))
+    return Trace(out, source, meta)
+
+
+def _trace_meta(meta: dict[str, str], source: str) -> dict:
+    """Turn safetensors string metadata into Trace.meta (``groups``/``seed`` as int)."""
+    out: dict[str, Any] = dict(meta)
+    for key in ("groups", "seed"):
+        if key in out:
+            try:
+                out[key] = int(out[key])
+            except (TypeError, ValueError):
+                raise EplbError(f"{source}: metadata {key}={out[key]!r} is not an integer; fix or remove it") from None
+    if "groups" in out and out["groups"] < 1:
+        raise EplbError(f"{source}: metadata groups={out['groups']} must be >= 1; fix or remove it")
+    return out
+
+
+def write_trace(trace: Trace) -> bytes:
+    """Serialise as safetensors: float32 when exact (integers < 2**24), else float64.
+
+    :func:`encode` sorts the header, so equal traces give byte-identical files
+    (``safetensors.torch.save`` does not).
+    """
+    load = trace.load
+    exact = all(bool(((part == part.round()) & (part < _FLOAT32_INT)).all()) for part in load.split(16))
+    meta = {k: str(v) for k, v in trace.meta.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    return encode({"load": load.to(torch.float32 if exact else torch.float64)}, meta)
+
+
+# ---------------------------------------------------------------- placements
+
+
+def holds_placement(src: Source) -> bool:
+    """Whether ``src`` is a safetensors file with a ``phy2log`` tensor."""
+    try:
+        with src.open() as fh:
+            tensors, _ = read_header(fh, src.name)
+    except EplbError:
+        return False
+    return "phy2log" in tensors
+
+
+def read_placement(src: Source) -> tuple[torch.Tensor, dict]:
+    """eplb's own placement file: phy2log, its topology metadata, and the stored logcnt to cross-check."""
+    with src.open() as fh:
+        tensors, strings = read_header(fh, src.name)
+        if "phy2log" not in tensors:
+            found = ", ".join(sorted(tensors)) or "none"
+            raise EplbError(f"{src.name}: no 'phy2log' tensor (found: {found}); is this a placement written by eplb?")
+        check_extent(tensors, src.size(), src.name)
+        values = {name: read_tensor(fh, info, src.name) for name, info in tensors.items() if name in ("phy2log", "logcnt")}
+    try:
+        meta = {k: json.loads(v) for k, v in strings.items()}
+    except (json.JSONDecodeError, TypeError, AttributeError, RecursionError):
+        raise EplbError(f"{src.name}: placement metadata is not valid JSON") from None
+    if "logcnt" in values:
+        meta["_logcnt"] = values["logcnt"]
+    return int_table(values["phy2log"], src.name, "phy2log"), meta
+
+
+def write_placement(p: Placement, extra: dict, name: str) -> bytes:
+    """phy2log, log2phy and logcnt with the topology and ``extra`` as JSON strings, sorted: same plan, same bytes."""
+    tensors = {"phy2log": p.phy2log, "log2phy": p.log2phy.contiguous(), "logcnt": p.logcnt.contiguous()}
+    meta = {"format": "eplb-placement", "version": 1, **p.topology.as_dict(), **extra}
+    return encode(tensors, {k: json.dumps(v) for k, v in meta.items()})
+
+
+def _read_whole_trace(src: Source) -> Trace:
+    return read_trace(src)
+
+
+TRACE = TraceFormat("safetensors", "safetensors", _read_whole_trace, write_trace, extensions=(".safetensors",),
+                    read_windows=read_trace)
+PLACEMENT = PlacementFormat("safetensors", "safetensors", read_placement, write_placement, claims=holds_placement,
+                            extensions=(".safetensors",), binary=True)

@@ -1,0 +1,34 @@
+"""File formats: one module per engine or container, each holding both directions for it.
+
+=================  ==========================================  ============================================
+module             traces                                      placements
+=================  ==========================================  ============================================
+safetensors_file   eplb's ``load`` tensor (sliced reading)     eplb's own: phy2log, log2phy, logcnt + topology
+csv_file           long ``layer,expert,load``; wide            one row per slot
+sglang             ``stat`` dumps (.json, .pt), per_pass       ``--init-expert-location`` .json / .pt
+vllm               ``load_history`` JSON
+trtllm             expert-statistic folders                    load balancer YAML
+vllm_ascend                                                    expert map JSON
+=================  ==========================================  ============================================
+
+Shared pieces: :mod:`.source` (a path or standard input, read once),
+:mod:`.jsonio`, :mod:`.limits` (memory checks), :mod:`.atomic` (atomic
+writes), :mod:`.registry` (the two format lists and detection).
+"""
+
+from __future__ import annotations
+
+from .placement_io import (
+    load_placement,
+    read_placement,
+    read_placement_source,
+    save_placement,
+)
+from .registry import FOLDER_FORMATS, PLACEMENT_FORMATS, TRACE_FORMATS, WRITE_FORMATS
+from .trace_io import detect_format, read_trace, read_trace_source, write_trace
+
+__all__ = [
+    "read_trace", "read_trace_source", "write_trace", "detect_format",
+    "read_placement", "read_placement_source", "load_placement", "save_placement",
+    "TRACE_FORMATS", "WRITE_FORMATS", "FOLDER_FORMATS", "PLACEMENT_FORMATS",
+]

@@ -1,0 +1,49 @@
+"""Convert a trace or a placement from one file format to another.
+
+The kind of the input is read from its content (a ``physical_to_logical_map``,
+``phy2log``, ``layer_list``, ``initial_global_assignments`` or a CSV ``slot``
+column make it a placement; anything else is read as a trace), so one command
+covers both, and a trace never silently becomes a placement or back.
+"""
+
+from __future__ import annotations
+
+from .atomic import check_writable
+from .placement_io import read_placement_source, save_placement, writer_for
+from .registry import detect_placement, trace_format, trace_writer_for
+from .source import STDIN, Source
+from .trace_io import read_trace_source, write_trace
+
+CARRIED_META = ("strategy", "source", "layer_ids")
+"""Placement metadata worth keeping across formats (the writers that can hold it do)."""
+
+
+def convert(src: str, dst: str, *, fmt: str | None = None, input_format: str | None = None, force: bool = False,
+            defaults: dict | None = None) -> dict:
+    """Read ``src`` (``-``: stdin), write it to ``dst`` (``-``: stdout) in ``fmt`` or the format ``dst``'s extension names.
+
+    ``defaults`` fills the topology (``gpus``, ``nodes``, ``groups``) of
+    placement files that do not record it. Returns a summary for ``--json``.
+    """
+    if str(dst) != STDIN:
+        check_writable(dst, force)
+    source = Source(str(src), "file")
+    if detect_placement(source) is None:
+        trace_writer = trace_format(fmt, "fmt", writing=True) if fmt else trace_writer_for(str(dst))
+        trace = read_trace_source(source, trace_format(input_format) if input_format else None)
+        write_trace(trace, dst, trace_writer.name, force=force)
+        return {
+            "kind": "trace", "input": str(src), "output": str(dst), "format": trace_writer.name,
+            "windows": trace.windows, "layers": trace.layers, "experts": trace.experts,
+        }
+    writer = writer_for(dst, fmt)
+    placement, meta = read_placement_source(source, input_format=input_format, defaults=defaults)
+    extra = {k: meta[k] for k in CARRIED_META if k in meta}
+    save_placement(placement, dst, force=force, fmt=fmt, extra=extra)
+    topo = placement.topology
+    return {
+        "kind": "placement", "input": str(src), "input_format": meta["file_format"], "output": str(dst),
+        "format": writer.name, "layers": placement.layers, "experts": topo.experts,
+        "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes,
+    }
+

@@ -1,0 +1,49 @@
+"""JSON in and out: one parser with one-line errors, and compact, reproducible output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from ..errors import EplbError
+
+EXACT_INT = 1 << 53
+"""Largest magnitude below which every float64 integer is exact."""
+
+
+def parse_json(data: bytes, source: str, nesting: str = "a trace is at most 3 levels of lists") -> Any:
+    """Parse JSON bytes with one-line errors naming the file.
+
+    ``nesting`` says what the file should look like when it is nested too deeply.
+    """
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError:
+        raise EplbError(f"{source}: not UTF-8 text; save the JSON as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise EplbError(
+            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); fix or re-export the file"
+        ) from None
+    except RecursionError:
+        raise EplbError(f"{source}: JSON nested too deeply; {nesting}") from None
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Compact JSON with a trailing newline."""
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+
+def nested_numbers(values: torch.Tensor) -> list:
+    """Nested lists of ints when every value is an exact integer, else floats (round-trip exact)."""
+    if bool(((values == values.round()) & (values.abs() < EXACT_INT)).all()):
+        return values.to(torch.int64).tolist()
+    return values.tolist()
+
+
+def keys_found(doc: Any, limit: int = 8) -> str:
+    """The first keys of a JSON object (or what it is instead), for messages."""
+    if isinstance(doc, dict):
+        return ", ".join(map(str, list(doc)[:limit])) or "none"
+    return f"a JSON {type(doc).__name__}, not an object"

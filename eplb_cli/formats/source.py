@@ -1,0 +1,203 @@
+"""Where a file's bytes come from: a path, a folder or standard input, read once.
+
+Every reader gets a :class:`Source`: the name to put in messages, the
+extension, and the content, read at most once. Format detection and parsing
+share those bytes, so standard input, a FIFO or ``<(zcat trace.csv.gz)`` work
+like files. Regular files can also be opened for streaming: a safetensors
+trace far larger than memory is read a slice at a time.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..errors import EplbError
+from .jsonio import parse_json
+from .limits import PARSE_FACTOR, check_memory
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+HEAD_BYTES = 1 << 16
+"""How much of a file format detection looks at."""
+
+
+def first_line(exc: BaseException) -> str:
+    """First line of an exception's text, trimmed, for one-line messages."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 120 else line[:117] + "..."
+
+
+@dataclass
+class Source:
+    """One input: ``path`` as given (``-`` for standard input), ``name`` for messages.
+
+    ``what`` names the kind of file expected ("trace", "placement file"), for
+    messages about missing or empty input.
+    """
+
+    path: str
+    what: str = "trace"
+    name: str = field(init=False)
+    _data: bytes | None = field(default=None, init=False, repr=False)
+    _parsed: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = STDIN_NAME if self.is_stdin else self.path
+        if not self.is_stdin and not Path(self.path).exists():
+            what = "file or folder" if self.what == "trace" else self.what
+            raise EplbError(f"{self.path}: no such {what}; check the path")
+
+    @classmethod
+    def of_bytes(cls, data: bytes, name: str = STDIN_NAME, what: str = "trace") -> "Source":
+        """A source whose content is already in memory (e.g. standard input read by the caller)."""
+        src = cls(STDIN, what)
+        src.name = name
+        src._data = data
+        return src
+
+    @property
+    def is_stdin(self) -> bool:
+        return self.path == STDIN
+
+    @property
+    def is_folder(self) -> bool:
+        return not self.is_stdin and Path(self.path).is_dir()
+
+    @property
+    def is_regular_file(self) -> bool:
+        """A file that can be reopened and seeked (not a pipe, FIFO or device)."""
+        if self.is_stdin:
+            return False
+        try:
+            return stat.S_ISREG(Path(self.path).stat().st_mode)
+        except OSError:
+            return False
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.is_stdin else Path(self.path).suffix.lower()
+
+    def _check_file(self) -> None:
+        if self.is_folder:
+            raise EplbError(f"{self.name}: is a folder, not a {self.what}")
+
+    def size(self) -> int:
+        """Bytes of content (a regular file's size without reading it)."""
+        if self._data is None and self.is_regular_file:
+            return Path(self.path).stat().st_size
+        return len(self.data())
+
+    def head(self, n: int = HEAD_BYTES) -> bytes:
+        """The first ``n`` bytes; an empty file is an error."""
+        if self._data is None and self.is_regular_file:
+            self._check_file()
+            with self.open() as fh:
+                try:
+                    head = fh.read(n)
+                    rest = fh.read(1)
+                except OSError as exc:
+                    raise EplbError(f"{self.name}: cannot read the file ({exc.strerror or exc}); check it") from None
+            if not rest and (not head or head.isspace()):
+                raise self._empty()
+            return head
+        return self.data()[:n]
+
+    def _empty(self) -> EplbError:
+        if self.is_stdin:
+            return EplbError(f"{self.name}: standard input is empty; pipe a {self.what} into it or give a file")
+        if self.what == "trace":
+            return EplbError(f"{self.name}: file is empty; give a trace with at least one window, layer and expert")
+        return EplbError(f"{self.name}: file is empty")
+
+    def data(self) -> bytes:
+        """All of the content, read once."""
+        if self._data is None:
+            self._data = self._read_stdin() if self.is_stdin else self._read_file()
+            if not self._data or self._data.isspace():
+                raise self._empty()
+        return self._data
+
+    def _read_file(self) -> bytes:
+        self._check_file()
+        try:
+            return Path(self.path).read_bytes()
+        except OSError as exc:
+            raise EplbError(f"{self.name}: cannot read the file ({exc.strerror or exc}); check its permissions") from None
+
+    def _read_stdin(self) -> bytes:
+        if sys.stdin is None:
+            raise EplbError(f"{self.name}: there is no standard input; give a file instead")
+        stream = getattr(sys.stdin, "buffer", sys.stdin)
+        try:
+            data = stream.read()
+        except (OSError, ValueError) as exc:
+            raise EplbError(f"{self.name}: cannot read standard input ({exc}); give a file instead") from None
+        return data.encode() if isinstance(data, str) else data
+
+    def open(self) -> BinaryIO:
+        """A binary stream over the content: the file itself when it is regular, else the bytes read once."""
+        if self._data is None and self.is_regular_file:
+            self._check_file()
+            try:
+                return open(self.path, "rb")
+            except OSError as exc:
+                raise EplbError(f"{self.name}: cannot read the file ({exc.strerror or exc}); check its permissions") from None
+        return io.BytesIO(self.data())
+
+    def parse_cost(self, container: str) -> None:
+        """Fail before parsing when the content needs more memory than is available."""
+        check_memory(self.name, self.size() * PARSE_FACTOR[container])
+
+    def json(self, nesting: str = "a trace is at most 3 levels of lists") -> Any:
+        """The content parsed as JSON, once."""
+        if "json" not in self._parsed:
+            self.parse_cost("json")
+            self._parsed["json"] = parse_json(self.data(), self.name, nesting)
+        return self._parsed["json"]
+
+    def torch_object(self) -> Any:
+        """The content loaded with ``torch.load(weights_only=True)``, once (see :func:`load_torch`)."""
+        if "torch" not in self._parsed:
+            self.parse_cost("torch")
+            self._parsed["torch"] = load_torch(self.data(), self.name)
+        return self._parsed["torch"]
+
+
+def load_torch(data: bytes, source: str) -> Any:
+    """``torch.load`` with ``weights_only=True`` on the CPU; any failure is one line.
+
+    A pickle that asks for anything but tensors and plain containers is refused
+    by torch before any of it runs; the message says why, in one line.
+    """
+    import re
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as exc:  # pickle, zip and torch raise many unrelated types for bad files
+        text = str(exc)
+        if "Weights only load failed" in text:
+            blocked = re.search(r"GLOBAL ([\w.]+)", text)
+            skip = ("Please file an issue", "Check the documentation")
+            detail = [ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.startswith(skip)]
+            reason = f"it asks for Python object {blocked.group(1)}" if blocked else (
+                detail[0][:120] if detail else "unsupported content")
+            raise EplbError(
+                f"{source}: refused to load this torch.save file ({reason}); eplb loads .pt files with "
+                "weights_only=True, which allows plain tensors, lists and dicts and never runs code from them; "
+                "re-dump it with torch.save"
+            ) from None
+        raise EplbError(
+            f"{source}: not a readable torch.save file ({first_line(exc)}); "
+            "re-dump it (only plain tensors, lists and dicts load)"
+        ) from None
