@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -400,7 +401,7 @@ class ReplayReport:
     trace: Trace
     source: str
     topology: Topology
-    result: "ReplayResult"
+    result: ReplayResult
     gates: list[Gate]
     warnings: list[str]
     expert_bytes: int | None

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Annotated, Callable, Optional
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -43,24 +44,24 @@ def flag_style(name: str, value: str | None) -> str:
 TraceArg = Annotated[str, typer.Argument(help="Load trace file or folder (safetensors, CSV, SGLang, vLLM, TensorRT-LLM); - reads stdin.", show_default=False)]
 Gpus = Annotated[int, typer.Option("--gpus", "-g", help="Number of GPUs (expert-parallel ranks).", show_default=False)]
 Nodes = Annotated[int, typer.Option("--nodes", "-n", help="Number of nodes; GPUs divide evenly over them.")]
-Slots = Annotated[Optional[int], typer.Option("--slots", help="Physical expert slots in all (default: experts + one per GPU, rounded to a multiple of GPUs).", show_default=False)]
-Redundant = Annotated[Optional[int], typer.Option("--redundant", help="Redundant slots beyond one per expert (instead of --slots).", show_default=False)]
-Groups = Annotated[Optional[int], typer.Option("--groups", help="Expert groups (DeepSeek-V3: 8); default from the trace, else 1.", show_default=False)]
+Slots = Annotated[int | None, typer.Option("--slots", help="Physical expert slots in all (default: experts + one per GPU, rounded to a multiple of GPUs).", show_default=False)]
+Redundant = Annotated[int | None, typer.Option("--redundant", help="Redundant slots beyond one per expert (instead of --slots).", show_default=False)]
+Groups = Annotated[int | None, typer.Option("--groups", help="Expert groups (DeepSeek-V3: 8); default from the trace, else 1.", show_default=False)]
 Policy = Annotated[str, typer.Option("--policy", help="auto | hierarchical | global. auto = hierarchical when groups > 1, nodes > 1 and groups % nodes == 0.")]
 StrategyOpt = Annotated[str, typer.Option("--strategy", "-s", help="Preset or stage chain; see 'eplb strategies'.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for randomised stages.")]
 Device = Annotated[str, typer.Option("--device", help="Torch device for the strategy: cpu or cuda.")]
-InputFormat = Annotated[Optional[str], typer.Option("--input-format", help="Force the trace format (default: detect).", show_default=False)]
-Window = Annotated[Optional[int], typer.Option("--window", help="Sum every N recorded steps into one window.", show_default=False)]
-Windows = Annotated[Optional[str], typer.Option("--windows", help="Keep windows A:B (Python slice, after --window).", show_default=False)]
-Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Write the placement here: .safetensors (eplb), .json / .pt (SGLang), .yaml (TensorRT-LLM), .csv; --format vllm-ascend for vLLM-Ascend's JSON.", show_default=False)]
-Format = Annotated[Optional[str], typer.Option("--format", help="Output format (default: from the file extension).", show_default=False)]
+InputFormat = Annotated[str | None, typer.Option("--input-format", help="Force the trace format (default: detect).", show_default=False)]
+Window = Annotated[int | None, typer.Option("--window", help="Sum every N recorded steps into one window.", show_default=False)]
+Windows = Annotated[str | None, typer.Option("--windows", help="Keep windows A:B (Python slice, after --window).", show_default=False)]
+Output = Annotated[str | None, typer.Option("--output", "-o", help="Write the placement here: .safetensors (eplb), .json / .pt (SGLang), .yaml (TensorRT-LLM), .csv; --format vllm-ascend for vLLM-Ascend's JSON.", show_default=False)]
+Format = Annotated[str | None, typer.Option("--format", help="Output format (default: from the file extension).", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print no warnings and no tables (results still go to files / --json).")]
 Strict = Annotated[bool, typer.Option("--strict", help="Treat warnings (zero-load layers or experts) as errors, for CI.")]
-ExcludeGpus = Annotated[Optional[str], typer.Option("--exclude-gpus", help="Failed or drained GPUs, e.g. 3,17: their slots stay empty.", show_default=False)]
-PlotOpt = Annotated[Optional[str], typer.Option("--plot", help="Also draw a figure to FILE.png (needs: pip install 'eplb-cli[plot]').", metavar="FILE.png", show_default=False)]
+ExcludeGpus = Annotated[str | None, typer.Option("--exclude-gpus", help="Failed or drained GPUs, e.g. 3,17: their slots stay empty.", show_default=False)]
+PlotOpt = Annotated[str | None, typer.Option("--plot", help="Also draw a figure to FILE.png (needs: pip install 'eplb-cli[plot]').", metavar="FILE.png", show_default=False)]
 
 
 def _out(text: str, to_stderr: bool = False) -> None:
@@ -75,14 +76,14 @@ def _warner(quiet: bool, source: str) -> Callable[[str], None]:
     return warn
 
 
-def _reading(input_format: Optional[str], window: Optional[int], windows: Optional[str]):
+def _reading(input_format: str | None, window: int | None, windows: str | None):
     from .api import TraceOptions
 
     return TraceOptions(input_format, window, windows)
 
 
-def _cluster(gpus: int, nodes: int, slots: Optional[int], redundant: Optional[int], groups: Optional[int],
-             policy: str, exclude_gpus: Optional[str]):
+def _cluster(gpus: int, nodes: int, slots: int | None, redundant: int | None, groups: int | None,
+             policy: str, exclude_gpus: str | None):
     from .api import ClusterOptions
 
     return ClusterOptions(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
@@ -109,7 +110,7 @@ def plan(
     input_format: InputFormat = None,
     window: Window = None,
     windows: Windows = None,
-    layer: Annotated[Optional[int], typer.Option("--layer", help="Show this layer's GPUs and the experts they hold.", show_default=False)] = None,
+    layer: Annotated[int | None, typer.Option("--layer", help="Show this layer's GPUs and the experts they hold.", show_default=False)] = None,
     output: Output = None,
     fmt: Format = None,
     force: Force = False,
@@ -214,9 +215,10 @@ class _Progress:
     """A progress bar on stderr when it is a terminal; a no-op otherwise."""
 
     def __init__(self, show: bool, label: str) -> None:
-        self.show, self.label, self.bar = show, label, None
+        self.show, self.label = show, label
+        self.bar: Any = None
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         return self
 
     def start(self, total: int) -> Callable[[str], None]:
@@ -237,24 +239,24 @@ class _Progress:
 
 
 # ---------------------------------------------------------------- evaluate, replay (plans over time)
-Previous = Annotated[Optional[str], typer.Option("--previous", help="The placement served now: keep its replicas where that costs no balance (GPUs relabelled, replicas swapped back) and report the moves.", metavar="PLACEMENT", show_default=False)]
-MaxMoves = Annotated[Optional[int], typer.Option("--max-moves", help="Move at most M replicas per layer from the placement served now, taking the moves that most lower the busiest GPU (fewer moves, some balance lost).", metavar="M", show_default=False)]
-MaxImbalance = Annotated[Optional[float], typer.Option("--max-imbalance", help="CI gate: exit 1 when the mean GPU imbalance (max/mean) is above X.", metavar="X", show_default=False)]
-MinBalancedness = Annotated[Optional[float], typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
+Previous = Annotated[str | None, typer.Option("--previous", help="The placement served now: keep its replicas where that costs no balance (GPUs relabelled, replicas swapped back) and report the moves.", metavar="PLACEMENT", show_default=False)]
+MaxMoves = Annotated[int | None, typer.Option("--max-moves", help="Move at most M replicas per layer from the placement served now, taking the moves that most lower the busiest GPU (fewer moves, some balance lost).", metavar="M", show_default=False)]
+MaxImbalance = Annotated[float | None, typer.Option("--max-imbalance", help="CI gate: exit 1 when the mean GPU imbalance (max/mean) is above X.", metavar="X", show_default=False)]
+MinBalancedness = Annotated[float | None, typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
 
 
 @app.command()
 def evaluate(
     placement: Annotated[str, typer.Argument(help="Placement file: .safetensors (eplb), SGLang .json/.pt, TensorRT-LLM .yaml, .csv.", show_default=False)],
     trace: TraceArg,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", "-g", help="GPUs the placement was made for, when the file does not record it (SGLang, TensorRT-LLM).", show_default=False)] = None,
-    nodes: Annotated[Optional[int], typer.Option("--nodes", "-n", help="Nodes, when the file does not record them.", show_default=False)] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", "-g", help="GPUs the placement was made for, when the file does not record it (SGLang, TensorRT-LLM).", show_default=False)] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", "-n", help="Nodes, when the file does not record them.", show_default=False)] = None,
     groups: Groups = None,
     input_format: InputFormat = None,
     window: Window = None,
     windows: Windows = None,
-    layer: Annotated[Optional[int], typer.Option("--layer", help="Show this layer's GPUs and the experts they hold.", show_default=False)] = None,
-    exclude_gpus: Annotated[Optional[str], typer.Option("--exclude-gpus", help="GPUs that fail, e.g. 3,17: name the experts left with no replica and score the load re-spread over the surviving replicas.", show_default=False)] = None,
+    layer: Annotated[int | None, typer.Option("--layer", help="Show this layer's GPUs and the experts they hold.", show_default=False)] = None,
+    exclude_gpus: Annotated[str | None, typer.Option("--exclude-gpus", help="GPUs that fail, e.g. 3,17: name the experts left with no replica and score the load re-spread over the surviving replicas.", show_default=False)] = None,
     max_imbalance: MaxImbalance = None,
     min_balancedness: MinBalancedness = None,
     plot: PlotOpt = None,
@@ -289,13 +291,13 @@ def replay(
     policy: Policy = "auto",
     strategy: StrategyOpt = "balanced",
     every: Annotated[int, typer.Option("--every", help="Rebalance every N windows; each plan serves the N windows after it.", metavar="N")] = 1,
-    history: Annotated[Optional[int], typer.Option("--history", help="Plan from the forecast of the last H windows (default: all windows so far).", metavar="H", show_default=False)] = None,
+    history: Annotated[int | None, typer.Option("--history", help="Plan from the forecast of the last H windows (default: all windows so far).", metavar="H", show_default=False)] = None,
     forecast: Annotated[str, typer.Option("--forecast", help="last | mean | ema:ALPHA | oracle (plans on the windows it serves: the upper bound).")] = "last",
-    start: Annotated[Optional[int], typer.Option("--start", help="First rebalance at this window (default: N, after N recorded windows).", show_default=False)] = None,
+    start: Annotated[int | None, typer.Option("--start", help="First rebalance at this window (default: N, after N recorded windows).", show_default=False)] = None,
     migration_aware: Annotated[bool, typer.Option("--migration-aware/--no-migration-aware", help="Keep replicas of the plan being served in place where that costs no balance.")] = True,
     max_moves: MaxMoves = None,
-    expert_bytes: Annotated[Optional[str], typer.Option("--expert-bytes", help="Weight bytes of one expert replica (e.g. 44040192 or 42MiB), to report bytes moved.", show_default=False)] = None,
-    previous: Annotated[Optional[str], typer.Option("--previous", help="The placement served before the first rebalance (its moves are counted too).", metavar="PLACEMENT", show_default=False)] = None,
+    expert_bytes: Annotated[str | None, typer.Option("--expert-bytes", help="Weight bytes of one expert replica (e.g. 44040192 or 42MiB), to report bytes moved.", show_default=False)] = None,
+    previous: Annotated[str | None, typer.Option("--previous", help="The placement served before the first rebalance (its moves are counted too).", metavar="PLACEMENT", show_default=False)] = None,
     exclude_gpus: ExcludeGpus = None,
     seed: Seed = 0,
     device: Device = "cpu",
@@ -352,11 +354,11 @@ def inspect(
 def convert(
     src: Annotated[str, typer.Argument(metavar="IN", help="Trace or placement to read: a file, an engine dump folder, or - for stdin.", show_default=False)],
     dst: Annotated[str, typer.Argument(metavar="OUT", help="File to write, or - for stdout; its extension picks the format unless --format.", show_default=False)],
-    fmt: Annotated[Optional[str], typer.Option("--format", help="Output format. Traces: safetensors, csv, csv-wide, sglang, vllm. Placements: safetensors, sglang, sglang-pt, trtllm, vllm-ascend, csv.", show_default=False)] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Output format. Traces: safetensors, csv, csv-wide, sglang, vllm. Placements: safetensors, sglang, sglang-pt, trtllm, vllm-ascend, csv.", show_default=False)] = None,
     input_format: InputFormat = None,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", "-g", help="GPUs the placement was made for, when IN does not record it (SGLang, TensorRT-LLM).", show_default=False)] = None,
-    nodes: Annotated[Optional[int], typer.Option("--nodes", "-n", help="Nodes, when IN does not record them.", show_default=False)] = None,
-    groups: Annotated[Optional[int], typer.Option("--groups", help="Expert groups, when IN does not record them.", show_default=False)] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", "-g", help="GPUs the placement was made for, when IN does not record it (SGLang, TensorRT-LLM).", show_default=False)] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", "-n", help="Nodes, when IN does not record them.", show_default=False)] = None,
+    groups: Annotated[int | None, typer.Option("--groups", help="Expert groups, when IN does not record them.", show_default=False)] = None,
     force: Force = False,
     json_out: Json = False,
 ) -> None:
@@ -428,7 +430,8 @@ def _usage_message(exc: Exception) -> str:
     ctx = getattr(exc, "ctx", None)
     name = getattr(ctx, "info_name", None)
     hint = f" (see 'eplb {name} --help')" if name and name != "eplb" else " (see 'eplb --help')"
-    return " ".join(f"{exc.format_message()}{hint}".split())
+    message = exc.format_message()  # type: ignore[attr-defined]  # click's UsageError, see _is_usage_error
+    return " ".join(f"{message}{hint}".split())
 
 
 def run() -> None:

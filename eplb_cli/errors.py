@@ -12,7 +12,7 @@ error as ``--gpus 0: needs at least one GPU`` (:meth:`EplbError.render`).
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 _OPEN, _SEP, _CLOSE = "\x1e", "\x1f", "\x1d"
 _MARK = re.compile("\x1e([^\x1f\x1d]*)(?:\x1f([^\x1d]*))?\x1d")

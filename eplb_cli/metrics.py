@@ -293,7 +293,7 @@ class ServedTally:
     max_sum: float = 0.0
     worst: float = float("nan")
 
-    def add(self, gpu_load: torch.Tensor, live: torch.Tensor) -> "ServedTally":
+    def add(self, gpu_load: torch.Tensor, live: torch.Tensor) -> ServedTally:
         """Add GPU loads [W, L, G] (or [L, G]); pairs whose live GPUs carry nothing are skipped."""
         loads = gpu_load[..., live].reshape(-1, int(live.sum()))
         mean, peak = loads.mean(dim=-1), loads.max(dim=-1).values
@@ -308,7 +308,7 @@ class ServedTally:
             self.worst = top if self.worst != self.worst else max(self.worst, top)
         return self
 
-    def merge(self, other: "ServedTally") -> "ServedTally":
+    def merge(self, other: ServedTally) -> ServedTally:
         """Add another tally's sums into this one."""
         self.pairs += other.pairs
         self.ratio_sum += other.ratio_sum

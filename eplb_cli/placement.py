@@ -43,7 +43,7 @@ class Placement:
         """GPU of each slot, int64 [S]."""
         return torch.arange(self.topology.slots) // self.topology.slots_per_gpu
 
-    def validate(self, source: str = "placement") -> "Placement":
+    def validate(self, source: str = "placement") -> Placement:
         """Check shape, id range and that every expert has a replica on a live GPU."""
         topo = self.topology
         p = self.phy2log

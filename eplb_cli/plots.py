@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,6 +21,7 @@ from .errors import EplbError, arg
 from .formats.atomic import check_writable, write_with
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.figure import Figure
 
     from .metrics import Score
@@ -47,7 +49,7 @@ def heatmap_size(layers: int, gpus: int) -> tuple[float, float]:
     return width, height
 
 
-def _figure(size: tuple[float, float]) -> "Figure":
+def _figure(size: tuple[float, float]) -> Figure:
     """A figure on the Agg canvas, without touching pyplot's global state."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -59,7 +61,7 @@ def _figure(size: tuple[float, float]) -> "Figure":
     return fig
 
 
-def _save(fig: "Figure", path: str, force: bool) -> None:
+def _save(fig: Figure, path: str, force: bool) -> None:
     fmt = FORMATS.get(Path(path).suffix.lower(), "png")
     write_with(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI), force)
 
@@ -120,7 +122,7 @@ def _colormap(name: str):
 
 
 def compare_bars(names: Sequence[str], imbalance: Sequence[float], runtime_ms: Sequence[float], path: str, *,
-                 title: str = "", lower_bound: float | None = None, next_window: Sequence[float] | None = None,
+                 title: str = "", lower_bound: float | None = None, next_window: Sequence[float | None] | None = None,
                  force: bool = False) -> None:
     """Two bar charts side by side: GPU imbalance (max/mean) and runtime per strategy.
 
@@ -143,7 +145,7 @@ def compare_bars(names: Sequence[str], imbalance: Sequence[float], runtime_ms: S
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = []
+    handles: list[Artist] = []
     for k, (label, vals) in enumerate(groups):
         xs = [i - 0.4 + width * (k + 0.5) for i in x]
         hatch = "//" if k else None
@@ -246,7 +248,7 @@ def _palette(i: int) -> str:
     return colors[i % len(colors)]
 
 
-def score_heatmap(score: "Score", topo: "Topology", path: str, *, label: str,
+def score_heatmap(score: Score, topo: Topology, path: str, *, label: str,
                   layer_ids: Sequence[int] | None = None, force: bool = False) -> None:
     """:func:`gpu_heatmap` of a scored placement, titled with ``label`` (e.g. the strategy) and its imbalance."""
     s = score.summary()

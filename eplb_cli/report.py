@@ -6,7 +6,8 @@ import csv
 import io
 import json
 import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tabulate import tabulate
@@ -260,7 +261,7 @@ def _windows(n: int) -> str:
     return f"{n} window{'s' if n != 1 else ''}"
 
 
-def plan_json(rep: "PlanReport") -> str:
+def plan_json(rep: PlanReport) -> str:
     """``eplb plan --json``: one object with the summary figures and what was written."""
     tr, topo, res = rep.trace, rep.topology, rep.result
     doc = {
@@ -273,7 +274,7 @@ def plan_json(rep: "PlanReport") -> str:
     return to_json(doc)
 
 
-def plan_text(rep: "PlanReport", layer: int | None = None) -> str:
+def plan_text(rep: PlanReport, layer: int | None = None) -> str:
     """``eplb plan``: summary, then the per-node and per-GPU tables (or one layer's GPUs)."""
     tr, topo, res = rep.trace, rep.topology, rep.result
     head = [
@@ -290,18 +291,18 @@ def plan_text(rep: "PlanReport", layer: int | None = None) -> str:
     return score_report(head, res.placement, res.score, rep.load, layer)
 
 
-def gate_dicts(gates: Sequence["Gate"], flag: Callable[[str], str]) -> list[dict[str, Any]]:
+def gate_dicts(gates: Sequence[Gate], flag: Callable[[str], str]) -> list[dict[str, Any]]:
     """Gates as JSON objects, each named by its flag."""
     return [{**g.as_dict(), "gate": flag(g.name)} for g in gates]
 
 
-def gate_rows(gates: Sequence["Gate"], flag: Callable[[str], str], served: bool = False) -> list[tuple[str, str]]:
+def gate_rows(gates: Sequence[Gate], flag: Callable[[str], str], served: bool = False) -> list[tuple[str, str]]:
     """One summary line per gate."""
     where = " (served)" if served else ""
     return [("gate", f"{flag(g.name)} {g.limit:g}{where}: {'passed' if g.passed else 'FAILED'}") for g in gates]
 
 
-def evaluate_json(rep: "EvaluationReport", flag: Callable[[str], str]) -> str:
+def evaluate_json(rep: EvaluationReport, flag: Callable[[str], str]) -> str:
     """``eplb evaluate --json``."""
     tr, p = rep.trace, rep.placement
     topo = p.topology
@@ -314,7 +315,7 @@ def evaluate_json(rep: "EvaluationReport", flag: Callable[[str], str]) -> str:
     return to_json(doc)
 
 
-def evaluate_text(rep: "EvaluationReport", flag: Callable[[str], str], layer: int | None = None) -> str:
+def evaluate_text(rep: EvaluationReport, flag: Callable[[str], str], layer: int | None = None) -> str:
     """``eplb evaluate``: summary (with the failure, when GPUs fail) and the tables."""
     tr, p, failure = rep.trace, rep.placement, rep.failure
     topo = p.topology
@@ -337,7 +338,7 @@ def evaluate_text(rep: "EvaluationReport", flag: Callable[[str], str], layer: in
     return score_report(head, p, rep.score, tr.total(), layer)
 
 
-def replay_json(rep: "ReplayReport", flag: Callable[[str], str]) -> str:
+def replay_json(rep: ReplayReport, flag: Callable[[str], str]) -> str:
     """``eplb replay --json``: every rebalance and the summary."""
     tr, topo = rep.trace, rep.topology
     doc = rep.result.to_dict()
@@ -348,7 +349,7 @@ def replay_json(rep: "ReplayReport", flag: Callable[[str], str]) -> str:
     return to_json(doc)
 
 
-def replay_text(rep: "ReplayReport", flag: Callable[[str], str]) -> str:
+def replay_text(rep: ReplayReport, flag: Callable[[str], str]) -> str:
     """``eplb replay``: one row per rebalance, then the summary."""
     tr, topo, s = rep.trace, rep.topology, rep.result.summary
     head = [
@@ -371,7 +372,7 @@ COMPARE_COLUMNS = [
 OOS_COLUMNS = [("oos_gpu_imbalance", "next-window imb."), ("oos_balancedness", "next-window bal.")]
 
 
-def compare_json(rep: "ComparisonReport") -> str:
+def compare_json(rep: ComparisonReport) -> str:
     """``eplb compare --json``: one object per strategy, with the trace and cluster keys of ``plan --json``."""
     tr, topo = rep.trace, rep.topology
     base = {"policy": topo.policy, "layers": tr.layers, "experts": tr.experts, "windows": tr.windows,
@@ -379,7 +380,7 @@ def compare_json(rep: "ComparisonReport") -> str:
     return to_json({"rows": [base | r.as_dict() for r in rep.rows]})
 
 
-def compare_table(rep: "ComparisonReport", style: str = "simple") -> str:
+def compare_table(rep: ComparisonReport, style: str = "simple") -> str:
     """``eplb compare``: the table (``simple``, ``csv`` or ``markdown``); the simple one with a header and notes."""
     rows = [r.as_dict() for r in rep.rows]
     columns = COMPARE_COLUMNS + (OOS_COLUMNS if rep.rows and rep.rows[0].oos is not None else [])

@@ -7,8 +7,8 @@ inside a strategy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from .errors import EplbError, arg
 
@@ -65,7 +65,7 @@ class Topology:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "placement") -> "Topology":
+    def from_dict(cls, d: dict, source: str = "placement") -> Topology:
         """Rebuild and re-validate a topology read from a file."""
         try:
             return resolve(

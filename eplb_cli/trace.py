@@ -50,14 +50,14 @@ class Trace:
         """Load summed over all windows, [L, E]."""
         return self.load.sum(dim=0)
 
-    def select(self, spec: str | None) -> "Trace":
+    def select(self, spec: str | None) -> Trace:
         """Keep windows ``A:B`` (Python slice semantics, either end optional)."""
         if not spec:
             return self
         lo, hi = parse_window_range(spec, self.windows, self.source)
         return Trace(self.load[lo:hi], self.source, dict(self.meta))
 
-    def rebin(self, every: int | None) -> "Trace":
+    def rebin(self, every: int | None) -> Trace:
         """Sum every ``every`` consecutive windows into one (the last may be shorter)."""
         if not every or every == 1:
             return self

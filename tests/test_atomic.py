@@ -70,7 +70,7 @@ def test_fault_in_a_path_writer_keeps_the_old_file(tmp_path: Path) -> None:
         tmp.write_bytes(b"partial")
         raise OSError(errno.EIO, "Input/output error")
 
-    with pytest.raises(EplbError, match="cannot write .*old file is unchanged"):
+    with pytest.raises(EplbError, match=r"cannot write .*old file is unchanged"):
         write_with(out, writer, force=True)
     assert out.read_bytes() == OLD
     assert listing(tmp_path) == ["plot.png"]

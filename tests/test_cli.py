@@ -107,7 +107,7 @@ def nan_trace(tmp_path):
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, args, needles):
-    code, out, err = run(capsys, *args)
+    code, _out, err = run(capsys, *args)
     assert_one_line_error(code, err, *needles)
 
 

@@ -19,7 +19,7 @@ def test_check_memory_message(monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(info.value).startswith(
         "t.safetensors: needs about 5.0 GiB to load but only 3.0 GiB is available; use windows=A:B")
     monkeypatch.setattr(limits, "available_memory", lambda: 300 << 20)
-    with pytest.raises(EplbError, match="needs about 1.0 GiB to load but only 300.0 MiB is available"):
+    with pytest.raises(EplbError, match=r"needs about 1\.0 GiB to load but only 300\.0 MiB is available"):
         check_memory("t.json", 1 << 30)
     monkeypatch.setattr(limits, "available_memory", lambda: None)
     check_memory("t.json", 1 << 60)

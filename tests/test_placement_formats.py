@@ -154,7 +154,7 @@ def test_layer_ids_must_match_the_layers(tmp_path: Path) -> None:
 
 
 def test_unknown_format_names() -> None:
-    with pytest.raises(EplbError, match="fmt=nope.*vllm-ascend"):
+    with pytest.raises(EplbError, match=r"fmt=nope.*vllm-ascend"):
         save_placement(small(), "x.json", fmt="nope")
 
 
@@ -202,5 +202,5 @@ def test_bad_files_fail_in_one_line_naming_the_file(name: str, content: bytes, n
 def test_refused_arbitrary_pickles(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"physical_to_logical_map": PHY2LOG, "hook": Path("x")}, path)
-    with pytest.raises(EplbError, match="refused to load.*PosixPath.*weights_only=True"):
+    with pytest.raises(EplbError, match=r"refused to load.*PosixPath.*weights_only=True"):
         load_placement(str(path), defaults=FLAGS)

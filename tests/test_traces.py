@@ -152,7 +152,7 @@ def test_write_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert read_trace(str(path)).windows == 1
 
 
-@pytest.mark.parametrize("fmt", FOLDER_FORMATS + ("sglang-pt", "parquet"))
+@pytest.mark.parametrize("fmt", (*FOLDER_FORMATS, "sglang-pt", "parquet"))
 def test_write_rejects_formats_it_cannot_write(fmt: str, tmp_path: Path) -> None:
     with pytest.raises(EplbError):
         write_trace(make_trace(), str(tmp_path / "x"), fmt)

@@ -28,7 +28,16 @@ from .registry import FOLDER_FORMATS, PLACEMENT_FORMATS, TRACE_FORMATS, WRITE_FO
 from .trace_io import detect_format, read_trace, read_trace_source, write_trace
 
 __all__ = [
-    "read_trace", "read_trace_source", "write_trace", "detect_format",
-    "read_placement", "read_placement_source", "load_placement", "save_placement",
-    "TRACE_FORMATS", "WRITE_FORMATS", "FOLDER_FORMATS", "PLACEMENT_FORMATS",
+    "FOLDER_FORMATS",
+    "PLACEMENT_FORMATS",
+    "TRACE_FORMATS",
+    "WRITE_FORMATS",
+    "detect_format",
+    "load_placement",
+    "read_placement",
+    "read_placement_source",
+    "read_trace",
+    "read_trace_source",
+    "save_placement",
+    "write_trace",
 ]

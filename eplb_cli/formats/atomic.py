@@ -19,8 +19,8 @@ import glob
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import EplbError, arg
 

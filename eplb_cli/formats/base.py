@@ -9,8 +9,9 @@ container in registry order, each asked whether it claims the content.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -39,11 +40,11 @@ class TraceFormat:
 
     name: str
     container: str
-    read: Callable[[Source], "Trace"]
-    write: Callable[["Trace"], bytes] | None = None
+    read: Callable[[Source], Trace]
+    write: Callable[[Trace], bytes] | None = None
     claims: Callable[[Source], bool] | None = None
     extensions: tuple[str, ...] = ()
-    read_windows: Callable[[Source, int | None, str | None], "Trace"] | None = None
+    read_windows: Callable[[Source, int | None, str | None], Trace] | None = None
     hint: str = ""
 
 
@@ -59,7 +60,7 @@ class PlacementFormat:
     name: str
     container: str
     read: Callable[[Source], tuple[torch.Tensor, dict]]
-    write: Callable[["Placement", dict, str], bytes]
+    write: Callable[[Placement, dict, str], bytes]
     claims: Callable[[Source], bool] | None = None
     extensions: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()

@@ -51,7 +51,7 @@ def _cgroup_headroom(proc_file: Path = Path("/proc/self/cgroup"), root: Path = P
         return None
     candidates = []
     for entry in entries:
-        hid, controllers, path = (entry.split(":", 2) + ["", ""])[:3]
+        hid, controllers, path = ([*entry.split(":", 2), "", ""])[:3]
         rel = path.lstrip("/")
         if hid == "0" and not controllers:
             candidates += [(root / rel, "memory.max", "memory.current"), (root, "memory.max", "memory.current")]

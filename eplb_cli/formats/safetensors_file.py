@@ -22,11 +22,12 @@ hand before reading anything.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ class TensorInfo:
         return self.end - self.begin
 
 
-def read_header(fh: BinaryIO, source: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+def read_header(fh: io.BufferedIOBase, source: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Parse and check the header of the safetensors stream ``fh`` (positioned at 0).
 
     Returns the tensors by name and the ``__metadata__`` strings. Offsets are
@@ -170,7 +171,7 @@ def check_extent(tensors: dict[str, TensorInfo], file_size: int, source: str) ->
     )
 
 
-def read_rows(fh: BinaryIO, info: TensorInfo, row0: int, row1: int, source: str) -> torch.Tensor:
+def read_rows(fh: io.BufferedIOBase, info: TensorInfo, row0: int, row1: int, source: str) -> torch.Tensor:
     """Rows ``row0:row1`` (along the first dimension) of tensor ``info`` as a native-order CPU tensor."""
     inner = math.prod(info.shape[1:])
     count = (row1 - row0) * inner
@@ -188,7 +189,7 @@ def read_rows(fh: BinaryIO, info: TensorInfo, row0: int, row1: int, source: str)
     return torch.from_numpy(array.astype(native, copy=False)).reshape(shape)
 
 
-def read_tensor(fh: BinaryIO, info: TensorInfo, source: str) -> torch.Tensor:
+def read_tensor(fh: io.BufferedIOBase, info: TensorInfo, source: str) -> torch.Tensor:
     """The whole tensor ``info`` in its declared shape."""
     if not info.shape:
         return read_rows(fh, dataclasses.replace(info, shape=(1,)), 0, 1, source).reshape(())
@@ -248,7 +249,7 @@ def read_trace(src: Source, window: int | None = None, windows: str | None = Non
         return _read_trace_stream(fh, src.size(), src.name, window, windows)
 
 
-def _read_trace_stream(fh: BinaryIO, size: int, source: str, window: int | None, windows: str | None) -> Trace:
+def _read_trace_stream(fh: io.BufferedIOBase, size: int, source: str, window: int | None, windows: str | None) -> Trace:
     tensors, strings = read_header(fh, source)
     if "load" not in tensors:
         names = ", ".join(sorted(tensors)) or "none"

@@ -14,7 +14,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..errors import EplbError
 from .jsonio import parse_json
@@ -54,7 +54,7 @@ class Source:
             raise EplbError(f"{self.path}: no such {what}; check the path")
 
     @classmethod
-    def of_bytes(cls, data: bytes, name: str = STDIN_NAME, what: str = "trace") -> "Source":
+    def of_bytes(cls, data: bytes, name: str = STDIN_NAME, what: str = "trace") -> Source:
         """A source whose content is already in memory (e.g. standard input read by the caller)."""
         src = cls(STDIN, what)
         src.name = name
@@ -140,7 +140,7 @@ class Source:
             raise EplbError(f"{self.name}: cannot read standard input ({exc}); give a file instead") from None
         return data.encode() if isinstance(data, str) else data
 
-    def open(self) -> BinaryIO:
+    def open(self) -> io.BufferedIOBase:
         """A binary stream over the content: the file itself when it is regular, else the bytes read once."""
         if self._data is None and self.is_regular_file:
             self._check_file()

@@ -25,7 +25,7 @@ def read_load_history(src: Source) -> Trace:
         raise EplbError(f"{source}: 'load_history' must be a list of entries; give a vLLM expert-load JSON")
     if not history:
         raise EplbError(f"{source}: 'load_history' is empty; record at least one step")
-    windows = []
+    windows: list[torch.Tensor] = []
     for i, entry in enumerate(history):
         if not isinstance(entry, dict) or "logical_expert_load" not in entry:
             raise EplbError(f"{source}: load_history[{i}] has no 'logical_expert_load'; fix that entry")

@@ -15,7 +15,7 @@ def max_weight_assignment(weight: torch.Tensor) -> torch.Tensor:
 
     ``weight`` is float [B, n, n]; returns int64 [B, n] with ``col[b, i]`` the
     column given to row i. Shortest augmenting paths with dual potentials (the
-    Hungarian method in Jonker–Volgenant form, as in Crouse 2016) run on all B
+    Hungarian method in Jonker-Volgenant form, as in Crouse 2016) run on all B
     problems at once: column and row reductions match most rows of a
     near-permutation for free, then each remaining row is added by a Dijkstra
     search whose steps are tensor operations over the batch (ties go to free

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -76,7 +76,7 @@ def out_of_sample(trace: Trace, topo: Topology, name: str, *, seed: int = 0, dev
     for chunk in starts.split(max(1, ROWS_PER_CALL // layers)):
         stacked = plan(trace.load[chunk].reshape(-1, experts), topo, strat, seed=seed, device=device)
         tally.add(gpu_loads(stacked, trace.load[chunk + 1].reshape(-1, experts)), live)
-    return {"oos_gpu_imbalance": tally.imbalance, "oos_balancedness": tally.balancedness, "oos_pairs": int(len(starts))}
+    return {"oos_gpu_imbalance": tally.imbalance, "oos_balancedness": tally.balancedness, "oos_pairs": len(starts)}
 
 
 def compare(trace: Trace, topo: Topology, names: list[str], *, repeat: int = 3, seed: int = 0, device: str = "cpu",

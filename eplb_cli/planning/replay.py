@@ -47,7 +47,7 @@ def parse_bytes(text: str, param: str = "expert_bytes") -> int:
         value = float("nan")
     if unit not in _UNITS or not value >= 0 or value == float("inf"):
         raise EplbError(f"{arg(param, text)}: expected a size in bytes such as 44040192, 42MiB or 1.5GB")
-    return int(round(value * _UNITS[unit]))
+    return round(value * _UNITS[unit])
 
 
 @dataclass
