@@ -24,6 +24,7 @@ _LAZY = {
     "rebalance_experts": "api", "load_trace": "api", "plan_load": "api", "evaluate": "api", "PlanResult": "api",
     "follow_previous": "api", "plan_trace": "api", "evaluate_placement": "api", "replay_trace": "api",
     "compare_strategies": "api", "inspect_file": "api", "convert_file": "api", "generate_trace": "api",
+    "ClusterOptions": "api", "TraceOptions": "api",
     "EplbError": "errors", "GateFailed": "errors",
     "Score": "metrics",
     "Placement": "placement",

@@ -18,6 +18,7 @@ scored too.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import statistics
 import sys
@@ -108,10 +109,10 @@ def main() -> None:
                     wd = w.to(args.device)
                     if engine is None:
                         strat = get_strategy(name)
-                        phy, ms = timed(lambda: strat.plan(wd, topo, seed=0), args.repeat, args.device)
+                        phy, ms = timed(functools.partial(strat.plan, wd, topo, seed=0), args.repeat, args.device)
                     else:
-                        phy, ms = timed(lambda: engine(w, topo.slots, 8, topo.nodes, topo.gpus, policy == "hierarchical"),
-                                        max(3, args.repeat // 4), "cpu")
+                        call = functools.partial(engine, w, topo.slots, 8, topo.nodes, topo.gpus, policy == "hierarchical")
+                        phy, ms = timed(call, max(3, args.repeat // 4), "cpu")
                     i, g, mx = measure(w, topo, phy)
                     kind = "synth" if tname == "synthetic" else "real"
                     imb[kind].append(i)

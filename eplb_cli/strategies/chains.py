@@ -251,6 +251,7 @@ def place(
     bound = torch.maximum(w.sum(1) / bins, (w / counts).amax(1))
     floor = bound.view(-1, rows_per_group).amax(1).repeat_interleave(rows_per_group) if rows_per_group > 1 else None
     phy, busiest = _arrange(w, counts, slots, bins, chain, seed, floor)
+    assert busiest is not None  # scored=True
     need = bound if floor is None else torch.maximum(bound, floor)
     held = counts.gather(1, w.argmax(1, keepdim=True)).squeeze(1)
     above = RETRY_ABOVE_DIVERSE if "diverse" in chain.pack else RETRY_ABOVE
@@ -262,6 +263,7 @@ def place(
     alt, alt_busiest = _arrange(
         w[retry].repeat_interleave(THINNED, 0), tries, slots, bins, chain, seed, alt_floor
     )
+    assert alt_busiest is not None
     options = torch.cat([busiest[retry].unsqueeze(1), alt_busiest.view(-1, THINNED)], 1)
     best = options.argmin(1)
     chosen = torch.cat([phy[retry].unsqueeze(1), alt.view(-1, THINNED, slots)], 1)[torch.arange(retry.numel()), best]
