@@ -1,6 +1,5 @@
-"""Migration-aware planning: exact assignment, free relabelling, swap-back and the move budget."""
+"""Migration-aware planning: free relabelling, swap-back and the move budget."""
 
-import itertools
 
 import torch
 from hypothesis import given, settings
@@ -8,7 +7,6 @@ from hypothesis import strategies as st
 
 from eplb_cli.metrics import count_moves, gpu_loads, node_loads, score
 from eplb_cli.placement import Placement, replica_counts
-from eplb_cli.planning.assignment import max_weight_assignment
 from eplb_cli.planning.migration import budgeted, follow, relabel, swap_back
 from eplb_cli.topology import resolve
 
@@ -45,30 +43,6 @@ def gpu_multisets(p):
     topo = p.topology
     rows = torch.sort(p.phy2log.view(p.layers, topo.gpus, -1), dim=2).values.tolist()
     return [sorted(map(tuple, layer)) for layer in rows]
-
-
-# ---------------------------------------------------------------- exact assignment
-
-
-@settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 6), b=st.integers(1, 3), seed=st.integers(0, 10_000), top=st.integers(1, 5))
-def test_assignment_is_exact(n, b, seed, top):
-    gen = torch.Generator().manual_seed(seed)
-    w = torch.randint(0, top + 1, (b, n, n), generator=gen).to(torch.float64)
-    col = max_weight_assignment(w)
-    for k in range(b):
-        assert sorted(col[k].tolist()) == list(range(n))
-        got = float(w[k, torch.arange(n), col[k]].sum())
-        best = max(sum(float(w[k, i, p[i]]) for i in range(n)) for p in itertools.permutations(range(n)))
-        assert got == best
-
-
-def test_assignment_recovers_a_permutation():
-    gen = torch.Generator().manual_seed(1)
-    perm = torch.stack([torch.randperm(40, generator=gen) for _ in range(5)])
-    w = torch.zeros(5, 40, 40, dtype=torch.float64)
-    w.scatter_(2, perm.unsqueeze(2), 3.0)
-    assert torch.equal(max_weight_assignment(w), perm)
 
 
 # ---------------------------------------------------------------- relabelling
