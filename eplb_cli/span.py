@@ -35,6 +35,7 @@ them token by token.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -73,10 +74,11 @@ class Routing:
         return self.topk_groups is not None and self.topk_groups < self.groups
 
     def describe(self, experts: int) -> str:
+        """``top-8 of 256 experts from at most 4 of 8 groups, DeepSeek-V3's (...)``: the rule and its source."""
         text = f"top-{self.topk} of {experts} experts"
         if self.limited:
             text += f" from at most {self.topk_groups} of {self.groups} groups"
-        return text + (f" ({self.source})" if self.source else "")
+        return text + (f", {self.source}" if self.source else "")
 
     def as_dict(self) -> dict:
         return {"topk": self.topk, "groups": self.groups, "topk_groups": self.topk_groups if self.limited else None,
@@ -130,10 +132,10 @@ def known_model(trace: Trace) -> tuple[KnownModel, str] | None:
         # longest name first, so that "deepseekv2lite" is not read as "deepseekv2"
         for m in sorted(KNOWN_MODELS, key=lambda m: -len(m.name)):
             if _key(m.name) in key and m.experts == trace.experts:
-                return m, f"{m.name}, from the trace's model name"
+                return m, f"{m.name}'s, known from the trace's model name"
     for m in KNOWN_MODELS:
         if trace.layers in m.layers and trace.experts == m.experts:
-            return m, f"{m.name} routing, from the trace's shape {trace.layers} x {trace.experts}"
+            return m, f"{m.name}'s, known from the trace's shape {trace.layers} x {trace.experts}"
     return None
 
 
@@ -156,10 +158,10 @@ def routing_for(trace: Trace, *, topk: int | None = None, topk_groups: int | Non
     """
     experts = trace.experts
     model = known_model(trace)
-    source = "given" if topk is not None else None
+    source = "as given" if topk is not None else None
     if topk is None:
         topk = _meta_int(trace, "topk")
-        source = "the trace's metadata" if topk is not None else None
+        source = "from the trace's metadata" if topk is not None else None
     if topk is None and model is not None:
         topk, source = model[0].topk, model[1]
     if topk is None:
@@ -384,8 +386,8 @@ def _anderson(steps: list[torch.Tensor], moved: list[torch.Tensor]) -> torch.Ten
     g = moved[-1]
     if len(steps) < 2:
         return g
-    d_step = torch.stack([b - a for a, b in zip(steps, steps[1:])], -1)  # [L, E, m]
-    d_moved = torch.stack([b - a for a, b in zip(moved, moved[1:])], -1)
+    d_step = torch.stack([b - a for a, b in itertools.pairwise(steps)], -1)  # [L, E, m]
+    d_moved = torch.stack([b - a for a, b in itertools.pairwise(moved)], -1)
     gram = d_step.transpose(1, 2) @ d_step
     scale = gram.diagonal(dim1=1, dim2=2).sum(-1).clamp(min=1e-300)[:, None, None]
     gram = gram + 1e-10 * scale * torch.eye(gram.shape[-1], dtype=gram.dtype)

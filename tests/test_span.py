@@ -194,7 +194,7 @@ def test_routing_of_known_models_by_shape_and_name():
 
 def test_given_values_win_over_the_known_model():
     r = routing_for(trace_of(58, 256), topk=6, topk_groups=2, groups=8)
-    assert (r.topk, r.groups, r.topk_groups, r.source) == (6, 8, 2, "given")
+    assert (r.topk, r.groups, r.topk_groups, r.source) == (6, 8, 2, "as given")
     assert routing_for(trace_of(58, 256), topk=6).limited is False  # another top-k: DeepSeek's group limit is not assumed
 
 
