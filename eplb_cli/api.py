@@ -32,9 +32,10 @@ from .topology import Topology, parse_gpu_list, resolve
 from .trace import Trace, load_warnings
 
 if TYPE_CHECKING:
+    from .formats.sglang import TokenRouting
     from .planning.compare import CompareRow
     from .planning.replay import ReplayResult
-    from .span import Routing, Span, TokenModel
+    from .span import RecordedSpans, Routing, Span, TokenModel
     from .tradeoff import Tradeoff
 
 Warn = Callable[[str], None]
@@ -293,6 +294,7 @@ class PlanReport:
     span: Span | None = None
     span_residual: float | None = None
     tradeoff: Tradeoff | None = None
+    recorded: RecordedSpans | None = None
 
     @property
     def load(self) -> torch.Tensor:
@@ -369,7 +371,9 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
     result = planned(topo)
     model = fit(load, routing) if routing is not None else None
     spans = token_span(result.placement, model)
-    trade = _tradeoff(topo, result, spans, model, planned) if alternative else None
+    tokens = _token_routing(trace, reading)
+    recorded = _recorded(tokens, result.placement, topo) if tokens is not None else None
+    trade = _tradeoff(topo, result, spans, model, planned, tokens, recorded) if alternative else None
     written = None
     if output:
         extra = {"strategy": strategy, "source": trace,
@@ -380,20 +384,50 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
 
         score_heatmap(result.score, topo, plot, label=strategy, layer_ids=tr.meta.get("layer_ids"), force=force)
     return PlanReport(tr, trace, topo, result, found, output, written, previous, routing=model.routing if model else None,
-                      span=spans, span_residual=model.residual if model else None, tradeoff=trade)
+                      span=spans, span_residual=model.residual if model else None, tradeoff=trade, recorded=recorded)
+
+
+def _token_routing(trace: str, reading: TraceOptions | None) -> TokenRouting | None:
+    """The per-token routing ``trace`` holds when it is an SGLang ``per_token`` dump (None otherwise)."""
+    from .formats.sglang import read_token_routing
+
+    if reading is not None and reading.input_format not in (None, "sglang-per-pass", "sglang-pt"):
+        return None
+    return read_token_routing(trace)
+
+
+def _recorded(tokens: TokenRouting, placement: Placement, topo: Topology) -> RecordedSpans:
+    """Spans over the recorded tokens: as the engine served them (when its slots divide over ``topo.gpus``)
+    and under ``placement``."""
+    from .span import RecordedSpans, recorded_span, served_span
+
+    if tokens.phy2log.shape[0] != placement.layers:
+        raise EplbError(f"the per_token records have {tokens.phy2log.shape[0]} layers but the trace "
+                        f"{placement.layers}; give the dumps of one recording")
+    slots = int(tokens.phy2log.shape[1])
+    served = served_span(tokens.slots, slots, topo.gpus, topo.nodes) if slots % topo.gpus == 0 else None
+    planned = recorded_span(placement, tokens.experts())
+    return RecordedSpans(planned.tokens or 0, served, planned)
 
 
 def _tradeoff(topo: Topology, result: PlanResult, spans: Span | None, model: TokenModel | None,
-              planned: Callable[[Topology], PlanResult]) -> Tradeoff | None:
-    """``result`` against the same plan under the other policy, when both policies apply."""
+              planned: Callable[[Topology], PlanResult], tokens: TokenRouting | None,
+              recorded: RecordedSpans | None) -> Tradeoff | None:
+    """``result`` against the same plan under the other policy, when both policies apply
+    (with both spans over the recorded tokens, filled into ``recorded``, when there are some)."""
+    from .span import recorded_span
     from .tradeoff import PolicyFigures, Tradeoff, other_policy, with_policy
 
     other = other_policy(topo)
     if other is None:
         return None
     alt = planned(with_policy(topo, other))
-    return Tradeoff(PolicyFigures(topo.policy, result.score.summary(), spans, result.runtime_ms),
-                    PolicyFigures(other, alt.score.summary(), token_span(alt.placement, model), alt.runtime_ms))
+    mine = recorded.planned if recorded is not None else None
+    theirs = recorded_span(alt.placement, tokens.experts()) if tokens is not None else None
+    if recorded is not None:
+        recorded.other = theirs
+    return Tradeoff(PolicyFigures(topo.policy, result.score.summary(), spans, result.runtime_ms, mine),
+                    PolicyFigures(other, alt.score.summary(), token_span(alt.placement, model), alt.runtime_ms, theirs))
 
 
 @dataclass

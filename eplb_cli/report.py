@@ -19,7 +19,7 @@ from .tradeoff import BALANCE_MARGIN, SPAN_MARGIN
 
 if TYPE_CHECKING:
     from .api import ComparisonReport, EvaluationReport, Gate, PlanReport, ReplayReport
-    from .span import Routing, Span
+    from .span import RecordedSpans, Routing, Span
     from .tradeoff import Tradeoff
 
 
@@ -281,7 +281,7 @@ def plan_json(rep: PlanReport, flag: Callable[[str], str] = str) -> str:
         **(res.moves or dict.fromkeys(("moves", "moves_intra_node", "moves_inter_node"))),
         **(rep.span.summary() if rep.span else dict.fromkeys(("node_span", "node_span_worst", "gpu_span"))),
         "routing": rep.routing.as_dict() if rep.routing else None, "span_fit_residual": rep.span_residual,
-        "policy_alternative": None,
+        "recorded": rep.recorded.summary() if rep.recorded else None, "policy_alternative": None,
     }
     if rep.tradeoff is not None:
         advice = policy_advice(rep.tradeoff, flag) if rep.tradeoff.differs else None
@@ -299,6 +299,15 @@ def span_line(span: Span, routing: Routing, experts: int, residual: float | None
     return text
 
 
+def recorded_line(rec: RecordedSpans) -> str:
+    """What the recorded span row of ``plan`` says: nodes and GPUs per recorded token, as served and as planned."""
+    served = ""
+    if rec.served is not None:
+        served = f"{rec.served.node_span:.2f} nodes, {rec.served.gpu_span:.2f} GPUs as served (measured); "
+    return (f"{served}{rec.planned.node_span:.2f} nodes, {rec.planned.gpu_span:.2f} GPUs under this plan "
+            f"(replicas picked uniformly); over {rec.tokens:,} recorded tokens")
+
+
 def policy_advice(t: Tradeoff, flag: Callable[[str], str] = str) -> str:
     """One line: what the other policy reaches, what the chosen one does, and what the choice trades."""
     me, other = t.chosen, t.other
@@ -306,7 +315,8 @@ def policy_advice(t: Tradeoff, flag: Callable[[str], str] = str) -> str:
     text = f"{other.policy} reaches GPU imbalance {fmt_ratio(theirs)} (here {fmt_ratio(mine)})"
     delta = t.span_delta
     if delta is not None:
-        text += f" with a token's experts on {other.node_span:.2f} nodes (here {me.node_span:.2f})"
+        where = " recorded" if me.recorded is not None else ""
+        text += f" with a{where} token's experts on {other.node_span:.2f} nodes (here {me.node_span:.2f})"
     ratio = t.load_ratio
     if ratio > 1 + BALANCE_MARGIN:
         trade = f"{me.policy} puts {ratio - 1:.0%} more load on the busiest GPUs"
@@ -340,6 +350,7 @@ def plan_text(rep: PlanReport, layer: int | None = None, flag: Callable[[str], s
         *score_rows(res.score.summary()),
         *([("token span", span_line(rep.span, rep.routing, tr.experts, rep.span_residual, flag))]
           if rep.span is not None and rep.routing is not None else []),
+        *([("recorded span", recorded_line(rep.recorded))] if rep.recorded is not None else []),
         *([("policy choice", policy_advice(rep.tradeoff, flag))] if rep.tradeoff is not None and rep.tradeoff.differs else []),
         *(migration_rows(res.moves, tr.layers, topo.slots) if res.moves else []),
         ("runtime", f"{res.runtime_ms:.1f} ms"),

@@ -469,44 +469,64 @@ def recorded_span(placement: Placement, experts: torch.Tensor) -> Span:
     ``P(target t hit) = 1 - prod_{e in token} (1 - share of e's replicas on t)``.
     Layers where no token has an expert are NaN.
     """
-    layers, tokens, _ = experts.shape
+    layers, tokens, width = experts.shape
     if layers != placement.layers:
         raise EplbError(f"the recorded routing has {layers} layers but the placement {placement.layers}")
-    out = {}
     routed = (experts >= 0).any(-1)
     count = routed.sum(-1)
-    for level in ("node", "gpu"):
-        share = served_share(placement, level)  # [L, T, E]
-        targets = share.shape[1]
-        miss_all = torch.cat([1.0 - share, torch.ones(layers, targets, 1, dtype=torch.float64)], -1)
-        idx = torch.where(experts >= 0, experts, torch.full_like(experts, share.shape[2]))
-        total = torch.zeros(layers, dtype=torch.float64)
-        step = max(1, CHUNK // max(1, layers * targets * experts.shape[2]))
-        for lo in range(0, tokens, step):
-            chunk = idx[:, lo:lo + step]  # [L, n, K]
-            n = chunk.shape[1]
-            gathered = miss_all.gather(2, chunk.reshape(layers, 1, -1).expand(-1, targets, -1))
-            miss = gathered.view(layers, targets, n, -1).prod(-1)  # [L, T, n]
-            hit = (1.0 - miss).sum(1) * routed[:, lo:lo + step]
-            total += hit.sum(-1)
-        out[level] = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+    out = {}
+    with _one_thread(torch.device("cpu")):
+        for level in ("node", "gpu"):
+            share = served_share(placement, level)  # [L, T, E]
+            targets = share.shape[1]
+            miss_of = torch.cat([1.0 - share, torch.ones(layers, targets, 1, dtype=torch.float64)], -1)
+            total = torch.zeros(layers, dtype=torch.float64)
+            step = max(1, CHUNK // max(1, layers * targets * width))
+            for lo in range(0, tokens, step):
+                chunk = experts[:, lo:lo + step].to(torch.int64)
+                chunk = torch.where(chunk >= 0, chunk, torch.full_like(chunk, share.shape[2]))
+                n = chunk.shape[1]
+                picked = miss_of.gather(2, chunk.reshape(layers, 1, -1).expand(-1, targets, -1))
+                miss = picked.view(layers, targets, n, width).prod(-1)  # [L, T, n]
+                total += ((1.0 - miss).sum(1) * routed[:, lo:lo + step]).sum(-1)
+            out[level] = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
     topo = placement.topology
     return Span(out["node"], out["gpu"], topo.nodes, topo.gpus - len(topo.excluded_gpus), int(routed.any(0).sum()))
 
 
 def served_span(slots: torch.Tensor, slots_total: int, gpus: int, nodes: int) -> Span:
-    """Distinct nodes and GPUs each recorded token actually reached: ``slots`` [L, N, K] are the physical
-    slots the engine sent it to (-1: none), on ``gpus`` GPUs in ``nodes`` nodes holding ``slots_total`` slots."""
+    """Distinct nodes and GPUs each recorded token reached: ``slots`` [L, N, K] are the physical slots the
+    engine sent it to (-1: none), on ``gpus`` GPUs in ``nodes`` nodes holding ``slots_total`` slots."""
     layers, tokens, _ = slots.shape
     per_gpu = slots_total // gpus
     routed = (slots >= 0).any(-1)
     count = routed.sum(-1)
     out = {}
     for level, per, targets in (("node", per_gpu * (gpus // nodes), nodes), ("gpu", per_gpu, gpus)):
-        where = torch.where(slots >= 0, slots // per, torch.full_like(slots, targets))
-        hit = torch.zeros(layers, tokens, targets + 1, dtype=torch.bool)
-        hit.scatter_(2, where, True)
-        reached = hit[..., :targets].sum(-1).to(torch.float64)
-        total = reached.sum(-1)
+        total = torch.zeros(layers, dtype=torch.float64)
+        step = max(1, CHUNK // max(1, layers * (targets + 1)))
+        for lo in range(0, tokens, step):
+            chunk = slots[:, lo:lo + step].to(torch.int64)
+            where = torch.where(chunk >= 0, chunk // per, torch.full_like(chunk, targets))
+            hit = torch.zeros(layers, chunk.shape[1], targets + 1, dtype=torch.bool)
+            hit.scatter_(2, where, True)
+            total += hit[..., :targets].sum(-1).sum(-1).to(torch.float64)
         out[level] = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
     return Span(out["node"], out["gpu"], nodes, gpus, int(routed.any(0).sum()))
+
+
+@dataclass
+class RecordedSpans:
+    """Token spans over the tokens an engine recorded: as served (measured) and under new plans."""
+
+    tokens: int
+    served: Span | None
+    planned: Span
+    other: Span | None = None
+
+    def summary(self) -> dict:
+        served = self.served
+        return {"tokens": self.tokens,
+                "served_node_span": served.node_span if served else None,
+                "served_gpu_span": served.gpu_span if served else None,
+                "node_span": self.planned.node_span, "gpu_span": self.planned.gpu_span}

@@ -47,14 +47,21 @@ class PolicyFigures:
     summary: dict
     span: Span | None
     runtime_ms: float
+    recorded: Span | None = None
 
     @property
     def node_span(self) -> float | None:
+        """Nodes per token: over the engine's recorded tokens when there are some, else the routing model's."""
+        if self.recorded is not None:
+            return self.recorded.node_span
         return self.span.node_span if self.span is not None else None
 
     def as_dict(self) -> dict:
         spans = self.span.summary() if self.span is not None else dict.fromkeys(("node_span", "node_span_worst", "gpu_span"))
-        return {"policy": self.policy, **self.summary, **spans, "runtime_ms": self.runtime_ms}
+        recorded = self.recorded
+        return {"policy": self.policy, **self.summary, **spans,
+                "recorded_node_span": recorded.node_span if recorded else None,
+                "recorded_gpu_span": recorded.gpu_span if recorded else None, "runtime_ms": self.runtime_ms}
 
 
 @dataclass
@@ -77,7 +84,7 @@ class Tradeoff:
 
     @property
     def span_delta(self) -> float | None:
-        """Expected nodes per token, chosen minus other (None without a routing rule)."""
+        """Nodes per token, chosen minus other (None without a routing rule or recorded tokens)."""
         a, b = self.chosen.node_span, self.other.node_span
         return None if a is None or b is None or math.isnan(a) or math.isnan(b) else a - b
 
