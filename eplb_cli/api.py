@@ -293,6 +293,7 @@ class PlanReport:
     routing: Routing | None = None
     span: Span | None = None
     span_residual: float | None = None
+    span_left_out: int = 0
     tradeoff: Tradeoff | None = None
     recorded: RecordedSpans | None = None
 
@@ -384,7 +385,8 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
 
         score_heatmap(result.score, topo, plot, label=strategy, layer_ids=tr.meta.get("layer_ids"), force=force)
     return PlanReport(tr, trace, topo, result, found, output, written, previous, routing=model.routing if model else None,
-                      span=spans, span_residual=model.residual if model else None, tradeoff=trade, recorded=recorded)
+                      span=spans, span_residual=model.residual if model else None,
+                      span_left_out=model.left_out if model else 0, tradeoff=trade, recorded=recorded)
 
 
 def _token_routing(trace: str, reading: TraceOptions | None) -> TokenRouting | None:

@@ -281,6 +281,7 @@ def plan_json(rep: PlanReport, flag: Callable[[str], str] = str) -> str:
         **(res.moves or dict.fromkeys(("moves", "moves_intra_node", "moves_inter_node"))),
         **(rep.span.summary() if rep.span else dict.fromkeys(("node_span", "node_span_worst", "gpu_span"))),
         "routing": rep.routing.as_dict() if rep.routing else None, "span_fit_residual": rep.span_residual,
+        "span_layers_left_out": rep.span_left_out if rep.routing else None,
         "recorded": rep.recorded.summary() if rep.recorded else None, "policy_alternative": None,
     }
     if rep.tradeoff is not None:
@@ -289,10 +290,13 @@ def plan_json(rep: PlanReport, flag: Callable[[str], str] = str) -> str:
     return to_json(doc)
 
 
-def span_line(span: Span, routing: Routing, experts: int, residual: float | None, flag: Callable[[str], str] = str) -> str:
+def span_line(span: Span, routing: Routing, experts: int, residual: float | None, flag: Callable[[str], str] = str,
+              left_out: int = 0) -> str:
     """What the token span row of ``plan`` says: nodes and GPUs per token and the routing assumed."""
     text = (f"{span.node_span:.2f} of {span.of_nodes} nodes, {span.gpu_span:.2f} GPUs per token (expected; "
             f"{routing.describe(experts)}; replicas picked uniformly)")
+    if left_out:
+        text += f"; {left_out} layer(s) left out: their hottest experts lie in more groups than a token may use"
     if residual is not None and residual > 1e-3:
         text += (f"; the routing reproduces the loads only to {residual:.3f} experts per token: "
                  f"check {flag('topk')} and {flag('topk_groups')}")
@@ -348,7 +352,7 @@ def plan_text(rep: PlanReport, layer: int | None = None, flag: Callable[[str], s
         ("trace", f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {_windows(tr.windows)} summed"),
         ("cluster", topology_line(topo)),
         *score_rows(res.score.summary()),
-        *([("token span", span_line(rep.span, rep.routing, tr.experts, rep.span_residual, flag))]
+        *([("token span", span_line(rep.span, rep.routing, tr.experts, rep.span_residual, flag, rep.span_left_out))]
           if rep.span is not None and rep.routing is not None else []),
         *([("recorded span", recorded_line(rep.recorded))] if rep.recorded is not None else []),
         *([("policy choice", policy_advice(rep.tradeoff, flag))] if rep.tradeoff is not None and rep.tradeoff.differs else []),

@@ -260,6 +260,11 @@ class TokenModel:
     def layers(self) -> int:
         return int(self.beta.shape[0])
 
+    @property
+    def left_out(self) -> int:
+        """Loaded layers the routing cannot serve at all (experts every token picks lie in too many groups)."""
+        return int(((self.k > 0) & ~self.valid).sum())
+
     def normaliser(self) -> torch.Tensor:
         """Z [L]: the sum over allowed k-sets of prod r."""
         return _at(_set_sums(self.alpha, self.beta, self.routing), self.k)
@@ -295,8 +300,8 @@ def expert_shares(load: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, to
     """Share of tokens that pick each expert, [L, E], and which experts every token picks.
 
     ``share = k * load / sum(load)``, except that no share exceeds 1: an expert
-    that would is picked by every token and the others share the remaining
-    picks in proportion to their load (repeated until none exceeds 1).
+    that would reach 1 is picked by every token and the others share the
+    remaining picks in proportion to their load (repeated until none does).
     """
     load = load.to(torch.float64)
     certain = torch.zeros_like(load, dtype=torch.bool)
@@ -307,7 +312,7 @@ def expert_shares(load: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, to
         total = free.sum(-1, keepdim=True)
         rest = kk - certain.sum(-1, keepdim=True)
         share = torch.where(certain, torch.ones_like(load), rest * free / torch.where(total > 0, total, 1.0))
-        over = (share > 1.0) & ~certain
+        over = (share >= 1.0 - 1e-12) & ~certain
         if not bool(over.any()):
             break
         certain |= over

@@ -144,6 +144,15 @@ def test_shares_the_routing_cannot_produce_are_reported_not_hidden():
     assert set(probs) <= {(0, 1), (2, 3)}
 
 
+def test_layers_whose_certain_experts_need_too_many_groups_are_left_out():
+    # top-2 from one of two groups, but the only two loaded experts sit in different groups
+    load = torch.tensor([[10.0, 0, 0, 10], [1.0, 2, 3, 4]])
+    model = fit(load, Routing(2, groups=2, topk_groups=1))
+    assert model.valid.tolist() == [False, True] and model.left_out == 1
+    span = expected_span(small_placement([[0, 1, 2, 3]] * 2, 4, gpus=2, nodes=2), model)
+    assert math.isnan(float(span.nodes[0])) and span.node_span == pytest.approx(1.0)  # layer 1: one group, one node
+
+
 def test_layers_without_load_have_no_span():
     load = torch.tensor([[1.0, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 0]])
     placement = small_placement(ROWS, 6, gpus=4, nodes=2)
