@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -554,17 +554,11 @@ class PolicyRow:
     row: CompareRow
     span: Span | None = None
 
-    @property
-    def strategy(self) -> str:
-        return self.row.strategy
-
-    @property
-    def placement(self) -> Placement:
-        return self.row.placement
-
-    @property
-    def oos(self) -> dict | None:
-        return self.row.oos
+    def __getattr__(self, name: str) -> Any:
+        """Everything else of :class:`~eplb_cli.planning.compare.CompareRow` (strategy, placement, oos, ...)."""
+        if name == "row":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.row, name)
 
     def as_dict(self) -> dict:
         spans = self.span.summary() if self.span is not None else dict.fromkeys(("node_span", "node_span_worst", "gpu_span"))
