@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,7 +32,11 @@ from .topology import Topology, parse_gpu_list, resolve
 from .trace import Trace, load_warnings
 
 if TYPE_CHECKING:
+    from .formats.sglang import TokenRouting
+    from .planning.compare import CompareRow
     from .planning.replay import ReplayResult
+    from .span import RecordedSpans, Routing, Span, TokenModel
+    from .tradeoff import Tradeoff
 
 Warn = Callable[[str], None]
 """Where warnings about an input go: the CLI prints them; by default they become Python warnings."""
@@ -286,21 +290,55 @@ class PlanReport:
     output: str | None = None
     output_format: str | None = None
     previous: str | None = None
+    routing: Routing | None = None
+    span: Span | None = None
+    span_residual: float | None = None
+    span_left_out: int = 0
+    tradeoff: Tradeoff | None = None
+    recorded: RecordedSpans | None = None
 
     @property
     def load(self) -> torch.Tensor:
         return self.trace.total()
 
 
+def _check_routing(topk: int | None, topk_groups: int | None) -> None:
+    for name, value in (("topk", topk), ("topk_groups", topk_groups)):
+        if value is not None and value < 1:
+            raise EplbError(f"{arg(name, value)}: must be >= 1")
+
+
+def token_model(trace: Trace, load: torch.Tensor | None = None, *, topk: int | None = None,
+                topk_groups: int | None = None, groups: int | None = None) -> TokenModel | None:
+    """The routing model fitted to ``load`` (default: the trace's summed windows), or None when
+    nothing says how many experts a token takes (see :func:`eplb_cli.span.routing_for`)."""
+    from .span import fit, routing_for
+
+    _check_routing(topk, topk_groups)
+    routing = routing_for(trace, topk=topk, topk_groups=topk_groups, groups=groups)
+    return fit(trace.total() if load is None else load, routing) if routing is not None else None
+
+
+def token_span(placement: Placement, model: TokenModel | None) -> Span | None:
+    """Expected nodes and GPUs a token's experts reach under ``placement`` (None without a model)."""
+    from .span import expected_span
+
+    return expected_span(placement, model) if model is not None else None
+
+
 def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced", seed: int = 0,
                device: str = "cpu", reading: TraceOptions | None = None, previous: str | None = None,
                max_moves: int | None = None, output: str | None = None, fmt: str | None = None,
                force: bool = False, plot: str | None = None, layer: int | None = None, strict: bool = False,
-               warn: Warn | None = None) -> PlanReport:
+               warn: Warn | None = None, topk: int | None = None, topk_groups: int | None = None,
+               alternative: bool = True) -> PlanReport:
     """``eplb plan``: read ``trace``, plan it for ``cluster``, follow ``previous``, write ``output`` and ``plot``.
 
     Every option is checked before the trace is read, and the output files
-    before any planning.
+    before any planning. The report carries the token span under the model's
+    routing (``topk``, ``topk_groups``; see :mod:`eplb_cli.span`) and, with
+    ``alternative`` and a cluster where both policies apply, the same plan
+    under the other policy (:class:`~eplb_cli.tradeoff.Tradeoff`).
     """
     from .device import check_device
     from .formats import save_placement
@@ -315,16 +353,28 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
     _check_plot(plot, force)
     if previous is None and max_moves is not None:
         raise EplbError(f"{arg('max_moves')} needs {arg('previous')}: moves are counted from the placement served now")
+    _check_routing(topk, topk_groups)
     tr = (reading or TraceOptions()).read(trace)
     topo = cluster.resolve(tr)
     load = tr.total()
     found = check_warnings(load, trace, strict=strict, warn=warn)
     _check_layer(layer, tr)
+    from .span import fit, routing_for
+
+    routing = routing_for(tr, topk=topk, topk_groups=topk_groups, groups=cluster.groups)
     old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups,
                         trace_name=trace) if previous else None
-    result = plan_load(load, topo, strategy, seed=seed, device=device)
-    if old is not None:
-        result = follow_previous(result, old, load, max_moves, previous_name=str(previous))
+
+    def planned(under: Topology) -> PlanResult:
+        res = plan_load(load, under, strategy, seed=seed, device=device)
+        return follow_previous(res, old, load, max_moves, previous_name=str(previous)) if old is not None else res
+
+    result = planned(topo)
+    model = fit(load, routing) if routing is not None else None
+    spans = token_span(result.placement, model)
+    tokens = _token_routing(trace, reading)
+    recorded = _recorded(tokens, result.placement, topo) if tokens is not None else None
+    trade = _tradeoff(topo, result, spans, model, planned, tokens, recorded) if alternative else None
     written = None
     if output:
         extra = {"strategy": strategy, "source": trace,
@@ -334,7 +384,52 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
         from .plots import score_heatmap
 
         score_heatmap(result.score, topo, plot, label=strategy, layer_ids=tr.meta.get("layer_ids"), force=force)
-    return PlanReport(tr, trace, topo, result, found, output, written, previous)
+    return PlanReport(tr, trace, topo, result, found, output, written, previous, routing=model.routing if model else None,
+                      span=spans, span_residual=model.residual if model else None,
+                      span_left_out=model.left_out if model else 0, tradeoff=trade, recorded=recorded)
+
+
+def _token_routing(trace: str, reading: TraceOptions | None) -> TokenRouting | None:
+    """The per-token routing ``trace`` holds when it is an SGLang ``per_token`` dump (None otherwise)."""
+    from .formats.sglang import read_token_routing
+
+    if reading is not None and reading.input_format not in (None, "sglang-per-pass", "sglang-pt"):
+        return None
+    return read_token_routing(trace)
+
+
+def _recorded(tokens: TokenRouting, placement: Placement, topo: Topology) -> RecordedSpans:
+    """Spans over the recorded tokens: as the engine served them (when its slots divide over ``topo.gpus``)
+    and under ``placement``."""
+    from .span import RecordedSpans, recorded_span, served_span
+
+    if tokens.phy2log.shape[0] != placement.layers:
+        raise EplbError(f"the per_token records have {tokens.phy2log.shape[0]} layers but the trace "
+                        f"{placement.layers}; give the dumps of one recording")
+    slots = int(tokens.phy2log.shape[1])
+    served = served_span(tokens.slots, slots, topo.gpus, topo.nodes) if slots % topo.gpus == 0 else None
+    planned = recorded_span(placement, tokens.experts())
+    return RecordedSpans(planned.tokens or 0, served, planned)
+
+
+def _tradeoff(topo: Topology, result: PlanResult, spans: Span | None, model: TokenModel | None,
+              planned: Callable[[Topology], PlanResult], tokens: TokenRouting | None,
+              recorded: RecordedSpans | None) -> Tradeoff | None:
+    """``result`` against the same plan under the other policy, when both policies apply
+    (with both spans over the recorded tokens, filled into ``recorded``, when there are some)."""
+    from .span import recorded_span
+    from .tradeoff import PolicyFigures, Tradeoff, other_policy, with_policy
+
+    other = other_policy(topo)
+    if other is None:
+        return None
+    alt = planned(with_policy(topo, other))
+    mine = recorded.planned if recorded is not None else None
+    theirs = recorded_span(alt.placement, tokens.experts()) if tokens is not None else None
+    if recorded is not None:
+        recorded.other = theirs
+    return Tradeoff(PolicyFigures(topo.policy, result.score.summary(), spans, result.runtime_ms, mine),
+                    PolicyFigures(other, alt.score.summary(), token_span(alt.placement, model), alt.runtime_ms, theirs))
 
 
 @dataclass
@@ -452,27 +547,74 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
 
 
 @dataclass
+class PolicyRow:
+    """One strategy under one policy in :func:`compare_strategies`: its figures and token span."""
+
+    policy: str
+    row: CompareRow
+    span: Span | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else of :class:`~eplb_cli.planning.compare.CompareRow` (strategy, placement, oos, ...)."""
+        if name == "row":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.row, name)
+
+    def as_dict(self) -> dict:
+        spans = self.span.summary() if self.span is not None else dict.fromkeys(("node_span", "node_span_worst", "gpu_span"))
+        return {"policy": self.policy, **self.row.as_dict(), **spans}
+
+
+@dataclass
 class ComparisonReport:
-    """What :func:`compare_strategies` measured: one row per strategy."""
+    """What :func:`compare_strategies` measured: one row per strategy (per policy with ``policies``)."""
 
     trace: Trace
     source: str
     topology: Topology
-    rows: list
+    rows: list[PolicyRow]
     warnings: list[str]
+    policies: list[str] = field(default_factory=list)
+    routing: Routing | None = None
+    span_residual: float | None = None
+
+
+def parse_policies(policies: str | list[str] | None) -> list[str] | None:
+    """``hierarchical,global`` as a list of distinct policy names (None: the cluster's own)."""
+    from .topology import POLICIES
+
+    if policies is None:
+        return None
+    names = [n.strip() for n in policies.split(",") if n.strip()] if isinstance(policies, str) else list(policies)
+    if not names:
+        raise EplbError(f"{arg('policies')}: give at least one policy, e.g. hierarchical,global")
+    for name in names:
+        if name not in POLICIES:
+            raise EplbError(f"{arg('policies', name)}: unknown; use {', '.join(POLICIES)}")
+    if len(set(names)) != len(names):
+        raise EplbError(f"{arg('policies', ','.join(names))}: each policy once")
+    return names
 
 
 def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | list[str] = "deepseek,fast,balanced,thorough",
                        *, repeat: int = 5, oos_pairs: int = 64, seed: int = 0, device: str = "cpu",
                        reading: TraceOptions | None = None, plot: str | None = None, force: bool = False,
                        strict: bool = False, warn: Warn | None = None,
-                       progress: Callable[[int], Callable[[str], None]] | None = None) -> ComparisonReport:
+                       progress: Callable[[int], Callable[[str], None]] | None = None,
+                       policies: str | list[str] | None = None, topk: int | None = None,
+                       topk_groups: int | None = None) -> ComparisonReport:
     """``eplb compare``: plan ``trace`` with each strategy; figures, median runtimes, moves, next-window scores.
 
+    With ``policies`` (e.g. ``hierarchical,global``) every strategy runs under
+    each policy (``cluster.policy`` is then ignored), so the policy choice is
+    made on numbers; moves count from the first strategy of the same policy.
+    Each row has the token span when the routing is known (``topk``,
+    ``topk_groups``; see :mod:`eplb_cli.span`).
     ``progress(total)`` returns a callback called with each strategy's name as it starts.
     """
     from .device import check_device
     from .planning.compare import compare
+    from .span import fit, routing_for
 
     check_device(device)
     if repeat < 1:
@@ -484,20 +626,28 @@ def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | li
         raise EplbError(f"{arg('strategies')}: give at least one strategy, e.g. deepseek,balanced")
     for name in names:
         get_strategy(name)
+    chosen = parse_policies(policies)
+    _check_routing(topk, topk_groups)
     _check_plot(plot, force)
     tr = (reading or TraceOptions()).read(trace)
-    topo = cluster.resolve(tr)
+    topos = [dataclasses.replace(cluster, policy=p).resolve(tr) for p in chosen] if chosen else [cluster.resolve(tr)]
     found = check_warnings(tr.total(), trace, strict=strict, warn=warn)
-    step = progress(len(names)) if progress else None
-    rows = compare(tr, topo, names, repeat=repeat, seed=seed, device=device, oos=oos_pairs > 0,
-                   max_pairs=oos_pairs or None, progress=step)
+    routing = routing_for(tr, topk=topk, topk_groups=topk_groups, groups=cluster.groups)
+    model = fit(tr.total(), routing) if routing is not None else None
+    step = progress(len(names) * len(topos)) if progress else None
+    rows = []
+    for topo in topos:
+        for row in compare(tr, topo, names, repeat=repeat, seed=seed, device=device, oos=oos_pairs > 0,
+                           max_pairs=oos_pairs or None, progress=step):
+            rows.append(PolicyRow(topo.policy, row, token_span(row.placement, model)))
     if plot:
         from .plots import compare_figure
         from .report import topology_line
 
-        compare_figure([r.as_dict() for r in rows], plot, title=f"{Path(trace).name}: {topology_line(topo)}",
-                       force=force)
-    return ComparisonReport(tr, trace, topo, rows, found)
+        drawn = [r.as_dict() | ({"strategy": f"{r.strategy} ({r.policy})"} if len(topos) > 1 else {}) for r in rows]
+        compare_figure(drawn, plot, title=f"{Path(trace).name}: {topology_line(topos[0])}", force=force)
+    return ComparisonReport(tr, trace, topos[0], rows, found, [t.policy for t in topos],
+                            model.routing if model else None, model.residual if model else None)
 
 
 def inspect_file(trace: str, *, reading: TraceOptions | None = None, top: int = 10) -> dict:

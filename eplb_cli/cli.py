@@ -61,6 +61,8 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on std
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print no warnings and no tables (results still go to files / --json).")]
 Strict = Annotated[bool, typer.Option("--strict", help="Treat warnings (zero-load layers or experts) as errors, for CI.")]
 ExcludeGpus = Annotated[str | None, typer.Option("--exclude-gpus", help="Failed or drained GPUs, e.g. 3,17: their slots stay empty.", show_default=False)]
+TopK = Annotated[int | None, typer.Option("--topk", help="Experts each token is routed to, for the token span (default: from the trace, or its model: DeepSeek-V3 8, V2-Lite 6, Qwen3 8, Mixtral 2).", show_default=False)]
+TopKGroups = Annotated[int | None, typer.Option("--topk-groups", help="Expert groups a token may draw from (group-limited routing; DeepSeek-V3: 4 of 8 --groups).", show_default=False)]
 PlotOpt = Annotated[str | None, typer.Option("--plot", help="Also draw a figure to FILE.png (needs: pip install 'eplb-cli[plot]').", metavar="FILE.png", show_default=False)]
 
 
@@ -118,21 +120,27 @@ def plan(
     plot: PlotOpt = None,
     previous: Previous = None,
     max_moves: MaxMoves = None,
+    topk: TopK = None,
+    topk_groups: TopKGroups = None,
     json_out: Json = False,
     quiet: Quiet = False,
     strict: Strict = False,
 ) -> None:
-    """Compute a placement from a load trace and show how balanced it is."""
+    """Compute a placement from a load trace and show how balanced it is.
+
+    Where both policies apply, the other one's plan is computed too, and one
+    line says what it would reach and what the choice trades.
+    """
     from . import api, report
 
     rep = api.plan_trace(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
                          strategy=strategy, seed=seed, device=device, reading=_reading(input_format, window, windows),
                          previous=previous, max_moves=max_moves, output=output, fmt=fmt, force=force, plot=plot,
-                         layer=layer, strict=strict, warn=_warner(quiet, trace))
+                         layer=layer, strict=strict, warn=_warner(quiet, trace), topk=topk, topk_groups=topk_groups)
     if json_out:
-        _out(report.plan_json(rep))
+        _out(report.plan_json(rep, flag))
     elif not quiet:
-        _out(report.plan_text(rep, layer))
+        _out(report.plan_text(rep, layer, flag))
 
 
 @app.command()
@@ -184,6 +192,9 @@ def compare(
     window: Window = None,
     windows: Windows = None,
     exclude_gpus: ExcludeGpus = None,
+    policies: Annotated[str | None, typer.Option("--policies", help="Run every strategy under each of these policies, e.g. hierarchical,global (instead of --policy), to weigh balance against token span.", show_default=False)] = None,
+    topk: TopK = None,
+    topk_groups: TopKGroups = None,
     plot: PlotOpt = None,
     force: Force = False,
     json_out: Json = False,
@@ -202,7 +213,8 @@ def compare(
         rep = api.compare_strategies(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
                                      strategies_, repeat=repeat, oos_pairs=oos_pairs, seed=seed, device=device,
                                      reading=_reading(input_format, window, windows), plot=plot, force=force,
-                                     strict=strict, warn=_warner(quiet, trace), progress=progress.start)
+                                     strict=strict, warn=_warner(quiet, trace), progress=progress.start,
+                                     policies=policies, topk=topk, topk_groups=topk_groups)
     if json_out:
         _out(report.compare_json(rep))
     elif csv_out or markdown:

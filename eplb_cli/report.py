@@ -15,9 +15,12 @@ from tabulate import tabulate
 from .metrics import Score
 from .placement import Placement
 from .topology import Topology
+from .tradeoff import BALANCE_MARGIN, SPAN_MARGIN
 
 if TYPE_CHECKING:
     from .api import ComparisonReport, EvaluationReport, Gate, PlanReport, ReplayReport
+    from .span import RecordedSpans, Routing, Span
+    from .tradeoff import Tradeoff
 
 
 def fmt_ratio(x: float) -> str:
@@ -149,7 +152,7 @@ def _cell(v: Any, key: str = "") -> str:
             return "n/a"
         if key == "gap" or key.endswith("_gap"):
             return fmt_pct(v)
-        if key.endswith("_ms"):
+        if key.endswith("_ms") or key.endswith("_span"):
             return f"{v:.2f}"
         return f"{v:.4f}" if abs(v) < 100 else f"{v:,.1f}"
     return str(v)
@@ -261,8 +264,14 @@ def _windows(n: int) -> str:
     return f"{n} window{'s' if n != 1 else ''}"
 
 
-def plan_json(rep: PlanReport) -> str:
-    """``eplb plan --json``: one object with the summary figures and what was written."""
+def plan_json(rep: PlanReport, flag: Callable[[str], str] = str) -> str:
+    """``eplb plan --json``: one object with the summary figures and what was written.
+
+    Also the token span (``node_span``, ``gpu_span``, with the ``routing`` they
+    assume; null without one) and ``policy_alternative``: the same plan under
+    the other policy, with the advice line when the two differ (null when only
+    one policy applies).
+    """
     tr, topo, res = rep.trace, rep.topology, rep.result
     doc = {
         "strategy": res.strategy, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
@@ -270,12 +279,72 @@ def plan_json(rep: PlanReport) -> str:
         "groups": topo.groups, **res.score.summary(), "runtime_ms": res.runtime_ms, "output": rep.output,
         "excluded_gpus": list(topo.excluded_gpus), "previous": rep.previous,
         **(res.moves or dict.fromkeys(("moves", "moves_intra_node", "moves_inter_node"))),
+        **(rep.span.summary() if rep.span else dict.fromkeys(("node_span", "node_span_worst", "gpu_span"))),
+        "routing": rep.routing.as_dict() if rep.routing else None, "span_fit_residual": rep.span_residual,
+        "span_layers_left_out": rep.span_left_out if rep.routing else None,
+        "recorded": rep.recorded.summary() if rep.recorded else None, "policy_alternative": None,
     }
+    if rep.tradeoff is not None:
+        advice = policy_advice(rep.tradeoff, flag) if rep.tradeoff.differs else None
+        doc["policy_alternative"] = {**rep.tradeoff.as_dict(), "advice": advice}
     return to_json(doc)
 
 
-def plan_text(rep: PlanReport, layer: int | None = None) -> str:
-    """``eplb plan``: summary, then the per-node and per-GPU tables (or one layer's GPUs)."""
+def span_line(span: Span, routing: Routing, experts: int, residual: float | None, flag: Callable[[str], str] = str,
+              left_out: int = 0) -> str:
+    """What the token span row of ``plan`` says: nodes and GPUs per token and the routing assumed."""
+    text = (f"{span.node_span:.2f} of {span.of_nodes} nodes, {span.gpu_span:.2f} GPUs per token (expected; "
+            f"{routing.describe(experts)}; replicas picked uniformly)")
+    if left_out:
+        text += f"; {left_out} layer(s) left out: their hottest experts lie in more groups than a token may use"
+    if residual is not None and residual > 1e-3:
+        text += (f"; the routing reproduces the loads only to {residual:.3f} experts per token: "
+                 f"check {flag('topk')} and {flag('topk_groups')}")
+    return text
+
+
+def recorded_line(rec: RecordedSpans) -> str:
+    """What the recorded span row of ``plan`` says: nodes and GPUs per recorded token, as served and as planned."""
+    served = ""
+    if rec.served is not None:
+        served = f"{rec.served.node_span:.2f} nodes, {rec.served.gpu_span:.2f} GPUs as served (measured); "
+    return (f"{served}{rec.planned.node_span:.2f} nodes, {rec.planned.gpu_span:.2f} GPUs under this plan "
+            f"(replicas picked uniformly); over {rec.tokens:,} recorded tokens")
+
+
+def policy_advice(t: Tradeoff, flag: Callable[[str], str] = str) -> str:
+    """One line: what the other policy reaches, what the chosen one does, and what the choice trades."""
+    me, other = t.chosen, t.other
+    mine, theirs = me.summary["gpu_imbalance"], other.summary["gpu_imbalance"]
+    text = f"{other.policy} reaches GPU imbalance {fmt_ratio(theirs)} (here {fmt_ratio(mine)})"
+    delta = t.span_delta
+    if delta is not None:
+        where = " recorded" if me.recorded is not None else ""
+        text += f" with a{where} token's experts on {other.node_span:.2f} nodes (here {me.node_span:.2f})"
+    ratio = t.load_ratio
+    if ratio > 1 + BALANCE_MARGIN:
+        trade = f"{me.policy} puts {ratio - 1:.0%} more load on the busiest GPUs"
+    elif ratio < 1 - BALANCE_MARGIN:
+        trade = f"{me.policy} puts {1 - ratio:.0%} less load on the busiest GPUs"
+    else:
+        trade = "both balance alike"
+    if delta is None:
+        trade += f" (give {flag('topk')} to see how many nodes a token's experts reach)"
+    elif delta < -SPAN_MARGIN:
+        trade += f" for {-delta:.2f} fewer nodes per token"
+    elif delta > SPAN_MARGIN:
+        trade += f" and spreads a token over {delta:.2f} more nodes"
+    else:
+        trade += " at the same span"
+    return f"{text}: {trade}; {flag('policy')} {other.policy} to switch"
+
+
+def plan_text(rep: PlanReport, layer: int | None = None, flag: Callable[[str], str] = str) -> str:
+    """``eplb plan``: summary, then the per-node and per-GPU tables (or one layer's GPUs).
+
+    The summary has a token span row when the routing is known, and a policy
+    choice row when the other policy's plan differs (:mod:`eplb_cli.tradeoff`).
+    """
     tr, topo, res = rep.trace, rep.topology, rep.result
     head = [
         ("strategy", res.strategy),
@@ -283,6 +352,10 @@ def plan_text(rep: PlanReport, layer: int | None = None) -> str:
         ("trace", f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {_windows(tr.windows)} summed"),
         ("cluster", topology_line(topo)),
         *score_rows(res.score.summary()),
+        *([("token span", span_line(rep.span, rep.routing, tr.experts, rep.span_residual, flag, rep.span_left_out))]
+          if rep.span is not None and rep.routing is not None else []),
+        *([("recorded span", recorded_line(rep.recorded))] if rep.recorded is not None else []),
+        *([("policy choice", policy_advice(rep.tradeoff, flag))] if rep.tradeoff is not None and rep.tradeoff.differs else []),
         *(migration_rows(res.moves, tr.layers, topo.slots) if res.moves else []),
         ("runtime", f"{res.runtime_ms:.1f} ms"),
     ]
@@ -370,28 +443,39 @@ COMPARE_COLUMNS = [
     ("moves", "moves vs 1st"), ("runtime_ms", "ms (median)"),
 ]
 OOS_COLUMNS = [("oos_gpu_imbalance", "next-window imb."), ("oos_balancedness", "next-window bal.")]
+SPAN_COLUMNS = [("node_span", "nodes/token"), ("gpu_span", "GPUs/token")]
 
 
 def compare_json(rep: ComparisonReport) -> str:
-    """``eplb compare --json``: one object per strategy, with the trace and cluster keys of ``plan --json``."""
+    """``eplb compare --json``: one object per strategy (and policy), with the trace and cluster keys of ``plan --json``."""
     tr, topo = rep.trace, rep.topology
     base = {"policy": topo.policy, "layers": tr.layers, "experts": tr.experts, "windows": tr.windows,
             "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups, "output": None}
-    return to_json({"rows": [base | r.as_dict() for r in rep.rows]})
+    return to_json({"rows": [base | r.as_dict() for r in rep.rows],
+                    "routing": rep.routing.as_dict() if rep.routing else None})
 
 
 def compare_table(rep: ComparisonReport, style: str = "simple") -> str:
     """``eplb compare``: the table (``simple``, ``csv`` or ``markdown``); the simple one with a header and notes."""
     rows = [r.as_dict() for r in rep.rows]
-    columns = COMPARE_COLUMNS + (OOS_COLUMNS if rep.rows and rep.rows[0].oos is not None else [])
+    several = len(rep.policies) > 1
+    columns = ([("policy", "policy")] if several else []) + COMPARE_COLUMNS[:6] \
+        + (SPAN_COLUMNS if rep.routing is not None else []) + COMPARE_COLUMNS[6:] \
+        + (OOS_COLUMNS if rep.rows and rep.rows[0].oos is not None else [])
     table = rows_table(rows, columns, style)
     if style != "simple":
         return table
     tr, topo = rep.trace, rep.topology
     pairs = rep.rows[0].oos["oos_pairs"] if rep.rows and rep.rows[0].oos else 0
+    policy = f"policies {', '.join(rep.policies)}" if several else f"policy {policy_line(topo)}"
     head = (f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s); "
-            f"{topology_line(topo)}; policy {policy_line(topo)}")
+            f"{topology_line(topo)}; {policy}")
     notes = ["imb. = max/mean GPU load (1.0 is perfect), mean over layers; gap = sum of max / sum of lower bound - 1."]
+    if rep.routing is not None:
+        notes.append(f"nodes/token, GPUs/token: expected distinct nodes and GPUs holding a token's experts "
+                     f"({rep.routing.describe(tr.experts)}; replicas picked uniformly).")
+    if several:
+        notes.append("moves vs 1st: against the first strategy under the same policy.")
     if pairs:
         notes.append(f"next-window: planned on window t, scored on t+1, averaged over {pairs} pair(s).")
     return join_blocks([head, table, "\n".join(notes)])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+from helpers import SMALL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ from eplb_cli.formats import (
     read_trace,
     write_trace,
 )
+from eplb_cli.formats.sglang import read_token_routing
 from eplb_cli.trace import Trace
 
 EXTENSION = {"safetensors": ".safetensors", "csv": ".csv", "csv-wide": ".csv", "sglang": ".json", "vllm": ".json"}
@@ -248,6 +250,56 @@ def test_sglang_per_pass_single_file(tmp_path: Path) -> None:
     torch.save(per_pass_dump(0, [3]), tmp_path / "one.pt")
     assert read_trace(str(tmp_path / "one.pt")).load.tolist() == [[[20.0, 8, 12], [12, 24, 4]]]
     assert read_trace(str(tmp_path / "one.pt"), "sglang-per-pass").windows == 1
+
+
+def per_token_dump(rank: int, tokens: list[list[list[int]]]) -> dict:
+    """One rank's SGLang per_token dump (one forward pass): ``tokens[l][n]`` lists the physical slots token n
+    went to in layer l; padded to SGLang's 8 columns with -1, counts beside them as SGLang computes them."""
+    phy2log = torch.tensor([[0, 1, 2, 0], [2, 1, 0, 1]])
+    ids = torch.full((2, len(tokens[0]), 8), -1, dtype=torch.int32)
+    for layer, rows in enumerate(tokens):
+        for n, row in enumerate(rows):
+            ids[layer, n, : len(row)] = torch.tensor(row, dtype=torch.int32)
+    count = torch.zeros(2, 4, dtype=torch.int32)
+    for layer in range(2):
+        valid = ids[layer][ids[layer] >= 0].long()
+        count[layer].scatter_add_(0, valid, torch.ones_like(valid, dtype=torch.int32))
+    record = {"forward_pass_id": 0, "rank": rank, "gatherer_key": "primary", "input_ids": list(range(len(tokens[0]))),
+              "topk_ids_of_layer": ids, "misc_objects": [], "global_physical_count": count}
+    return {"records": [record], "last_physical_to_logical_map": phy2log}
+
+
+def test_sglang_per_token_folder_gives_every_tokens_slots_and_experts(tmp_path: Path) -> None:
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    torch.save(per_token_dump(0, [[[0, 1], [2, 3]], [[1, 2], [0, 3]]]), folder / "expert_distribution_recorder_1.0_0.pt")
+    torch.save(per_token_dump(1, [[[3, 2]], [[2, -1]]]), folder / "expert_distribution_recorder_1.0_1.pt")
+    routing = read_token_routing(str(folder))
+    assert routing is not None and routing.tokens == 3
+    assert routing.slots[:, :, :2].tolist() == [[[0, 1], [2, 3], [3, 2]], [[1, 2], [0, 3], [2, -1]]]
+    # layer 0 map [0,1,2,0], layer 1 map [2,1,0,1]
+    assert routing.experts()[:, :, :2].tolist() == [[[0, 1], [2, 0], [0, 2]], [[1, 0], [2, 1], [0, -1]]]
+    assert read_trace(str(folder)).load.tolist() == [[[3.0, 1, 2], [2, 2, 1]]]  # the same dumps read as a trace
+
+
+def test_per_pass_dumps_and_other_files_hold_no_token_routing(tmp_path: Path) -> None:
+    torch.save(per_pass_dump(0, [0]), tmp_path / "pass.pt")
+    assert read_token_routing(str(tmp_path / "pass.pt")) is None
+    assert read_token_routing(str(SMALL)) is None
+
+
+@pytest.mark.parametrize(("ids", "needle"), [
+    (torch.zeros(3, 1, 8, dtype=torch.int32), "shape"),
+    (torch.full((2, 1, 8), 4, dtype=torch.int32), "outside -1 .. 3"),
+    (torch.zeros(2, 1, 8), "integer"),
+])
+def test_bad_per_token_records_are_one_line_errors(tmp_path: Path, ids: torch.Tensor, needle: str) -> None:
+    dump = per_token_dump(0, [[[0]], [[0]]])
+    dump["records"][0]["topk_ids_of_layer"] = ids
+    torch.save(dump, tmp_path / "bad.pt")
+    with pytest.raises(EplbError, match=needle) as info:
+        read_token_routing(str(tmp_path / "bad.pt"))
+    assert "bad.pt: records[0]" in str(info.value) and "\n" not in str(info.value)
 
 
 def trtllm_folder(root: Path) -> Path:

@@ -30,6 +30,7 @@ anything but tensors and plain containers is refused before any of it runs.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +231,95 @@ MAP_JSON = PlacementFormat("sglang", "json", read_map_json, write_map_json, clai
                            extensions=(".json",), aliases=("json",))
 MAP_PT = PlacementFormat("sglang-pt", "torch", read_map_pt, write_map_pt, claims=holds_map_pt,
                          extensions=(".pt",), aliases=("pt",), binary=True)
+
+
+# ---------------------------------------------------------------- per_token dumps (every token's experts)
+
+
+@dataclass
+class TokenRouting:
+    """The experts each recorded token was sent to, from SGLang ``per_token`` dumps.
+
+    ``slots`` int32 [L, N, K]: the physical slots token n went to in layer l
+    (-1: none; dense layers are all -1); ``phy2log`` [L, S]: the placement that
+    served them. Checked against sgl-project/sglang
+    ``python/sglang/srt/eplb/expert_distribution.py``: with
+    ``--expert-distribution-recorder-mode per_token`` each record of
+    ``_DetailAccumulator.dump`` also holds ``topk_ids_of_layer`` int32
+    [layers, tokens, 8] (``_DetailSinglePassGatherer.collect``): the ids that
+    ``select_experts`` passed on after mapping logical to physical experts,
+    -1 where unused; ``_convert_per_token_to_global_physical_count`` counts
+    them as physical slots. The dump keeps only the last map, so the tokens
+    are read with it: record while the placement stays fixed.
+    """
+
+    slots: torch.Tensor
+    phy2log: torch.Tensor
+
+    @property
+    def tokens(self) -> int:
+        return int(self.slots.shape[1])
+
+    def experts(self) -> torch.Tensor:
+        """The logical experts, int64 [L, N, K] (-1: none)."""
+        slots = self.slots.to(torch.int64)
+        mapped = self.phy2log.gather(1, slots.clamp(min=0).flatten(1)).view(slots.shape)
+        return torch.where(slots >= 0, mapped, torch.full_like(mapped, -1))
+
+
+def read_token_routing(path: str) -> TokenRouting | None:
+    """Every token's routed experts from SGLang ``per_token`` dumps (a folder of them or one ``.pt``).
+
+    None when ``path`` is no such dump: another format, or ``per_pass`` dumps
+    without ``topk_ids_of_layer``. Ranks' tokens are concatenated.
+    """
+    src = Path(path)
+    if path == "-" or not (src.is_dir() or src.suffix == ".pt"):
+        return None
+    files = sorted(p for p in src.glob("*.pt") if p.is_file()) if src.is_dir() else [src]
+    if not files:
+        return None
+    check_memory(path, sum(p.stat().st_size for p in files) * PARSE_FACTOR["torch"])
+    slots: list[torch.Tensor] = []
+    phy2log = None
+    for p in files:
+        dump = Source(str(p), "per_token dump").torch_object()
+        if not isinstance(dump, dict) or not isinstance(dump.get("records"), list):
+            return None
+        records = [r for r in dump["records"] if isinstance(r, dict) and "topk_ids_of_layer" in r]
+        if not records:
+            return None
+        this = _token_map(dump, p.name)
+        if phy2log is not None and not torch.equal(this, phy2log):
+            raise EplbError(f"{p.name}: last_physical_to_logical_map differs from the other dumps'; "
+                            "give the dumps of one recording")
+        phy2log = this
+        for i, rec in enumerate(records):
+            slots.append(_token_slots(rec["topk_ids_of_layer"], phy2log, f"{p.name}: records[{i}]"))
+    if phy2log is None:
+        return None
+    return TokenRouting(torch.cat(slots, dim=1), phy2log)
+
+
+def _token_map(dump: dict, name: str) -> torch.Tensor:
+    try:
+        phy2log = torch.as_tensor(dump["last_physical_to_logical_map"]).to(torch.int64)
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise EplbError(f"{name}: no integer last_physical_to_logical_map beside the per_token records; re-dump it") from None
+    if phy2log.dim() != 2 or 0 in phy2log.shape or bool((phy2log < 0).any()):
+        raise EplbError(f"{name}: last_physical_to_logical_map must be non-negative ints [layers, slots], "
+                        f"got shape {tuple(phy2log.shape)}; re-dump it")
+    return phy2log
+
+
+def _token_slots(ids: Any, phy2log: torch.Tensor, where: str) -> torch.Tensor:
+    """``topk_ids_of_layer`` checked against the map: int [layers, tokens, K], ids in -1 .. slots - 1."""
+    if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise EplbError(f"{where}.topk_ids_of_layer must be an integer tensor; re-dump it")
+    layers, slots = phy2log.shape
+    if ids.dim() != 3 or ids.shape[0] != layers:
+        raise EplbError(f"{where}.topk_ids_of_layer has shape {tuple(ids.shape)}; "
+                        f"expected [{layers} layers, tokens, experts per token] like the map")
+    if ids.numel() and (bool((ids < -1).any()) or bool((ids >= slots).any())):
+        raise EplbError(f"{where}.topk_ids_of_layer holds ids outside -1 .. {slots - 1} (the map's slots); re-dump it")
+    return ids.to(torch.int32)
