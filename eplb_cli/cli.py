@@ -104,6 +104,10 @@ def plan(
     plot: PlotOpt = None,
     previous: Previous = None,
     max_moves: MaxMoves = None,
+    frontier: Annotated[bool, typer.Option("--frontier", help="With --previous: plan under a ladder of move budgets (0% to 50% of all slots, and unlimited) and print what each buys: imbalance, moves, bytes, transfer time.")] = False,
+    expert_bytes: ExpertBytes = None,
+    nvlink_gbps: Annotated[float, typer.Option("--nvlink-gbps", help="For --frontier: NVLink bandwidth into one GPU, GB/s (H100/H200: 450 each way).", metavar="GB/S")] = 450.0,
+    network_gbps: Annotated[float, typer.Option("--network-gbps", help="For --frontier: network bandwidth into one GPU, GB/s (one 400 Gb/s NIC: 50).", metavar="GB/S")] = 50.0,
     json_out: Json = False,
     quiet: Quiet = False,
     strict: Strict = False,
@@ -115,6 +119,7 @@ def plan(
     from .placement import placement_format, save_placement
 
     check_device(device)
+    links = _links(frontier, previous, max_moves, output, plot, layer, expert_bytes, nvlink_gbps, network_gbps)
     if output:
         placement_format(output, fmt)
         check_writable(output, force)
@@ -129,7 +134,10 @@ def plan(
     if layer is not None and not 0 <= layer < tr.layers:
         raise EplbError(f"--layer {layer}: the trace has layers 0 to {tr.layers - 1}")
     res = api.plan_load(load, topo, strategy, seed=seed, device=device)
-    res, moves = _follow_previous(res, load, tr, trace, previous, max_moves)
+    if frontier:
+        _print_frontier(res, load, tr, trace, previous, links, strategy, json_out, quiet)
+        return
+    res, moves = _follow_previous(res, load, tr, trace, previous, max_moves, links)
     if output:
         extra = {"strategy": strategy, "source": trace, **({"layer_ids": tr.meta["layer_ids"]} if "layer_ids" in tr.meta else {})}
         save_placement(res.placement, output, force=force, fmt=fmt, extra=extra)
@@ -314,9 +322,33 @@ class _progress:
 
 
 
+class _Bar:
+    """A progress bar on stderr when ``show`` (a terminal); ``update(done, total)`` moves it. A no-op otherwise."""
+
+    def __init__(self, show: bool, label: str) -> None:
+        self.show, self.label, self.bar, self.done = show, label, None, 0
+
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if not self.show:
+            return
+        if self.bar is None:
+            self.bar = typer.progressbar(length=total, label=self.label, file=sys.stderr, show_eta=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
 # ---------------------------------------------------------------- evaluate, replay (plans over time)
 Previous = Annotated[Optional[str], typer.Option("--previous", help="The placement served now: keep its replicas where that costs no balance (GPUs relabelled, replicas swapped back) and report the moves.", metavar="PLACEMENT", show_default=False)]
-MaxMoves = Annotated[Optional[int], typer.Option("--max-moves", help="Move at most M replicas per layer from the placement served now, taking the moves that most lower the busiest GPU (fewer moves, some balance lost).", metavar="M", show_default=False)]
+MaxMoves = Annotated[Optional[str], typer.Option("--max-moves", help="Move at most M replicas in each layer (a count, e.g. 64) or at most a share of all slots in total (e.g. 5%, spent in the layers where it lowers the imbalance most) from the placement served now (fewer moves, some balance lost).", metavar="M|P%", show_default=False)]
+ExpertBytes = Annotated[Optional[str], typer.Option("--expert-bytes", help="Weight bytes of one expert replica (e.g. 44040192 or 42MiB), to report bytes moved (plan --frontier: default 42MiB, a DeepSeek-V3 expert in FP8).", show_default=False)]
 MaxImbalance = Annotated[Optional[float], typer.Option("--max-imbalance", help="CI gate: exit 1 when the mean GPU imbalance (max/mean) is above X.", metavar="X", show_default=False)]
 MinBalancedness = Annotated[Optional[float], typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
 
@@ -335,28 +367,104 @@ def _read_placement_for(path: str, tr, trace: str, defaults: dict, flag_gpus: Op
     return p
 
 
-def _follow_previous(res, load, tr, trace: str, previous: Optional[str], max_moves: Optional[int]):
-    """``plan --previous``: the new plan moved as little as possible from the placement served now."""
+def _follow_previous(res, load, tr, trace: str, previous: Optional[str], max_moves: Optional[str], links=None):
+    """``plan --previous``: the new plan moved as little as possible from the placement served now.
+
+    Returns the plan and its moves (with bytes and transfer time when ``links`` is given).
+    """
     import dataclasses
     import time
 
+    from .budget import one_thread, parse_max_moves
     from .metrics import migration, score
-    from .migration import check_compatible, follow
+    from .migration import follow
 
     if previous is None:
         if max_moves is not None:
             raise EplbError("--max-moves needs --previous: moves are counted from the placement served now")
         return res, None
-    if max_moves is not None and max_moves < 0:
-        raise EplbError(f"--max-moves {max_moves}: must be >= 0")
-    topo = res.placement.topology
-    old = _read_placement_for(previous, tr, trace, {"gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups})
-    check_compatible(old, res.placement, previous, f"--gpus {topo.gpus} --slots {topo.slots}")
+    budget = parse_max_moves(max_moves) if max_moves is not None else None
+    old = _read_previous(previous, res.placement, tr, trace)
     t0 = time.perf_counter()
-    placement = follow(old, res.placement, load, max_moves)
+    with one_thread():
+        placement = follow(old, res.placement, load, budget)
     ms = (time.perf_counter() - t0) * 1e3
     res = dataclasses.replace(res, placement=placement, score=score(placement, load), runtime_ms=res.runtime_ms + ms)
-    return res, migration(old, placement)
+    moves = migration(old, placement)
+    if links is not None:
+        from .transfer import transfer
+
+        moves |= {"expert_bytes": links.expert_bytes, **transfer(old, placement, links)}
+    return res, moves
+
+
+def _read_previous(previous: str, placement, tr, trace: str):
+    """The ``--previous`` placement, checked against the trace and the cluster of the new plan."""
+    from .migration import check_compatible
+
+    topo = placement.topology
+    old = _read_placement_for(previous, tr, trace, {"gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups})
+    check_compatible(old, placement, previous, f"--gpus {topo.gpus} --slots {topo.slots}")
+    return old
+
+
+def _links(frontier: bool, previous: Optional[str], max_moves: Optional[str], output: Optional[str],
+           plot: Optional[str], layer: Optional[int], expert_bytes: Optional[str], nvlink_gbps: float,
+           network_gbps: float):
+    """The transfer model of ``plan --previous`` (None without --frontier or --expert-bytes), after checking the flags."""
+    from .replay import parse_bytes
+    from .transfer import DEEPSEEK_V3_EXPERT_BYTES, Links
+
+    for flag, value in (("--nvlink-gbps", nvlink_gbps), ("--network-gbps", network_gbps)):
+        if not (value > 0 and value != float("inf")):
+            raise EplbError(f"{flag} {value}: must be a bandwidth > 0 in GB/s")
+    if frontier:
+        if previous is None:
+            raise EplbError("--frontier needs --previous: budgets are moves from the placement served now")
+        for flag, value in (("--max-moves", max_moves), ("--output", output), ("--plot", plot), ("--layer", layer)):
+            if value is not None:
+                raise EplbError(f"--frontier prints one row per budget; drop {flag} (plan one budget with --max-moves P%)")
+    elif expert_bytes is None:
+        if nvlink_gbps != 450.0 or network_gbps != 50.0:
+            raise EplbError("--nvlink-gbps and --network-gbps go with --frontier or --expert-bytes (transfer times)")
+        return None
+    elif previous is None:
+        raise EplbError("--expert-bytes needs --previous (or --frontier): bytes are counted from the placement served now")
+    size = parse_bytes(expert_bytes) if expert_bytes is not None else DEEPSEEK_V3_EXPERT_BYTES
+    return Links(expert_bytes=size, nvlink_gbps=nvlink_gbps, network_gbps=network_gbps)
+
+
+def _print_frontier(res, load, tr, trace: str, previous: str, links, strategy: str, json_out: bool, quiet: bool) -> None:
+    """``plan --previous OLD --frontier``: one row per move budget."""
+    import time
+
+    from .frontier import frontier, rows_as_dicts
+
+    old = _read_previous(previous, res.placement, tr, trace)
+    t0 = time.perf_counter()
+    rows = rows_as_dicts(frontier(old, res.placement, load, links=links))
+    seconds = time.perf_counter() - t0
+    topo = res.placement.topology
+    if json_out:
+        _out(report.to_json({
+            "strategy": strategy, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
+            "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "previous": previous,
+            "expert_bytes": links.expert_bytes, "nvlink_gbps": links.nvlink_gbps, "network_gbps": links.network_gbps,
+            "runtime_s": seconds, "frontier": rows,
+        }))
+        return
+    if quiet:
+        return
+    head = [
+        ("strategy", strategy),
+        ("policy", report.policy_line(topo)),
+        ("trace", f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window{'s' if tr.windows != 1 else ''} summed"),
+        ("cluster", report.topology_line(topo)),
+        ("previous", f"{previous} (budgets are moves from it; 1% = {tr.layers * topo.slots // 100:,} of {tr.layers * topo.slots:,} slots)"),
+        ("transfer model", report.transfer_line(links)),
+        ("runtime", f"{seconds:.2f} s"),
+    ]
+    _out(report.join_blocks([report.summary_table(head), "Moves versus balance\n" + report.frontier_table(rows)]))
 
 
 def _check_gates(max_imbalance: Optional[float], min_balancedness: Optional[float]) -> None:
@@ -485,7 +593,7 @@ def replay(
     groups: Groups = None,
     policy: Policy = "auto",
     strategy: StrategyOpt = "balanced",
-    every: Annotated[int, typer.Option("--every", help="Rebalance every N windows; each plan serves the N windows after it.", metavar="N")] = 1,
+    every: Annotated[str, typer.Option("--every", help="Rebalance every N windows; each plan serves the N windows after it. Several (1,2,4,8) print one summary row each, all from the same first window, to choose an interval.", metavar="N[,N...]")] = "1",
     history: Annotated[Optional[int], typer.Option("--history", help="Plan from the forecast of the last H windows (default: all windows so far).", metavar="H", show_default=False)] = None,
     forecast: Annotated[str, typer.Option("--forecast", help="last | mean | ema:ALPHA | oracle (plans on the windows it serves: the upper bound).")] = "last",
     start: Annotated[Optional[int], typer.Option("--start", help="First rebalance at this window (default: N, after N recorded windows).", show_default=False)] = None,
@@ -497,6 +605,7 @@ def replay(
     seed: Seed = 0,
     device: Device = "cpu",
     threads: Annotated[int, typer.Option("--threads", help="Torch threads for the replay: its many small tensor operations run fastest on one.")] = 1,
+    min_gain: Annotated[Optional[float], typer.Option("--min-gain", help="Skip a rebalance whose forecast gain (relative drop of the GPU imbalance on the forecast) is below X, e.g. 0.01; reports the moves saved and the balance lost.", metavar="X", show_default=False)] = None,
     input_format: InputFormat = None,
     window: Window = None,
     windows: Windows = None,
@@ -509,9 +618,10 @@ def replay(
     strict: Strict = False,
 ) -> None:
     """Replay a trace as a server would: plan from a forecast every N windows, serve the next ones, count moves."""
+    from .budget import parse_max_moves
     from .checks import check_device, load_warnings
     from .forecast import parse_forecast
-    from .replay import parse_bytes, replay as run_replay
+    from .replay import parse_bytes, parse_intervals, replay as run_replay
 
     check_device(device)
     _check_gates(max_imbalance, min_balancedness)
@@ -521,6 +631,14 @@ def replay(
 
         check_plot(plot, force)
     size = parse_bytes(expert_bytes) if expert_bytes is not None else None
+    intervals = parse_intervals(every)
+    budget = parse_max_moves(max_moves) if max_moves is not None else None
+    if min_gain is not None and not min_gain < 1.0:
+        raise EplbError(f"--min-gain {min_gain}: must be below 1 (a relative gain; 0.01 skips rebalances that gain under 1%)")
+    if len(intervals) > 1:
+        for flag, value in (("--max-imbalance", max_imbalance), ("--min-balancedness", min_balancedness), ("--plot", plot)):
+            if value is not None:
+                raise EplbError(f"{flag} takes one --every interval; drop it or give one N")
     tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
                                    policy, exclude_gpus)
     _warn(load_warnings(tr.total(), trace), quiet, strict, trace)
@@ -530,9 +648,33 @@ def replay(
 
         old = _read_placement_for(previous, tr, trace, {"gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups})
         check_previous(old, tr, topo, previous, trace)
-    result = run_replay(tr, topo, every=every, forecast=fc, strategy=strategy, history=history, start=start,
-                        migration_aware=migration_aware, max_moves=max_moves, expert_bytes=size, previous=old,
-                        seed=seed, device=device, threads=threads)
+    options = dict(forecast=fc, strategy=strategy, history=history, migration_aware=migration_aware, max_moves=budget,
+                   expert_bytes=size, previous=old, seed=seed, device=device, threads=threads, min_gain=min_gain)
+    show = sys.stderr.isatty() and not quiet
+    if len(intervals) > 1:
+        from .replay import replay_intervals
+
+        with _Bar(show, "replay") as bar:
+            results = replay_intervals(tr, topo, intervals, start=start, progress=bar.update, **options)
+        summaries = [r.summary for r in results]
+        if json_out:
+            base = {"trace": trace, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
+                    "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes}
+            _out(report.to_json({"rows": [base | s for s in summaries]}))
+        elif not quiet:
+            s = summaries[0]
+            head = [
+                ("strategy", strategy), ("policy", report.policy_line(topo)),
+                ("trace", f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s)"),
+                ("cluster", report.topology_line(topo)),
+                ("served", f"windows {s['start']}-{s['start'] + s['served_windows'] - 1} by every interval "
+                           f"(first rebalance at window {s['start']})"),
+                ("forecast", s["forecast"]),
+            ]
+            _out(report.join_blocks([report.summary_table(head), "By rebalance interval\n" + report.interval_table(summaries)]))
+        return
+    with _Bar(show, "replay") as bar:
+        result = run_replay(tr, topo, every=intervals[0], start=start, progress=bar.update, **options)
     s = result.summary
     gates = _gates(s["served_gpu_imbalance"], s["served_balancedness"], max_imbalance, min_balancedness)
     if plot:
@@ -557,7 +699,8 @@ def replay(
             *report.replay_rows(s),
             *[("gate", f"{g['gate']} {g['limit']:g} (served): {'passed' if g['passed'] else 'FAILED'}") for g in gates],
         ]
-        table = report.rebalance_table(result.to_dict()["rebalances"], with_bytes=size is not None)
+        table = report.rebalance_table(result.to_dict()["rebalances"], with_bytes=size is not None,
+                                       with_gain=min_gain is not None)
         _out(report.join_blocks(["Rebalances\n" + table, report.summary_table(head)]))
     _enforce(gates, f"replay of {trace} (served load)")
 
@@ -617,6 +760,10 @@ def convert(
     _out(f"wrote {dst} ({done['format']}): {shape}", to_stderr=True)
 
 
+_INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -625,8 +772,10 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not debug:  # library warnings would break the one-line stderr contract
                 warnings.simplefilter("ignore")
-            app(args=args, prog_name="eplb", standalone_mode=False)
-        return 0
+            code = app(args=args, prog_name="eplb", standalone_mode=False)
+        if code == _INTERRUPTED:  # typer turns Ctrl-C into an exit code of 130 when not standalone
+            typer.echo("eplb: interrupted", err=True)
+        return code if isinstance(code, int) else 0
     except EplbError as exc:
         if debug:
             raise
@@ -634,12 +783,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("eplb: interrupted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        typer.echo("eplb: interrupted", err=True)
-        return 130
+        return _INTERRUPTED
     except MemoryError:
         if debug:
             raise

@@ -15,9 +15,10 @@ plan should move as few as it can. Three steps, each batched over layers:
     long as no GPU ends above it: swaps that put replicas back where they were
     cost nothing and often halve the moves again.
 :func:`budgeted`
-    ``--max-moves M``: start from the old placement and take, one by one, the
-    changes that most lower the busiest GPU's load, at most M per layer,
-    keeping every expert with a replica.
+    ``--max-moves M`` (per layer) or ``--max-moves 5%`` (of all slots, in
+    total): start from the old placement and take, one by one, the changes
+    that most lower the busiest GPUs (:mod:`eplb_cli.budget`), keeping every
+    expert with a replica.
 
 :func:`follow` chains them. A replica "moves" when its slot holds a different
 expert afterwards (:func:`eplb_cli.metrics.migration` counts them, split
@@ -32,7 +33,8 @@ import torch
 
 from .errors import EplbError
 from .metrics import live_gpus
-from .placement import Placement, replica_counts, slots_of_experts
+from .budget import MoveBudget, budget_path
+from .placement import Placement, replica_counts
 
 _FORCE = 1.0e6
 """Weight bonus (and penalty) that pins excluded GPUs to themselves in the assignment."""
@@ -532,184 +534,31 @@ def _disjoint_best(b: _SwapBoard, a: torch.Tensor, s: torch.Tensor, t: torch.Ten
 # ---------------------------------------------------------------- move budget
 
 
-def _repair(cur: torch.Tensor, target: torch.Tensor, experts: int) -> torch.Tensor:
-    """Give every expert left without a replica one slot of ``target`` that holds it (in place, returns changed mask)."""
-    layers, slots = cur.shape
-    changed = torch.zeros_like(cur, dtype=torch.bool)
-    for _ in range(experts + 1):
-        missing = replica_counts(cur, experts) == 0
-        if not bool(missing.any()):
-            return changed
-        want = (target >= 0) & (cur != target) & missing.gather(1, target.clamp(min=0))
-        first = torch.full((layers, experts + 1), slots, dtype=torch.int64)
-        key = torch.where(want, target, torch.full_like(target, experts))
-        first.scatter_reduce_(1, key, torch.arange(slots).expand(layers, slots), reduce="amin")
-        pick = torch.zeros_like(want)
-        slot = first[:, :experts]
-        ok = slot < slots
-        rows = torch.arange(layers).unsqueeze(1).expand_as(slot)
-        pick[rows[ok], slot[ok]] = True
-        cur[pick] = target[pick]
-        changed |= pick
-    raise AssertionError("repair did not converge; the target placement is invalid")
+def budgeted(old: Placement, target: Placement, load: torch.Tensor, max_moves: int | MoveBudget) -> Placement:
+    """At most ``max_moves`` replica moves from ``old`` towards a better balance on ``load``.
 
-
-def budgeted(old: Placement, target: Placement, load: torch.Tensor, max_moves: int) -> Placement:
-    """At most ``max_moves`` replica moves per layer from ``old`` towards a better balance on ``load``.
-
-    ``target`` should already be relabelled to ``old`` (:func:`relabel`), so its
-    changed slots are the moves worth making. Layers where the target needs no
-    more than ``max_moves`` moves take it whole. Elsewhere, changes are taken
-    greedily, in every layer at once, each the one that most lowers the
-    busiest live GPU's load (ties: the sum of squared GPU loads), among
-    changes that touch that GPU: one of its slots set to the target's expert;
-    that plus the target's next slot of the expert it held (the replica moves
-    there, so experts with a single replica can move too); or a swap of one
-    of its replicas with any replica elsewhere (within its node under the
-    hierarchical policy). Every expert keeps a replica; a layer stops when no
-    change improves it or its budget is spent. Moves the topology forces
-    (slots of newly excluded GPUs emptied, newly live slots filled, experts
-    whose only replicas were lost) come first and may exceed the budget.
+    ``max_moves`` is a count per layer, or a :class:`~eplb_cli.budget.MoveBudget`
+    (a count per layer or a share of all slots in total). ``target`` should
+    already be relabelled to ``old`` (:func:`relabel`), so its changed slots
+    are the moves worth making. The plan is read off one greedy path from
+    ``old`` (:func:`eplb_cli.budget.budget_path`): per layer its longest
+    prefix within the count (or the whole target where it fits); for a share,
+    the prefixes that lower the imbalance most in total. Moves the topology
+    forces (slots of newly excluded GPUs emptied, newly live slots filled,
+    experts whose only replicas were lost) come first and may exceed the budget.
     """
-    if max_moves < 0:
-        raise EplbError(f"--max-moves {max_moves}: must be >= 0")
+    budget = max_moves if isinstance(max_moves, MoveBudget) else MoveBudget(per_layer=max_moves)
     check_compatible(old, target)
-    topo = target.topology
-    e = topo.experts
-    goal = target.phy2log
-    cur = old.phy2log.clone()
-    forced = (cur < 0) != (goal < 0)
-    cur[forced] = goal[forced]
-    forced |= _repair(cur, goal, e)
-    spent = (forced & (goal >= 0)).sum(dim=1)
-    needed = (cur != goal).sum(dim=1) + spent
-    whole = needed <= max_moves
-    cur[whole] = goal[whole]
-    load = load.to(torch.float64)
-    copies = slots_of_experts(goal, e)
-    going = ~whole & (spent < max_moves)
-    for _ in range(max_moves):
-        if not bool(going.any()):
-            break
-        cur, used = _best_move(cur, goal, copies, load, topo, going, max_moves - spent)
-        spent = spent + used
-        going = going & (used > 0) & (spent < max_moves)
-    return Placement(cur, topo).validate()
+    return budget_path(old, target, load, limit=budget.per_layer).plan(budget).validate()
 
 
-def _best_move(cur: torch.Tensor, goal: torch.Tensor, copies: torch.Tensor, load: torch.Tensor, topo,
-               going: torch.Tensor, room: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the best improving change at each layer's busiest GPU (see :func:`budgeted`); return moves used [L].
-
-    A change sets slot s to expert ``gains`` and, for a pair, slot t to the
-    expert s held (a replica moving from s to t, t losing ``loses``); a
-    single change loses s's own expert. With counts n -> n', every replica
-    of x carries load_x / n'_x, so GPU loads after each candidate are exact.
-    """
-    layers, slots = cur.shape
-    experts, gpus, k = topo.experts, topo.gpus, topo.slots_per_gpu
-    e1 = experts + 1
-    gpu_of = torch.arange(slots) // k
-    live = live_gpus(topo)
-    cnt = replica_counts(cur, experts).to(torch.float64)
-    key = torch.where(cur >= 0, cur, experts)
-    per_gpu = torch.zeros(layers, gpus * e1, dtype=torch.float64)
-    per_gpu.scatter_add_(1, gpu_of * e1 + key, torch.ones_like(cur, dtype=torch.float64))
-    by_expert = per_gpu.view(layers, gpus, e1).transpose(1, 2)
-    share = torch.cat([load / cnt.clamp(min=1), load.new_zeros(layers, 1)], dim=1)
-    slot_share = share.gather(1, key)
-    gl = torch.zeros(layers, gpus, dtype=torch.float64).scatter_add_(1, gpu_of.expand(layers, slots), slot_share)
-    now = gl.masked_fill(~live, float("-inf"))
-    ranked = torch.topk(now, min(3, gpus), dim=1)
-    hot = ranked.indices[:, :1]
-    now_peak = now.max(dim=1).values
-    now_spread = (gl[:, live] ** 2).sum(dim=1)
-    mine = hot * k + torch.arange(k)
-    changed = (cur != goal) & (cur >= 0) & (goal >= 0)
-
-    # Target changes at the busiest GPU: singles [L, k] and pairs [L, k * R].
-    a, b = cur.gather(1, mine).clamp(min=0), goal.gather(1, mine).clamp(min=0)
-    reps = copies.shape[2]
-    t = copies.gather(1, a.unsqueeze(2).expand(layers, k, reps)).reshape(layers, -1)
-    tc = t.clamp(min=0)
-    c = cur.gather(1, tc).clamp(min=0)
-    s2, a2, b2 = (x.repeat_interleave(reps, dim=1) for x in (mine, a, b))
-    ok_single = changed.gather(1, mine) & (cnt.gather(1, a) >= 2)
-    ok_pair = ((t >= 0) & changed.gather(1, tc) & changed.gather(1, s2) & (room >= 2).unsqueeze(1)
-               & ((c == b2) | (cnt.gather(1, c) >= 2)))
-    cand_s = torch.cat([mine, s2], dim=1)
-    cand_t = torch.cat([torch.full_like(mine, -1), torch.where(ok_pair, tc, -1)], dim=1)
-    gains, loses, moving = torch.cat([b, b2], dim=1), torch.cat([a, c], dim=1), torch.cat([a, a2], dim=1)
-    ok = torch.cat([ok_single, ok_pair], dim=1)
-    pair = (cand_t >= 0).unsqueeze(2)
-    same = gains == loses
-    cg, cl = cnt.gather(1, gains), cnt.gather(1, loses)
-    wg, wl = load.gather(1, gains), load.gather(1, loses)
-    cg_new = torch.where(same, cg, cg + 1)
-    cl_new = torch.where(same, cl, (cl - 1).clamp(min=1))
-    at_s = torch.nn.functional.one_hot(gpu_of[cand_s], gpus).to(torch.float64)
-    at_t = torch.nn.functional.one_hot(gpu_of[cand_t.clamp(min=0)], gpus).to(torch.float64) * pair
-    gone = torch.where(pair, at_t, at_s)
-    after = (gl.unsqueeze(1)
-             + torch.where(same, 0.0, wg / cg_new - wg / cg).unsqueeze(2)
-             * by_expert.gather(1, gains.unsqueeze(2).expand(-1, -1, gpus))
-             + torch.where(same, 0.0, wl / cl_new - wl / cl).unsqueeze(2)
-             * (by_expert.gather(1, loses.unsqueeze(2).expand(-1, -1, gpus)) - gone)
-             + at_s * (wg / cg_new).unsqueeze(2) - gone * (wl / cl).unsqueeze(2)
-             + (at_t - at_s * pair) * share.gather(1, moving).unsqueeze(2))[:, :, live]
-    inf = float("inf")
-    peak_t = torch.where(ok, after.max(dim=2).values, inf)
-    spread_t = (after * after).sum(dim=2)
-
-    # Swaps of a replica on the busiest GPU with one elsewhere [L, k * S]: only those two GPUs change.
-    x_share = slot_share.gather(1, mine).unsqueeze(2)
-    d = slot_share.unsqueeze(1) - x_share
-    other = gpu_of.expand(layers, slots)
-    hot_load, their = gl.gather(1, hot).unsqueeze(2), gl.gather(1, other).unsqueeze(1)
-    new_hot, new_other = hot_load + d, their - d
-    ok_swap = (cur.unsqueeze(1) != cur.gather(1, mine).unsqueeze(2)) & (room >= 2).view(-1, 1, 1)
-    ok_swap &= (other.unsqueeze(1) != hot.unsqueeze(2)) & (cur.unsqueeze(1) >= 0) & live[other].unsqueeze(1)
-    if topo.hierarchical:
-        per_node = topo.gpus_per_node
-        ok_swap &= (other // per_node).unsqueeze(1) == (hot // per_node).unsqueeze(2)
-    if gpus >= 3:
-        second_is_other = ranked.indices[:, 1:2] == other
-        rest = torch.where(second_is_other, ranked.values[:, 2:3], ranked.values[:, 1:2])
-    else:
-        rest = torch.full((layers, slots), float("-inf"), dtype=torch.float64)
-    peak_w = torch.maximum(rest.unsqueeze(1), torch.maximum(new_hot, new_other))
-    peak_w = torch.where(ok_swap, peak_w, inf).reshape(layers, -1)
-    spread_w = (now_spread.view(-1, 1, 1) - hot_load ** 2 - their ** 2 + new_hot ** 2 + new_other ** 2).reshape(layers, -1)
-
-    peak = torch.cat([peak_t, peak_w], dim=1)
-    spread = torch.cat([spread_t, spread_w], dim=1)
-    tol = 1e-9 * now_peak.clamp(min=1.0)
-    tied = peak <= (peak.min(dim=1).values + tol).unsqueeze(1)
-    choice = torch.where(tied, spread, inf).argmin(dim=1, keepdim=True)
-    c_peak, c_spread = peak.gather(1, choice).squeeze(1), spread.gather(1, choice).squeeze(1)
-    better = (c_peak < now_peak - tol) | ((c_peak <= now_peak + tol) & (c_spread < now_spread - tol * now_peak))
-    take = going & (c_peak < inf) & better
-    n_target = cand_s.shape[1]
-    is_swap = choice.squeeze(1) >= n_target
-    w = (choice - n_target).clamp(min=0)
-    first = torch.where(is_swap.unsqueeze(1), mine.gather(1, w // slots), cand_s.gather(1, choice.clamp(max=n_target - 1)))
-    second = torch.where(is_swap.unsqueeze(1), w % slots, cand_t.gather(1, choice.clamp(max=n_target - 1)))
-    first_to = torch.where(is_swap.unsqueeze(1), cur.gather(1, second.clamp(min=0)), goal.gather(1, first))
-    second_to = torch.where(is_swap.unsqueeze(1), cur.gather(1, first), goal.gather(1, second.clamp(min=0)))
-    two = take & (second.squeeze(1) >= 0)
-    out = cur.clone()
-    out.scatter_(1, first, torch.where(take.unsqueeze(1), first_to, cur.gather(1, first)))
-    second = second.clamp(min=0)
-    out.scatter_(1, second, torch.where(two.unsqueeze(1), second_to, out.gather(1, second)))
-    return out, take.to(torch.int64) + two.to(torch.int64)
-
-
-def follow(old: Placement, new: Placement, load: torch.Tensor, max_moves: int | None = None) -> Placement:
+def follow(old: Placement, new: Placement, load: torch.Tensor, max_moves: int | MoveBudget | None = None) -> Placement:
     """The placement to serve after ``old`` when ``new`` was planned for ``load`` [L, E].
 
     ``new`` relabelled (:func:`relabel`) and swapped back (:func:`swap_back`),
-    which keeps its balance on ``load``; then, with ``max_moves``, at most that
-    many moves per layer from ``old`` towards it (:func:`budgeted`).
+    which keeps its balance on ``load``; then, with ``max_moves`` (a count per
+    layer, or a :class:`~eplb_cli.budget.MoveBudget`), at most that many moves
+    from ``old`` towards it (:func:`budgeted`).
     """
     placed = swap_back(old, relabel(old, new), load)
     if max_moves is None:

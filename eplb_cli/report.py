@@ -185,10 +185,37 @@ def fmt_bytes(n: int | None) -> str:
 
 
 def migration_rows(moves: dict[str, Any], layers: int, slots: int) -> list[tuple[str, str]]:
-    """The lines that say how many replicas a new placement moves."""
+    """The lines that say how many replicas a new placement moves (and, with ``bytes_moved``, the transfer)."""
     share = moves["moves"] / max(layers * slots, 1)
-    return [("moves", f"{moves['moves']:,} replicas ({fmt_pct(share)} of slots): {moves['moves_intra_node']:,} "
+    rows = [("moves", f"{moves['moves']:,} replicas ({fmt_pct(share)} of slots): {moves['moves_intra_node']:,} "
                       f"intra-node, {moves['moves_inter_node']:,} inter-node")]
+    if moves.get("bytes_moved") is not None:
+        rows.append(("transfer", f"{fmt_bytes(moves['bytes_moved'])} ({fmt_bytes(moves['bytes_nvlink'])} over NVLink, "
+                                 f"{fmt_bytes(moves['bytes_network'])} over the network), about {moves['transfer_s']:.3f} s"))
+    return rows
+
+
+def transfer_line(links: Any) -> str:
+    """How ``plan --frontier`` turns moves into bytes and seconds (see eplb_cli.transfer)."""
+    return (f"{fmt_bytes(links.expert_bytes)} per replica; a copy goes over NVLink ({links.nvlink_gbps:g} GB/s into a GPU) "
+            f"when its node held the expert, else over the network ({links.network_gbps:g} GB/s); GPUs receive in "
+            "parallel, so time = max over GPUs of NVLink bytes / NVLink + network bytes / network")
+
+
+FRONTIER_COLUMNS = [
+    ("budget", "budget (of all slots)"), ("max_moves", "max moves"), ("gpu_imbalance", "GPU imb."),
+    ("gap", "gap to unlimited"), ("moves", "moves"), ("moves_intra_node", "intra-node"),
+    ("moves_inter_node", "inter-node"), ("bytes", "bytes"), ("transfer", "transfer s"),
+]
+
+
+def frontier_table(rows: Sequence[dict[str, Any]]) -> str:
+    """One row per move budget of ``plan --frontier``."""
+    shown = [{**r, "max_moves": "-" if r["max_moves"] is None else f"{r['max_moves']:,}",
+              "moves": f"{r['moves']:,}", "moves_intra_node": f"{r['moves_intra_node']:,}",
+              "moves_inter_node": f"{r['moves_inter_node']:,}", "bytes": fmt_bytes(r["bytes_moved"]),
+              "transfer": f"{r['transfer_s']:.3f}"} for r in rows]
+    return rows_table(shown, FRONTIER_COLUMNS)
 
 
 REBALANCE_COLUMNS = [
@@ -198,11 +225,13 @@ REBALANCE_COLUMNS = [
 ]
 
 
-def rebalance_table(rebalances: Sequence[dict[str, Any]], with_bytes: bool = False) -> str:
-    """One row per rebalance of ``eplb replay``."""
+def rebalance_table(rebalances: Sequence[dict[str, Any]], with_bytes: bool = False, with_gain: bool = False,
+                    most: int = 40) -> str:
+    """One row per rebalance of ``eplb replay``; past ``most`` rows, the first and last ``most // 2`` only."""
     rows = []
     for r in rebalances:
         end = r["served_until"] - 1
+        gain = r.get("forecast_gain")
         rows.append({
             **r,
             "windows": f"{r['window']}" if end == r["window"] else f"{r['window']}-{end}",
@@ -210,9 +239,42 @@ def rebalance_table(rebalances: Sequence[dict[str, Any]], with_bytes: bool = Fal
             "moves": "-" if r["moves"] is None else f"{r['moves']:,}",
             "moves_inter_node": "-" if r["moves_inter_node"] is None else f"{r['moves_inter_node']:,}",
             "bytes": "-" if r.get("bytes_moved") is None else fmt_bytes(r["bytes_moved"]),
+            "gain": "-" if gain is None else fmt_pct(gain) + (" skipped" if r.get("skipped") else ""),
         })
-    columns = REBALANCE_COLUMNS + ([("bytes", "bytes moved")] if with_bytes else [])
+    hidden = len(rows) - most
+    if hidden > 0:
+        rows = rows[: most // 2] + [{"windows": f"... {hidden + 1:,} more (--json lists all)"}] + rows[-(most // 2 - 1):]
+    columns = (REBALANCE_COLUMNS + ([("bytes", "bytes moved")] if with_bytes else [])
+               + ([("gain", "forecast gain")] if with_gain else []))
     return rows_table(rows, columns)
+
+
+INTERVAL_COLUMNS = [
+    ("every", "--every"), ("rebalances", "rebalances"), ("served_balancedness", "served bal."),
+    ("served_gpu_imbalance", "served imb."), ("served_gpu_imbalance_p95", "p95 imb."),
+    ("moves_per_window", "moves / window"), ("moves_per_rebalance", "moves / rebalance"), ("bytes", "bytes / window"),
+    ("runtime_s", "runtime s"),
+]
+
+
+def interval_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """One row per rebalance interval of ``eplb replay --every 1,2,4,8`` (p95 when replay reports it)."""
+    rows = [{**s, "moves_per_window": f"{s['moves'] / max(s['served_windows'], 1):,.1f}",
+             "moves_per_rebalance": f"{s['moves_per_rebalance']:,.1f}",
+             "bytes": "" if s.get("bytes_moved") is None else fmt_bytes(s["bytes_moved"] // max(s["served_windows"], 1))}
+            for s in summaries]
+    columns = [c for c in INTERVAL_COLUMNS if c[0] != "served_gpu_imbalance_p95"
+               or any(s.get("served_gpu_imbalance_p95") is not None for s in summaries)]
+    if all(s.get("bytes_moved") is None for s in summaries):
+        columns = [c for c in columns if c[0] != "bytes"]
+    return rows_table(rows, columns)
+
+
+def _budget_words(s: dict[str, Any]) -> str:
+    """``at most 64 moves per layer`` or ``at most 5% of all slots moved per rebalance``."""
+    if s.get("max_moves_scope", "per layer") == "per layer":
+        return f"at most {s['max_moves']} moves per layer"
+    return f"at most {s['max_moves']} of all slots moved per rebalance"
 
 
 def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
@@ -224,7 +286,7 @@ def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("schedule", f"rebalance every {s['every']} window(s) from window {s['start']}: {s['rebalances']} rebalance(s), "
                      f"{s['served_windows']} window(s) served"),
         ("forecast", f"{s['forecast']} of {history}"),
-        ("migration", ("aware (relabel + swap back" + (f", at most {s['max_moves']} moves per layer)" if s["max_moves"] is not None else ")"))
+        ("migration", ("aware (relabel + swap back" + (f", {_budget_words(s)})" if s["max_moves"] is not None else ")"))
          if s["migration_aware"] else "plan each rebalance from scratch"),
         ("served GPU imbalance", f"{fmt_ratio(s['served_gpu_imbalance'])} mean, {fmt_ratio(s['served_gpu_imbalance_worst'])} worst "
                                  "(max/mean GPU load over served windows and layers)"),
@@ -234,6 +296,11 @@ def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if s.get("bytes_moved") is not None:
         rows.append(("bytes moved", fmt_bytes(s["bytes_moved"])))
+    if s.get("min_gain") is not None:
+        rows.append(("--min-gain", f"{s['min_gain']:g}: {s['skipped']} of {s['rebalances']} rebalance(s) skipped "
+                                   f"(forecast gain below it), {s['moves_saved']:,} moves saved; served balancedness "
+                                   f"{fmt_ratio(s['served_balancedness'])} against {fmt_ratio(s['served_balancedness_if_taken'])} "
+                                   "had they been taken"))
     rows.append(("runtime", f"{s['runtime_s']:.2f} s"))
     return rows
 
