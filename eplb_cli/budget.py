@@ -139,8 +139,8 @@ class BudgetPath:
 
     start: torch.Tensor  # int64 [L, S]: the old placement with the forced moves made
     goal: torch.Tensor  # int64 [L, S]: the target
-    forced: torch.Tensor  # int64 [L]: moves the topology forces
-    needed: torch.Tensor  # int64 [L]: moves that take the whole target (forced ones included)
+    moved: torch.Tensor  # int64 [T + 1, L]: slots holding another expert than the old placement, before each step
+    needed: torch.Tensor  # int64 [L]: slots the whole target changes
     mean: torch.Tensor  # float64 [L]: mean live GPU load (0 for a layer without load)
     goal_peak: torch.Tensor  # float64 [L]: the target's busiest live GPU
     peak: torch.Tensor  # float64 [T + 1, L]: the busiest live GPU before the first step and after each
@@ -150,10 +150,6 @@ class BudgetPath:
     second_to: torch.Tensor
     used: torch.Tensor
     topology: Topology
-
-    def moves_after(self) -> torch.Tensor:
-        """Moves spent after each step, int64 [T, L] (forced moves included)."""
-        return self.forced + torch.cumsum(self.used, dim=0)
 
     def plan(self, budget: MoveBudget) -> Placement:
         """The plan for ``budget``: :meth:`at` for a count per layer, :meth:`within` for a share in total."""
@@ -165,13 +161,15 @@ class BudgetPath:
     def at(self, max_moves: int) -> Placement:
         """The plan for at most ``max_moves`` moves in every layer.
 
-        Each layer takes the longest prefix of its steps that fits; a layer
-        whose whole target fits takes it. Forced moves are made whatever the
-        budget.
+        Each layer takes the longest prefix of its steps that moves no more
+        (a later step may put a replica back, so moves are counted on the
+        placement, not summed over steps); a layer whose whole target fits
+        takes it. Forced moves are made whatever the budget.
         """
-        budget = torch.full_like(self.needed, max_moves)
-        steps = ((self.moves_after() <= budget) & (self.used > 0)).sum(dim=0)
-        return self._placement(steps, self.needed <= budget)
+        fits = self.moved <= max_moves
+        fits[0] = True  # the forced moves are made whatever the budget
+        steps = torch.where(fits, torch.arange(fits.shape[0]).unsqueeze(1), 0).max(dim=0).values
+        return self._placement(steps, self.needed <= max_moves)
 
     def within(self, total: int) -> Placement:
         """The plan for at most ``total`` moves over all layers, spent where they lower the GPU imbalance most.
@@ -186,7 +184,7 @@ class BudgetPath:
 
     def within_each(self, totals: list[int]) -> list[Placement]:
         """:meth:`within` for several totals, from one knapsack table."""
-        extra = [max(t - int(self.forced.sum()), 0) for t in totals]
+        extra = [max(t - int(self.moved[0].sum()), 0) for t in totals]
         offer_moves, pick = self._knapsack(max(extra, default=0))
         plans = []
         for left in extra:
@@ -204,21 +202,15 @@ class BudgetPath:
         Offer i < T + 1 is the prefix of i steps, offer T + 1 the whole target;
         an offer that is no better than a cheaper one gets infinite cost.
         """
-        extra = torch.cat([torch.zeros_like(self.forced).unsqueeze(0), torch.cumsum(self.used, dim=0),
-                           (self.needed - self.forced).unsqueeze(0)])
+        extra = (torch.cat([self.moved, self.needed.unsqueeze(0)]) - self.moved[0]).clamp(min=0)
         peak = torch.cat([self.peak, self.goal_peak.unsqueeze(0)])
-        scale = torch.where(self.mean > 0, 1.0 / self.mean.clamp(min=1e-300), 0.0)
-        value = peak * scale
-        # A prefix whose step took nothing repeats the one before it; drop offers dominated by cheaper ones.
-        walking = torch.cat([torch.ones_like(self.forced, dtype=torch.bool).unsqueeze(0), self.used > 0,
-                             torch.ones_like(self.forced, dtype=torch.bool).unsqueeze(0)])
+        value = peak * torch.where(self.mean > 0, 1.0 / self.mean.clamp(min=1e-300), 0.0)
+        # Drop offers dominated by cheaper ones (a stopped layer's later prefixes repeat its last).
         order = torch.sort(extra, dim=0, stable=True).indices
-        best_before = torch.cummin(value.gather(0, order), dim=0).values
-        best_before = torch.cat([torch.full_like(best_before[:1], _INF), best_before[:-1]])
-        useful = torch.empty_like(walking)
-        useful.scatter_(0, order, value.gather(0, order) < best_before)
-        value = torch.where(walking & useful, value, _INF)
-        return extra.T.contiguous(), value.T.contiguous()
+        ranked = value.gather(0, order)
+        best_before = torch.cat([torch.full_like(ranked[:1], _INF), torch.cummin(ranked, dim=0).values[:-1]])
+        useful = torch.empty_like(order, dtype=torch.bool).scatter_(0, order, ranked < best_before)
+        return extra.T.contiguous(), torch.where(useful, value, _INF).T.contiguous()
 
     def _knapsack(self, total: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each offer's extra moves [L, T + 2], and the offer each layer takes for each budget 0..``total`` [L, total + 1].
@@ -276,9 +268,13 @@ def budget_path(old: Placement, target: Placement, load: torch.Tensor, limit: in
     start = old.phy2log.clone()
     forced = (start < 0) != (goal < 0)
     start[forced] = goal[forced]
-    forced |= _repair(start, goal, e)
-    spent = (forced & (goal >= 0)).sum(dim=1)
-    needed = (start != goal).sum(dim=1) + spent
+    _repair(start, goal, e)
+    was = old.phy2log
+
+    def moves(p: torch.Tensor) -> torch.Tensor:
+        return ((p != was) & (p >= 0)).sum(dim=1)
+
+    spent = moves(start)
     load = load.to(torch.float64)
     live = live_gpus(topo)
     goal_peak = gpu_loads(target, load)[:, live].max(dim=1).values
@@ -291,7 +287,7 @@ def budget_path(old: Placement, target: Placement, load: torch.Tensor, limit: in
     going = (start != goal).any(dim=1) & (start_peak > floor + tol)
     if limit is not None:
         going &= spent < limit
-    peaks, steps = [start_peak], []
+    peaks, moved, steps = [start_peak], [spent], []
     with one_thread():
         for _ in range(2 * topo.slots):
             rows = going.nonzero().squeeze(1)
@@ -307,6 +303,7 @@ def budget_path(old: Placement, target: Placement, load: torch.Tensor, limit: in
             cur[took, full.first[took]] = full.first_to[took]
             cur[two, full.second[two]] = full.second_to[two]
             peaks.append(full.peak)
+            moved.append(moves(cur))
             steps.append(full)
             spent = spent + full.used
             going &= took & (full.peak > floor + tol)
@@ -314,9 +311,10 @@ def budget_path(old: Placement, target: Placement, load: torch.Tensor, limit: in
                 going &= spent < limit
     empty = torch.zeros(0, layers, dtype=torch.int64)
     fields = [torch.stack(f) for f in zip(*steps)] if steps else [empty] * 5
-    return BudgetPath(start=start, goal=goal.clone(), forced=(forced & (goal >= 0)).sum(dim=1), needed=needed,
-                      mean=load.sum(dim=1) / int(live.sum()), goal_peak=goal_peak, peak=torch.stack(peaks), first=fields[0], first_to=fields[1],
-                      second=fields[2], second_to=fields[3], used=fields[4], topology=topo)
+    return BudgetPath(start=start, goal=goal.clone(), moved=torch.stack(moved), needed=moves(goal),
+                      mean=load.sum(dim=1) / int(live.sum()), goal_peak=goal_peak, peak=torch.stack(peaks),
+                      first=fields[0], first_to=fields[1], second=fields[2], second_to=fields[3], used=fields[4],
+                      topology=topo)
 
 
 def _repair(cur: torch.Tensor, target: torch.Tensor, experts: int) -> torch.Tensor:

@@ -464,7 +464,11 @@ def _print_frontier(res, load, tr, trace: str, previous: str, links, strategy: s
         ("transfer model", report.transfer_line(links)),
         ("runtime", f"{seconds:.2f} s"),
     ]
-    _out(report.join_blocks([report.summary_table(head), "Moves versus balance\n" + report.frontier_table(rows)]))
+    blocks = [report.summary_table(head), "Moves versus balance\n" + report.frontier_table(rows)]
+    if rows[-1]["gpu_imbalance"] > min(r["gpu_imbalance"] for r in rows) + 1e-9:
+        blocks.append("note: the plan from scratch (unlimited) is less balanced than a budgeted plan: in some layers "
+                      "the placement served now suits this load better than a new plan")
+    _out(report.join_blocks(blocks))
 
 
 def _check_gates(max_imbalance: Optional[float], min_balancedness: Optional[float]) -> None:

@@ -48,7 +48,11 @@ def frontier(old: Placement, new: Placement, load: torch.Tensor, *, shares: tupl
     """Rows for ``shares`` of all slots and the unlimited plan, planning from ``old`` towards ``new`` on ``load`` [L, E].
 
     ``new`` is the plan from scratch for ``load``. Returns the rows in order
-    of growing budget, the unlimited one last.
+    of growing budget, the unlimited one last. The budgeted rows never get
+    less balanced as the budget grows; the unlimited row continues them
+    wherever the plan from scratch is at least as balanced as ``old`` in
+    every layer (a weak strategy, or a load the old placement still suits,
+    can make it the worse one: the budgeted walk then keeps the better).
     """
     if any(not 0.0 <= s <= 1.0 for s in shares):
         raise EplbError(f"shares {list(shares)}: each must be between 0 and 1")
