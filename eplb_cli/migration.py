@@ -200,29 +200,34 @@ def _slot_codes(phy2log: torch.Tensor, per_gpu: int, empty: int) -> torch.Tensor
     return torch.where(phy2log >= 0, code, torch.full_like(code, empty))
 
 
-def _replica_table(phy2log: torch.Tensor, rank: torch.Tensor, gpus: int, experts: int, width: int) -> torch.Tensor:
-    """One-hot [L, G, E * width]: GPU g holds the (rank+1)-th copy of expert e."""
-    layers, slots = phy2log.shape
-    code = torch.where(phy2log >= 0, phy2log * width + rank, experts * width)
-    row = (torch.arange(slots) // (slots // gpus)).expand(layers, slots)
-    table = torch.zeros(layers, gpus, experts * width + 1, dtype=torch.float32)
-    table.view(layers, -1).scatter_(1, row * (experts * width + 1) + code, 1.0)
-    return table[:, :, :-1]
-
-
 def stay_matrix(old: Placement, new: Placement) -> torch.Tensor:
     """Replicas that stay when new GPU h takes old GPU g's place, int64 [L, G, G] (h, g).
 
-    Equals sum over experts of min(copies on new GPU h, copies on old GPU g),
-    computed as one batched product of one-hot (expert, copy) tables.
+    Equals sum over experts of min(copies on new GPU h, copies on old GPU g):
+    the r-th copy of expert e on new GPU h stays on old GPU g exactly when g
+    holds at least r copies of e, so every new replica (expert, rank) adds
+    one for each old GPU holding the same (expert, rank). Those matches are
+    found by sorting the old replicas' keys ``layer * (E * k + 1) + code``
+    (code = expert * k + rank, see :func:`_slot_codes`; it unpacks as layer =
+    key // (E * k + 1), expert = key % (E * k + 1) // k, rank = key % k)
+    and looking the new replicas' keys up in them.
     """
     topo = new.topology
-    k = topo.slots_per_gpu
-    ra, rb = _rank_on_gpu(old.phy2log, k), _rank_on_gpu(new.phy2log, k)
-    width = int(torch.maximum(ra.max(), rb.max())) + 1
-    a = _replica_table(old.phy2log, ra, topo.gpus, topo.experts, width)
-    b = _replica_table(new.phy2log, rb, topo.gpus, topo.experts, width)
-    return torch.bmm(b, a.transpose(1, 2)).round().to(torch.int64)
+    layers, slots = new.phy2log.shape
+    g, k = topo.gpus, topo.slots_per_gpu
+    span = topo.experts * k + 1
+    base = torch.arange(layers).unsqueeze(1) * span
+    old_key = (base + _slot_codes(old.phy2log, k, span - 1)).reshape(-1)  # empty old slots: code span - 1
+    new_key = (base + _slot_codes(new.phy2log, k, span - 1)).reshape(-1)
+    old_sorted = torch.sort(old_key, stable=True)
+    first = torch.searchsorted(old_sorted.values, new_key)
+    count = torch.searchsorted(old_sorted.values, new_key, right=True) - first
+    count = torch.where(new.phy2log.reshape(-1) >= 0, count, 0)  # an empty new slot keeps nothing
+    new_slot = torch.repeat_interleave(torch.arange(new_key.numel()), count)  # once per matching old replica
+    nth = torch.arange(new_slot.numel()) - _at(torch.cumsum(count, 0) - count, new_slot)
+    old_slot = _at(old_sorted.indices, _at(first, new_slot) + nth)
+    cell = (new_slot // slots) * g * g + (new_slot % slots) // k * g + (old_slot % slots) // k
+    return torch.bincount(cell, minlength=layers * g * g).view(layers, g, g)
 
 
 def gpu_mapping(old: Placement, new: Placement) -> torch.Tensor:
