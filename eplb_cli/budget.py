@@ -185,7 +185,8 @@ class BudgetPath:
     def within_each(self, totals: list[int]) -> list[Placement]:
         """:meth:`within` for several totals, from one knapsack table."""
         extra = [max(t - int(self.moved[0].sum()), 0) for t in totals]
-        offer_moves, pick = self._knapsack(max(extra, default=0))
+        with one_thread():
+            offer_moves, pick = self._knapsack(max(extra, default=0))
         plans = []
         for left in extra:
             chosen = torch.zeros(pick.shape[0], dtype=torch.int64)
