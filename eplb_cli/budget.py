@@ -1,45 +1,41 @@
-"""Plans under a move budget: one greedy path from the placement served now towards a better one.
+"""Plans under a move budget: one greedy walk from the placement served now towards a better one.
 
 :func:`budget_path` starts from the old placement and, in every layer at
-once, takes one change per step: the one that most lowers the layer's
-busiest live GPU (ties: the smallest sum of squared GPU loads). A step
-moves one or two replicas, and the path records every step, so the plan
-for any budget is a prefix of it (:meth:`BudgetPath.at`): the plan for M
-moves per layer is the longest prefix that moves at most M replicas in that
-layer, and a whole ladder of budgets costs one walk
-(:mod:`eplb_cli.frontier`). A layer whose whole target fits in the budget
-takes it.
+once, takes one change per step (:func:`_best_change`). A step moves one or
+two replicas, and the path records every step, so the plan for any budget
+is read off it: for M moves per layer, each layer's longest prefix within M
+(:meth:`BudgetPath.at`); for a share of all slots, the prefixes chosen by a
+knapsack over layers (:meth:`BudgetPath.within`). A whole ladder of budgets
+costs one walk (:mod:`eplb_cli.frontier`).
 
-The changes considered at the busiest GPU g of a layer:
+The changes considered at the busiest live GPU g of a layer:
 
-- towards the target: one of g's slots set to the target's expert there;
-  or that, plus the target's slot of the expert it held set to that expert
-  (the replica moves to where the target keeps it);
-- swaps: one of g's replicas with any replica on another live GPU;
+- swaps: one of g's replicas with one on one of the lightest GPUs;
 - copies: one more replica of an expert on g, written over the cheapest
   redundant replica (that of the expert whose other replicas gain least) of
   one of the lightest GPUs. It spreads a hot expert over more GPUs, and,
   under the hierarchical policy, lets load leave an overloaded node in a
   move or two where the target moves whole groups.
 
-Every expert keeps a replica and GPU loads after each candidate are exact
-(replica counts change, so every replica of the experts involved is
-re-weighed). Where the target lowers a layer's busiest GPU, the path never
-goes below the target's and stops once it reaches it: the target is the
-plan from scratch, a budget buys the way towards it, and a larger budget
-is then never worse (the frontier is monotone). Where the target is no
-better than the old placement, the path just lowers the busiest GPU as far
-as it can (and a budget that fits the whole target still takes it). Moves that the topology
-forces (slots of newly excluded GPUs emptied, newly live slots filled,
-experts whose only replicas were lost) come first and count against the
-budget.
+A step takes the change that removes the most squared load above the
+target's level per replica moved, among those that raise no GPU above the
+busiest one. Every expert keeps a replica, and GPU loads after each
+candidate are exact (replica counts change, so every replica of the experts
+involved is re-weighed). Where the target lowers a layer's busiest GPU, the
+walk never goes below the target's and stops once it reaches it: the target
+is the plan from scratch, a budget buys the way towards it, and a larger
+budget is then never worse. Where the target is no better than the old
+placement, the walk lowers the busiest GPU as far as it can. Moves that the
+topology forces (slots of newly excluded GPUs emptied, newly live slots
+filled, experts whose only replicas were lost) come first and count against
+the budget.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 
@@ -49,10 +45,11 @@ from .placement import Placement, replica_counts
 from .topology import Topology
 
 _HOT_GPUS = 1
-"""How many of the busiest GPUs a change may start from."""
+"""How many of the busiest GPUs a change may start from (more cost time and did not help on the shipped trace)."""
 _COPY_TARGETS = 4
-_SWAP_PARTNERS = 12
 """How many of the lightest GPUs a copy may be written to."""
+_SWAP_PARTNERS = 12
+"""How many of the lightest GPUs a swap may trade with."""
 _INF = float("inf")
 
 
@@ -258,10 +255,12 @@ class BudgetPath:
 def budget_path(old: Placement, target: Placement, load: torch.Tensor, limit: int | None = None) -> BudgetPath:
     """Walk from ``old`` towards ``target`` on ``load`` [L, E] (see the module doc).
 
-    ``target`` should already be relabelled to ``old`` (:func:`eplb_cli.migration.relabel`)
-    so that its changed slots are the moves worth making. With ``limit`` a
-    layer stops once it has spent that many moves (enough for every budget
-    up to ``limit``); without, it walks until no change improves it.
+    ``target`` (the plan from scratch) sets where the walk stops and is the
+    offer for a budget that fits it whole; it should already be relabelled
+    to ``old`` (:func:`eplb_cli.migration.follow`) so that it moves as little
+    as it can. With ``limit`` a layer stops once its steps have moved that
+    many replicas (enough for every count up to ``limit``); without, it
+    walks until no change improves it.
     """
     topo = target.topology
     e = topo.experts
@@ -344,18 +343,19 @@ def _repair(cur: torch.Tensor, target: torch.Tensor, experts: int) -> torch.Tens
 
 
 class _Changes(NamedTuple):
-    """Candidate changes, [B, n] each: slot ``first`` gets ``first_to``; slot ``second`` (-1: none) gets ``second_to``.
+    """Candidate changes of one kind, priced: ``peak`` and ``excess`` are [B, n] each.
 
     ``peak`` is the busiest live GPU after the change (inf: not allowed) and
-    ``excess`` the sum over live GPUs of the squared load above the layer's level.
+    ``excess`` the sum over live GPUs of the squared load above the layer's
+    level. Each change moves ``moves`` replicas; ``decode(i)`` turns a chosen
+    index [B] into the change: slot ``first`` gets ``first_to`` and slot
+    ``second`` (-1: none) gets ``second_to``, [B] each.
     """
 
-    first: torch.Tensor
-    first_to: torch.Tensor
-    second: torch.Tensor
-    second_to: torch.Tensor
     peak: torch.Tensor
     excess: torch.Tensor
+    moves: int
+    decode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 class _Step(NamedTuple):
@@ -376,7 +376,6 @@ class _State:
     cur: torch.Tensor  # int64 [B, S]
     load: torch.Tensor  # float64 [B, E]
     count: torch.Tensor  # float64 [B, E]: replicas of each expert
-    on_gpu: torch.Tensor  # float64 [B, E + 1, G]: replicas of each expert on each GPU (row E: empty slots)
     slot_share: torch.Tensor  # float64 [B, S]: load of the replica in each slot
     gpu: torch.Tensor  # float64 [B, G]
     live: torch.Tensor  # bool [G]
@@ -391,19 +390,16 @@ class _State:
 def _state(cur: torch.Tensor, load: torch.Tensor, topo: Topology, level: torch.Tensor) -> _State:
     rows, slots = cur.shape
     experts, gpus, k = topo.experts, topo.gpus, topo.slots_per_gpu
-    e1 = experts + 1
     gpu_of = torch.arange(slots) // k
     live = live_gpus(topo)
     count = replica_counts(cur, experts).to(torch.float64)
     key = torch.where(cur >= 0, cur, experts)
-    on_gpu = torch.zeros(rows, gpus * e1, dtype=torch.float64)
-    on_gpu.scatter_add_(1, gpu_of * e1 + key, torch.ones_like(cur, dtype=torch.float64))
     slot_share = torch.cat([load / count.clamp(min=1), load.new_zeros(rows, 1)], dim=1).gather(1, key)
     gpu = torch.zeros(rows, gpus, dtype=torch.float64).scatter_add_(1, gpu_of.expand(rows, slots), slot_share)
     busy = gpu.masked_fill(~live, -_INF)
     ranked = torch.topk(busy, min(3, gpus), dim=1)
     hot = torch.topk(busy, min(_HOT_GPUS, int(live.sum())), dim=1).indices
-    return _State(cur=cur, load=load, count=count, on_gpu=on_gpu.view(rows, gpus, e1).transpose(1, 2),
+    return _State(cur=cur, load=load, count=count,
                   slot_share=slot_share, gpu=gpu, live=live,
                   hot_slots=(hot.unsqueeze(2) * k + torch.arange(k)).reshape(rows, -1),
                   ranked=ranked.values, ranked_gpu=ranked.indices, level=level, peak=ranked.values[:, 0],
@@ -428,16 +424,24 @@ def _best_change(cur: torch.Tensor, load: torch.Tensor, topo: Topology, floor: t
     level = torch.where(floor > -_INF, floor, load.sum(dim=1) / live_count)
     st = _state(cur, load, topo, level)
     families = [_swaps(st, topo), _copies(st, topo)]
-    first, first_to, second, second_to, peak, excess = (torch.cat(parts, dim=1) for parts in zip(*families))
+    peak, excess = (torch.cat(parts, dim=1) for parts in zip(*[(f.peak, f.excess) for f in families]))
+    moves = torch.cat([torch.full((f.peak.shape[1],), float(f.moves), dtype=torch.float64) for f in families])
     tol = (1e-9 * st.peak.clamp(min=1.0)).unsqueeze(1)
     now_peak, now_excess = st.peak.unsqueeze(1), st.excess.unsqueeze(1)
     allowed = (peak <= now_peak + tol) & (peak >= floor.unsqueeze(1) - tol) & (excess < now_excess - tol * now_peak)
-    moves = 1.0 + (second >= 0).to(torch.float64)
     choice = torch.where(allowed, (now_excess - excess) / moves, -_INF).argmax(dim=1, keepdim=True)
     take = allowed.gather(1, choice).squeeze(1)
+    # Decode the chosen change from the family it falls in.
     none = torch.full_like(take, -1, dtype=torch.int64)
-    first, first_to, second, second_to = (torch.where(take, f.gather(1, choice).squeeze(1), none)
-                                          for f in (first, first_to, second, second_to))
+    first, first_to, second, second_to = none, none, none, none
+    start = 0
+    for f in families:
+        size = f.peak.shape[1]
+        inside = take & (choice.squeeze(1) >= start) & (choice.squeeze(1) < start + size)
+        got = f.decode((choice.squeeze(1) - start).clamp(0, size - 1))
+        first, first_to, second, second_to = (torch.where(inside, new, old)
+                                              for new, old in zip(got, (first, first_to, second, second_to)))
+        start += size
     used = take.to(torch.int64) * (1 + (second >= 0).to(torch.int64))
     return _Step(first, first_to, second, second_to, used, torch.where(take, peak.gather(1, choice).squeeze(1), st.peak))
 
@@ -469,11 +473,12 @@ def _swaps(st: _State, topo: Topology) -> _Changes:
     lv = st.level.view(-1, 1, 1)
     excess = (st.excess.view(-1, 1, 1) - _sq_above(load_g, lv) - _sq_above(load_h, lv)
               + _sq_above(new_g, lv) + _sq_above(new_h, lv))
-    first = mine.unsqueeze(2).expand(rows, n, p).reshape(rows, -1)
-    second = theirs.unsqueeze(1).expand(rows, n, p).reshape(rows, -1)
-    first_to = other.expand(rows, n, p).reshape(rows, -1)
-    second_to = held.expand(rows, n, p).reshape(rows, -1)
-    return _Changes(first, first_to, second, second_to, peak.reshape(rows, -1), excess.reshape(rows, -1))
+
+    def decode(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        s, t = mine.gather(1, (index // p).unsqueeze(1)), theirs.gather(1, (index % p).unsqueeze(1))
+        return s.squeeze(1), st.cur.gather(1, t).squeeze(1), t.squeeze(1), st.cur.gather(1, s).squeeze(1)
+
+    return _Changes(peak.reshape(rows, -1), excess.reshape(rows, -1), 2, decode)
 
 
 def _sq_above(load: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
@@ -506,8 +511,7 @@ def _copies(st: _State, topo: Topology) -> _Changes:
     n_c, w_c = st.count.gather(1, c), st.load.gather(1, c)
     lighter = w_x / n_x - w_x / (n_x + 1)  # per replica of x
     heavier = w_c / (n_c - 1).clamp(min=1) - w_c / n_c  # per remaining replica of c
-    on_x = st.on_gpu.gather(1, x.unsqueeze(2).expand(rows, n, gpus))  # [B, n, G]
-    on_c = st.on_gpu.gather(1, c.unsqueeze(2).expand(rows, light, gpus))  # [B, H, G]
+    on_x, on_c = _copies_on_gpus(st.cur, x, k), _copies_on_gpus(st.cur, c, k)  # [B, n, G] and [B, H, G]
     at_h = torch.nn.functional.one_hot(targets, gpus).to(torch.float64)  # [B, H, G]
     after = (st.gpu.view(rows, 1, 1, gpus) - (on_x * lighter.unsqueeze(2)).unsqueeze(2)
              + (on_c * heavier.unsqueeze(2)).unsqueeze(1)
@@ -516,8 +520,18 @@ def _copies(st: _State, topo: Topology) -> _Changes:
     ok = give_ok.gather(1, targets).unsqueeze(1) & (x.unsqueeze(2) != c.unsqueeze(1))
     after = after[..., st.live]
     peak = torch.where(ok, after.max(dim=-1).values, _INF)
-    first = t.unsqueeze(1).expand(rows, n, light).reshape(rows, -1)
-    first_to = x.unsqueeze(2).expand(rows, n, light).reshape(rows, -1)
-    none = torch.full_like(first, -1)
-    return _Changes(first, first_to, none, none, peak.reshape(rows, -1), _excess(after, st.level).reshape(rows, -1))
 
+    def decode(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        none = torch.full_like(index, -1)
+        return (t.gather(1, (index % light).unsqueeze(1)).squeeze(1), x.gather(1, (index // light).unsqueeze(1)).squeeze(1),
+                none, none)
+
+    return _Changes(peak.reshape(rows, -1), _excess(after, st.level).reshape(rows, -1), 1, decode)
+
+
+
+def _copies_on_gpus(cur: torch.Tensor, experts: torch.Tensor, per_gpu: int) -> torch.Tensor:
+    """Replicas of each of ``experts`` [B, m] on each GPU of ``cur`` [B, S], float64 [B, m, G]."""
+    rows = cur.shape[0]
+    on = cur.view(rows, 1, -1, per_gpu) == experts.view(rows, -1, 1, 1)
+    return on.sum(dim=3).to(torch.float64)

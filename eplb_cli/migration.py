@@ -544,8 +544,8 @@ def budgeted(old: Placement, target: Placement, load: torch.Tensor, max_moves: i
 
     ``max_moves`` is a count per layer, or a :class:`~eplb_cli.budget.MoveBudget`
     (a count per layer or a share of all slots in total). ``target`` should
-    already be relabelled to ``old`` (:func:`relabel`), so its changed slots
-    are the moves worth making. The plan is read off one greedy path from
+    already be relabelled to ``old`` (:func:`relabel`), so that taking it
+    whole moves as little as it can. The plan is read off one greedy path from
     ``old`` (:func:`eplb_cli.budget.budget_path`): per layer its longest
     prefix within the count (or the whole target where it fits); for a share,
     the prefixes that lower the imbalance most in total. Moves the topology
