@@ -259,10 +259,13 @@ INTERVAL_COLUMNS = [
 
 def interval_table(summaries: Sequence[dict[str, Any]]) -> str:
     """One row per rebalance interval of ``eplb replay --every 1,2,4,8`` (p95 when replay reports it)."""
-    rows = [{**s, "moves_per_window": f"{s['moves'] / max(s['served_windows'], 1):,.1f}",
-             "moves_per_rebalance": f"{s['moves_per_rebalance']:,.1f}",
-             "bytes": "" if s.get("bytes_moved") is None else fmt_bytes(s["bytes_moved"] // max(s["served_windows"], 1))}
-            for s in summaries]
+    rows = []
+    for s in summaries:
+        # Per window: a rebalance's moves spread over the windows it serves (the first rebalance, from scratch, moves nothing).
+        per_window = s["moves_per_rebalance"] / s["every"]
+        size = s["bytes_moved"] / s["moves"] if s.get("bytes_moved") is not None and s["moves"] else 0
+        rows.append({**s, "moves_per_window": f"{per_window:,.1f}", "moves_per_rebalance": f"{s['moves_per_rebalance']:,.1f}",
+                     "bytes": "" if s.get("bytes_moved") is None else fmt_bytes(int(per_window * size))})
     columns = [c for c in INTERVAL_COLUMNS if c[0] != "served_gpu_imbalance_p95"
                or any(s.get("served_gpu_imbalance_p95") is not None for s in summaries)]
     if all(s.get("bytes_moved") is None for s in summaries):
