@@ -33,8 +33,11 @@ from .trace import Trace, load_warnings
 
 if TYPE_CHECKING:
     from .formats.sglang import TokenRouting
+    from .planning.budget import MoveBudget
     from .planning.compare import CompareRow
+    from .planning.frontier import FrontierRow
     from .planning.replay import ReplayResult
+    from .planning.transfer import Links
     from .span import RecordedSpans, Routing, Span, TokenModel
     from .tradeoff import Tradeoff
 
@@ -108,25 +111,58 @@ def plan_load(load: torch.Tensor, topo: Topology, strategy: str = "balanced", *,
     return PlanResult(placement, score(placement, load), ms, strategy)
 
 
-def follow_previous(result: PlanResult, previous: Placement, load: torch.Tensor, max_moves: int | None = None,
-                    previous_name: str = "previous") -> PlanResult:
+def move_budget(max_moves: int | str | MoveBudget | None) -> MoveBudget | None:
+    """``64`` (moves in each layer), ``"5%"`` (a share of all slots, in total), a budget, or None."""
+    from .planning.budget import MoveBudget, parse_max_moves
+
+    if max_moves is None or isinstance(max_moves, MoveBudget):
+        return max_moves
+    if isinstance(max_moves, int):
+        if max_moves < 0:
+            raise EplbError(f"{arg('max_moves', max_moves)}: must be >= 0")
+        return MoveBudget(per_layer=max_moves)
+    return parse_max_moves(max_moves)
+
+
+def transfer_links(expert_bytes: int | str | None = None, nvlink_gbps: float = 450.0,
+                   network_gbps: float = 50.0) -> Links:
+    """The transfer model's bytes per replica (default: a DeepSeek-V3 expert in FP8) and bandwidths in GB/s."""
+    from .planning.replay import parse_bytes
+    from .planning.transfer import DEEPSEEK_V3_EXPERT_BYTES, Links
+
+    size = parse_bytes(expert_bytes) if isinstance(expert_bytes, str) else expert_bytes
+    return Links(expert_bytes=DEEPSEEK_V3_EXPERT_BYTES if size is None else size, nvlink_gbps=nvlink_gbps,
+                 network_gbps=network_gbps)
+
+
+def follow_previous(result: PlanResult, previous: Placement, load: torch.Tensor,
+                    max_moves: int | str | MoveBudget | None = None, previous_name: str = "previous",
+                    links: Links | None = None) -> PlanResult:
     """``result`` moved as little as possible from ``previous``, the placement served now.
 
     GPUs are relabelled and replicas swapped back where that costs no balance;
-    ``max_moves`` caps the replicas moved per layer. The time spent is added
-    to the runtime, and the moves are counted.
+    ``max_moves`` caps the replicas moved (a count per layer, or a share of all
+    slots such as ``"5%"``). The time spent is added to the runtime, and the
+    moves are counted (with bytes and an estimated transfer time when
+    ``links`` is given).
     """
+    from .planning.budget import one_thread
     from .planning.migration import check_compatible, follow
 
-    if max_moves is not None and max_moves < 0:
-        raise EplbError(f"{arg('max_moves', max_moves)}: must be >= 0")
+    budget = move_budget(max_moves)
     topo = result.placement.topology
     check_compatible(previous, result.placement, previous_name, f"{arg('gpus', topo.gpus)} {arg('slots', topo.slots)}")
     t0 = time.perf_counter()
-    placement = follow(previous, result.placement, load, max_moves)
+    with one_thread():
+        placement = follow(previous, result.placement, load, budget)
     ms = (time.perf_counter() - t0) * 1e3
+    moves = count_moves(previous, placement)
+    if links is not None:
+        from .planning.transfer import transfer
+
+        moves |= {"expert_bytes": links.expert_bytes, **transfer(previous, placement, links)}
     return dataclasses.replace(result, placement=placement, score=score(placement, load),
-                               runtime_ms=result.runtime_ms + ms, moves=count_moves(previous, placement))
+                               runtime_ms=result.runtime_ms + ms, moves=moves)
 
 
 def evaluate(placement: Placement, load: torch.Tensor | Trace) -> Score:
@@ -328,9 +364,10 @@ def token_span(placement: Placement, model: TokenModel | None) -> Span | None:
 
 def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced", seed: int = 0,
                device: str = "cpu", reading: TraceOptions | None = None, previous: str | None = None,
-               max_moves: int | None = None, output: str | None = None, fmt: str | None = None,
-               force: bool = False, plot: str | None = None, layer: int | None = None, strict: bool = False,
-               warn: Warn | None = None, topk: int | None = None, topk_groups: int | None = None,
+               max_moves: int | str | None = None, expert_bytes: int | str | None = None,
+               nvlink_gbps: float = 450.0, network_gbps: float = 50.0, output: str | None = None,
+               fmt: str | None = None, force: bool = False, plot: str | None = None, layer: int | None = None,
+               strict: bool = False, warn: Warn | None = None, topk: int | None = None, topk_groups: int | None = None,
                alternative: bool = True) -> PlanReport:
     """``eplb plan``: read ``trace``, plan it for ``cluster``, follow ``previous``, write ``output`` and ``plot``.
 
@@ -353,6 +390,16 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
     _check_plot(plot, force)
     if previous is None and max_moves is not None:
         raise EplbError(f"{arg('max_moves')} needs {arg('previous')}: moves are counted from the placement served now")
+    budget = move_budget(max_moves)
+    links = None
+    if expert_bytes is not None:
+        if previous is None:
+            raise EplbError(f"{arg('expert_bytes')} needs {arg('previous')}: bytes are counted from the placement "
+                            "served now")
+        links = transfer_links(expert_bytes, nvlink_gbps, network_gbps)
+    elif (nvlink_gbps, network_gbps) != (450.0, 50.0):
+        raise EplbError(f"{arg('nvlink_gbps')} and {arg('network_gbps')} go with {arg('expert_bytes')} "
+                        "(transfer times)")
     _check_routing(topk, topk_groups)
     tr = (reading or TraceOptions()).read(trace)
     topo = cluster.resolve(tr)
@@ -367,7 +414,9 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
 
     def planned(under: Topology) -> PlanResult:
         res = plan_load(load, under, strategy, seed=seed, device=device)
-        return follow_previous(res, old, load, max_moves, previous_name=str(previous)) if old is not None else res
+        if old is None:
+            return res
+        return follow_previous(res, old, load, budget, previous_name=str(previous), links=links)
 
     result = planned(topo)
     model = fit(load, routing) if routing is not None else None
@@ -508,32 +557,28 @@ class ReplayReport:
 
 def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced", every: int = 1,
                  history: int | None = None, forecast: str = "last", start: int | None = None,
-                 migration_aware: bool = True, max_moves: int | None = None, expert_bytes: str | int | None = None,
-                 previous: str | None = None, seed: int = 0, device: str = "cpu", threads: int | None = 1,
+                 migration_aware: bool = True, max_moves: int | str | None = None,
+                 expert_bytes: str | int | None = None, previous: str | None = None, seed: int = 0,
+                 device: str = "cpu", threads: int | None = 1, min_gain: float | None = None,
                  reading: TraceOptions | None = None, max_imbalance: float | None = None,
                  min_balancedness: float | None = None, plot: str | None = None, force: bool = False,
-                 strict: bool = False, warn: Warn | None = None) -> ReplayReport:
-    """``eplb replay``: walk ``trace`` as a server would (see :mod:`eplb_cli.planning.replay`)."""
-    from .device import check_device
-    from .planning.forecast import parse_forecast
-    from .planning.replay import check_previous, parse_bytes, replay
+                 strict: bool = False, warn: Warn | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> ReplayReport:
+    """``eplb replay``: walk ``trace`` as a server would (see :mod:`eplb_cli.planning.replay`).
 
-    check_device(device)
+    ``progress(done, total)`` is called after each rebalance.
+    """
+    tr, topo, found, options = _replay_setup(trace, cluster, strategy=strategy, history=history, forecast=forecast,
+                                             migration_aware=migration_aware, max_moves=max_moves,
+                                             expert_bytes=expert_bytes, previous=previous, seed=seed, device=device,
+                                             threads=threads, min_gain=min_gain, reading=reading, strict=strict,
+                                             warn=warn)
     check_gate_limits(max_imbalance, min_balancedness)
-    fc = parse_forecast(forecast)
-    get_strategy(strategy)
     _check_plot(plot, force)
-    size = parse_bytes(expert_bytes) if isinstance(expert_bytes, str) else expert_bytes
-    tr = (reading or TraceOptions()).read(trace)
-    topo = cluster.resolve(tr)
-    found = check_warnings(tr.total(), trace, strict=strict, warn=warn)
-    old = None
-    if previous is not None:
-        old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups, trace_name=trace)
-        check_previous(old, tr, topo, previous, trace)
-    result = replay(tr, topo, every=every, forecast=fc, strategy=strategy, history=history, start=start,
-                    migration_aware=migration_aware, max_moves=max_moves, expert_bytes=size, previous=old,
-                    seed=seed, device=device, threads=threads)
+    from .planning.replay import replay
+
+    result = replay(tr, topo, every=every, start=start, progress=progress, **options)
+    size = options["expert_bytes"]
     s = result.summary
     found_gates = gates(s["served_gpu_imbalance"], s["served_balancedness"], max_imbalance, min_balancedness)
     if plot:
@@ -544,6 +589,106 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
                       title=f"{Path(trace).name}: replay every {every} window(s); {topology_line(topo)}",
                       force=force)
     return ReplayReport(tr, trace, topo, result, found_gates, found, size)
+
+
+def _replay_setup(trace: str, cluster: ClusterOptions, *, strategy: str, history: int | None, forecast: str,
+                  migration_aware: bool, max_moves: int | str | None, expert_bytes: str | int | None,
+                  previous: str | None, seed: int, device: str, threads: int | None, min_gain: float | None,
+                  reading: TraceOptions | None, strict: bool, warn: Warn | None) -> tuple[Trace, Topology, list[str], dict]:
+    """What every replay needs: the options checked, the trace and cluster read, ``previous`` checked against them."""
+    from .device import check_device
+    from .planning.forecast import parse_forecast
+    from .planning.replay import check_previous, parse_bytes
+
+    check_device(device)
+    fc = parse_forecast(forecast)
+    get_strategy(strategy)
+    budget = move_budget(max_moves)
+    if min_gain is not None and not min_gain < 1.0:
+        raise EplbError(f"{arg('min_gain', min_gain)}: must be below 1 (a relative gain; 0.01 skips rebalances that "
+                        "gain under 1%)")
+    size = parse_bytes(expert_bytes) if isinstance(expert_bytes, str) else expert_bytes
+    tr = (reading or TraceOptions()).read(trace)
+    topo = cluster.resolve(tr)
+    found = check_warnings(tr.total(), trace, strict=strict, warn=warn)
+    old = None
+    if previous is not None:
+        old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups, trace_name=trace)
+        check_previous(old, tr, topo, previous, trace)
+    options = dict(forecast=fc, strategy=strategy, history=history, migration_aware=migration_aware,
+                   max_moves=budget, expert_bytes=size, previous=old, seed=seed, device=device, threads=threads,
+                   min_gain=min_gain)
+    return tr, topo, found, options
+
+
+@dataclass
+class IntervalReport:
+    """What :func:`replay_intervals` measured: one replay summary per rebalance interval."""
+
+    trace: Trace
+    source: str
+    topology: Topology
+    summaries: list[dict]
+    warnings: list[str]
+
+
+def replay_intervals(trace: str, cluster: ClusterOptions, every: str | list[int], *, strategy: str = "balanced",
+                     history: int | None = None, forecast: str = "last", start: int | None = None,
+                     migration_aware: bool = True, max_moves: int | str | None = None,
+                     expert_bytes: str | int | None = None, previous: str | None = None, seed: int = 0,
+                     device: str = "cpu", threads: int | None = 1, min_gain: float | None = None,
+                     reading: TraceOptions | None = None, strict: bool = False, warn: Warn | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> IntervalReport:
+    """``eplb replay --every 1,2,4,8``: one replay per interval, all serving the same windows, to choose one."""
+    from .planning import replay as replaying
+
+    intervals = replaying.parse_intervals(every) if isinstance(every, str) else list(every)
+    tr, topo, found, options = _replay_setup(trace, cluster, strategy=strategy, history=history, forecast=forecast,
+                                             migration_aware=migration_aware, max_moves=max_moves,
+                                             expert_bytes=expert_bytes, previous=previous, seed=seed, device=device,
+                                             threads=threads, min_gain=min_gain, reading=reading, strict=strict,
+                                             warn=warn)
+    results = replaying.replay_intervals(tr, topo, intervals, start=start, progress=progress, **options)
+    return IntervalReport(tr, trace, topo, [r.summary for r in results], found)
+
+
+@dataclass
+class FrontierReport:
+    """What :func:`plan_frontier` found: one row per move budget, from ``previous`` towards the plan for ``trace``."""
+
+    trace: Trace
+    source: str
+    topology: Topology
+    strategy: str
+    previous: str
+    links: Links
+    rows: list[FrontierRow]
+    runtime_s: float
+    warnings: list[str]
+
+
+def plan_frontier(trace: str, cluster: ClusterOptions, previous: str, *, strategy: str = "balanced", seed: int = 0,
+                  device: str = "cpu", reading: TraceOptions | None = None, expert_bytes: int | str | None = None,
+                  nvlink_gbps: float = 450.0, network_gbps: float = 50.0, strict: bool = False,
+                  warn: Warn | None = None) -> FrontierReport:
+    """``eplb plan --previous OLD --frontier``: balance reached for a ladder of move budgets (0% to 50% of all
+    slots, and unlimited), with the moves, bytes and estimated transfer time of each
+    (:mod:`eplb_cli.planning.frontier`)."""
+    from .device import check_device
+    from .planning.frontier import frontier
+
+    check_device(device)
+    get_strategy(strategy)
+    links = transfer_links(expert_bytes, nvlink_gbps, network_gbps)
+    tr = (reading or TraceOptions()).read(trace)
+    topo = cluster.resolve(tr)
+    load = tr.total()
+    found = check_warnings(load, trace, strict=strict, warn=warn)
+    old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups, trace_name=trace)
+    result = plan_load(load, topo, strategy, seed=seed, device=device)
+    t0 = time.perf_counter()
+    rows = frontier(old, result.placement, load, links=links)
+    return FrontierReport(tr, trace, topo, strategy, previous, links, rows, time.perf_counter() - t0, found)
 
 
 @dataclass

@@ -120,6 +120,10 @@ def plan(
     plot: PlotOpt = None,
     previous: Previous = None,
     max_moves: MaxMoves = None,
+    frontier: Annotated[bool, typer.Option("--frontier", help="With --previous: plan under a ladder of move budgets (0% to 50% of all slots, and unlimited) and print what each buys: imbalance, moves, bytes, transfer time.")] = False,
+    expert_bytes: ExpertBytes = None,
+    nvlink_gbps: NvlinkGbps = 450.0,
+    network_gbps: NetworkGbps = 50.0,
     topk: TopK = None,
     topk_groups: TopKGroups = None,
     json_out: Json = False,
@@ -133,10 +137,27 @@ def plan(
     """
     from . import api, report
 
-    rep = api.plan_trace(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
-                         strategy=strategy, seed=seed, device=device, reading=_reading(input_format, window, windows),
-                         previous=previous, max_moves=max_moves, output=output, fmt=fmt, force=force, plot=plot,
-                         layer=layer, strict=strict, warn=_warner(quiet, trace), topk=topk, topk_groups=topk_groups)
+    cluster = _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    if frontier:
+        if previous is None:
+            raise EplbError("--frontier needs --previous: budgets are moves from the placement served now")
+        for name, value in (("--max-moves", max_moves), ("--output", output), ("--plot", plot), ("--layer", layer)):
+            if value is not None:
+                raise EplbError(f"--frontier prints one row per budget; drop {name} (plan one budget with --max-moves P%)")
+        front = api.plan_frontier(trace, cluster, previous, strategy=strategy, seed=seed, device=device,
+                                  reading=_reading(input_format, window, windows), expert_bytes=expert_bytes,
+                                  nvlink_gbps=nvlink_gbps, network_gbps=network_gbps, strict=strict,
+                                  warn=_warner(quiet, trace))
+        if json_out:
+            _out(report.frontier_json(front))
+        elif not quiet:
+            _out(report.frontier_text(front))
+        return
+    rep = api.plan_trace(trace, cluster, strategy=strategy, seed=seed, device=device,
+                         reading=_reading(input_format, window, windows), previous=previous, max_moves=max_moves,
+                         expert_bytes=expert_bytes, nvlink_gbps=nvlink_gbps, network_gbps=network_gbps, output=output,
+                         fmt=fmt, force=force, plot=plot, layer=layer, strict=strict, warn=_warner(quiet, trace),
+                         topk=topk, topk_groups=topk_groups)
     if json_out:
         _out(report.plan_json(rep, flag))
     elif not quiet:
@@ -245,6 +266,17 @@ class _Progress:
             self.bar.label = label
             self.bar.update(1)
 
+    def advance(self, done: int, total: int) -> None:
+        """Move the bar to ``done`` of ``total`` steps (opened on the first call)."""
+        if not self.show:
+            return
+        if self.bar is None:
+            self.bar = typer.progressbar(length=total, label=self.label, file=sys.stderr, show_eta=True)
+            self.bar.__enter__()
+            self.done = 0
+        self.bar.update(done - self.done)
+        self.done = done
+
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
@@ -252,7 +284,10 @@ class _Progress:
 
 # ---------------------------------------------------------------- evaluate, replay (plans over time)
 Previous = Annotated[str | None, typer.Option("--previous", help="The placement served now: keep its replicas where that costs no balance (GPUs relabelled, replicas swapped back) and report the moves.", metavar="PLACEMENT", show_default=False)]
-MaxMoves = Annotated[int | None, typer.Option("--max-moves", help="Move at most M replicas per layer from the placement served now, taking the moves that most lower the busiest GPU (fewer moves, some balance lost).", metavar="M", show_default=False)]
+MaxMoves = Annotated[str | None, typer.Option("--max-moves", help="Move at most M replicas in each layer (a count, e.g. 64) or at most a share of all slots in total (e.g. 5%, spent in the layers where it lowers the imbalance most) from the placement served now (fewer moves, some balance lost).", metavar="M|P%", show_default=False)]
+ExpertBytes = Annotated[str | None, typer.Option("--expert-bytes", help="Weight bytes of one expert replica (e.g. 44040192 or 42MiB), to report bytes moved and transfer time (plan --frontier: default 42MiB, a DeepSeek-V3 expert in FP8).", show_default=False)]
+NvlinkGbps = Annotated[float, typer.Option("--nvlink-gbps", help="Transfer model: NVLink bandwidth into one GPU, GB/s (H100/H200: 450 each way).", metavar="GB/S")]
+NetworkGbps = Annotated[float, typer.Option("--network-gbps", help="Transfer model: network bandwidth into one GPU, GB/s (one 400 Gb/s NIC: 50).", metavar="GB/S")]
 MaxImbalance = Annotated[float | None, typer.Option("--max-imbalance", help="CI gate: exit 1 when the mean GPU imbalance (max/mean) is above X.", metavar="X", show_default=False)]
 MinBalancedness = Annotated[float | None, typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
 
@@ -302,7 +337,7 @@ def replay(
     groups: Groups = None,
     policy: Policy = "auto",
     strategy: StrategyOpt = "balanced",
-    every: Annotated[int, typer.Option("--every", help="Rebalance every N windows; each plan serves the N windows after it.", metavar="N")] = 1,
+    every: Annotated[str, typer.Option("--every", help="Rebalance every N windows; each plan serves the N windows after it. Several (1,2,4,8) print one summary row each, all from the same first window, to choose an interval.", metavar="N[,N...]")] = "1",
     history: Annotated[int | None, typer.Option("--history", help="Plan from the forecast of the last H windows (default: all windows so far).", metavar="H", show_default=False)] = None,
     forecast: Annotated[str, typer.Option("--forecast", help="last | mean | ema:ALPHA | oracle (plans on the windows it serves: the upper bound).")] = "last",
     start: Annotated[int | None, typer.Option("--start", help="First rebalance at this window (default: N, after N recorded windows).", show_default=False)] = None,
@@ -314,6 +349,7 @@ def replay(
     seed: Seed = 0,
     device: Device = "cpu",
     threads: Annotated[int, typer.Option("--threads", help="Torch threads for the replay: its many small tensor operations run fastest on one.")] = 1,
+    min_gain: Annotated[float | None, typer.Option("--min-gain", help="Skip a rebalance whose forecast gain (relative drop of the GPU imbalance on the forecast) is below X, e.g. 0.01; reports the moves saved and the balance lost.", metavar="X", show_default=False)] = None,
     input_format: InputFormat = None,
     window: Window = None,
     windows: Windows = None,
@@ -327,14 +363,31 @@ def replay(
 ) -> None:
     """Replay a trace as a server would: plan from a forecast every N windows, serve the next ones, count moves."""
     from . import api, report
+    from .planning.replay import parse_intervals
 
-    rep = api.replay_trace(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
-                           strategy=strategy, every=every, history=history, forecast=forecast, start=start,
-                           migration_aware=migration_aware, max_moves=max_moves, expert_bytes=expert_bytes,
-                           previous=previous, seed=seed, device=device, threads=threads,
-                           reading=_reading(input_format, window, windows), max_imbalance=max_imbalance,
-                           min_balancedness=min_balancedness, plot=plot, force=force, strict=strict,
-                           warn=_warner(quiet, trace))
+    intervals = parse_intervals(every)
+    cluster = _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    common = dict(strategy=strategy, history=history, forecast=forecast, start=start, migration_aware=migration_aware,
+                  max_moves=max_moves, expert_bytes=expert_bytes, previous=previous, seed=seed, device=device,
+                  threads=threads, min_gain=min_gain, reading=_reading(input_format, window, windows), strict=strict,
+                  warn=_warner(quiet, trace))
+    show = sys.stderr.isatty() and not quiet
+    if len(intervals) > 1:
+        for name, value in (("--max-imbalance", max_imbalance), ("--min-balancedness", min_balancedness),
+                            ("--plot", plot)):
+            if value is not None:
+                raise EplbError(f"{name} takes one --every interval; drop it or give one N")
+        with _Progress(show, "replay") as bar:
+            several = api.replay_intervals(trace, cluster, intervals, progress=bar.advance, **common)
+        if json_out:
+            _out(report.intervals_json(several))
+        elif not quiet:
+            _out(report.intervals_text(several))
+        return
+    with _Progress(show, "replay") as bar:
+        rep = api.replay_trace(trace, cluster, every=intervals[0], max_imbalance=max_imbalance,
+                               min_balancedness=min_balancedness, plot=plot, force=force, progress=bar.advance,
+                               **common)
     if json_out:
         _out(report.replay_json(rep, flag))
     elif not quiet:
@@ -395,8 +448,10 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not debug:  # library warnings would break the one-line stderr contract
                 warnings.simplefilter("ignore")
-            app(args=args, prog_name="eplb", standalone_mode=False)
-        return 0
+            code = app(args=args, prog_name="eplb", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into a return value of 130 when not standalone
+            typer.echo("eplb: interrupted", err=True)
+        return code if isinstance(code, int) else 0
     except EplbError as exc:
         if debug:
             raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -242,7 +243,7 @@ def score(placement: Placement, load: torch.Tensor) -> Score:
     )
 
 
-def count_moves(old: Placement, new: Placement) -> dict[str, int]:
+def count_moves(old: Placement, new: Placement) -> dict[str, Any]:
     """Replicas (layer, slot) whose expert changes from ``old`` to ``new``.
 
     A changed slot is intra-node when the old placement already held its new

@@ -18,7 +18,7 @@ from .topology import Topology
 from .tradeoff import BALANCE_MARGIN, SPAN_MARGIN
 
 if TYPE_CHECKING:
-    from .api import ComparisonReport, EvaluationReport, Gate, PlanReport, ReplayReport
+    from .api import ComparisonReport, EvaluationReport, FrontierReport, Gate, IntervalReport, PlanReport, ReplayReport
     from .span import RecordedSpans, Routing, Span
     from .tradeoff import Tradeoff
 
@@ -192,10 +192,37 @@ def fmt_bytes(n: int | None) -> str:
 
 
 def migration_rows(moves: dict[str, Any], layers: int, slots: int) -> list[tuple[str, str]]:
-    """The lines that say how many replicas a new placement moves."""
+    """The lines that say how many replicas a new placement moves (and, with ``bytes_moved``, the transfer)."""
     share = moves["moves"] / max(layers * slots, 1)
-    return [("moves", f"{moves['moves']:,} replicas ({fmt_pct(share)} of slots): {moves['moves_intra_node']:,} "
+    rows = [("moves", f"{moves['moves']:,} replicas ({fmt_pct(share)} of slots): {moves['moves_intra_node']:,} "
                       f"intra-node, {moves['moves_inter_node']:,} inter-node")]
+    if moves.get("bytes_moved") is not None:
+        rows.append(("transfer", f"{fmt_bytes(moves['bytes_moved'])} ({fmt_bytes(moves['bytes_nvlink'])} over NVLink, "
+                                 f"{fmt_bytes(moves['bytes_network'])} over the network), about {moves['transfer_s']:.3f} s"))
+    return rows
+
+
+def transfer_line(links: Any) -> str:
+    """How ``plan --frontier`` turns moves into bytes and seconds (see eplb_cli.planning.transfer)."""
+    return (f"{fmt_bytes(links.expert_bytes)} per replica; a copy goes over NVLink ({links.nvlink_gbps:g} GB/s into a GPU) "
+            f"when its node held the expert, else over the network ({links.network_gbps:g} GB/s); GPUs receive in "
+            "parallel, so time = max over GPUs of NVLink bytes / NVLink + network bytes / network")
+
+
+FRONTIER_COLUMNS = [
+    ("budget", "budget (of all slots)"), ("max_moves", "max moves"), ("gpu_imbalance", "GPU imb."),
+    ("gap", "gap to unlimited"), ("moves", "moves"), ("moves_intra_node", "intra-node"),
+    ("moves_inter_node", "inter-node"), ("bytes", "bytes"), ("transfer", "transfer s"),
+]
+
+
+def frontier_table(rows: Sequence[dict[str, Any]]) -> str:
+    """One row per move budget of ``plan --frontier``."""
+    shown = [{**r, "max_moves": "-" if r["max_moves"] is None else f"{r['max_moves']:,}",
+              "moves": f"{r['moves']:,}", "moves_intra_node": f"{r['moves_intra_node']:,}",
+              "moves_inter_node": f"{r['moves_inter_node']:,}", "bytes": fmt_bytes(r["bytes_moved"]),
+              "transfer": f"{r['transfer_s']:.3f}"} for r in rows]
+    return rows_table(shown, FRONTIER_COLUMNS)
 
 
 REBALANCE_COLUMNS = [
@@ -205,11 +232,13 @@ REBALANCE_COLUMNS = [
 ]
 
 
-def rebalance_table(rebalances: Sequence[dict[str, Any]], with_bytes: bool = False) -> str:
-    """One row per rebalance of ``eplb replay``."""
+def rebalance_table(rebalances: Sequence[dict[str, Any]], with_bytes: bool = False, with_gain: bool = False,
+                    most: int = 40) -> str:
+    """One row per rebalance of ``eplb replay``; past ``most`` rows, the first and last ``most // 2`` only."""
     rows = []
     for r in rebalances:
         end = r["served_until"] - 1
+        gain = r.get("forecast_gain")
         rows.append({
             **r,
             "windows": f"{r['window']}" if end == r["window"] else f"{r['window']}-{end}",
@@ -217,9 +246,45 @@ def rebalance_table(rebalances: Sequence[dict[str, Any]], with_bytes: bool = Fal
             "moves": "-" if r["moves"] is None else f"{r['moves']:,}",
             "moves_inter_node": "-" if r["moves_inter_node"] is None else f"{r['moves_inter_node']:,}",
             "bytes": "-" if r.get("bytes_moved") is None else fmt_bytes(r["bytes_moved"]),
+            "gain": "-" if gain is None else fmt_pct(gain) + (" skipped" if r.get("skipped") else ""),
         })
-    columns = REBALANCE_COLUMNS + ([("bytes", "bytes moved")] if with_bytes else [])
+    hidden = len(rows) - most
+    if hidden > 0:
+        rows = [*rows[:most // 2], {"windows": f"... {hidden + 1:,} more (--json lists all)"}, *rows[-(most // 2 - 1):]]
+    columns = (REBALANCE_COLUMNS + ([("bytes", "bytes moved")] if with_bytes else [])
+               + ([("gain", "forecast gain")] if with_gain else []))
     return rows_table(rows, columns)
+
+
+INTERVAL_COLUMNS = [
+    ("every", "--every"), ("rebalances", "rebalances"), ("served_balancedness", "served bal."),
+    ("served_gpu_imbalance", "served imb."), ("served_gpu_imbalance_p95", "p95 imb."),
+    ("moves_per_window", "moves / window"), ("moves_per_rebalance", "moves / rebalance"), ("bytes", "bytes / window"),
+    ("runtime_s", "runtime s"),
+]
+
+
+def interval_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """One row per rebalance interval of ``eplb replay --every 1,2,4,8`` (p95 when replay reports it)."""
+    rows = []
+    for s in summaries:
+        # Per window: a rebalance's moves spread over the windows it serves (the first rebalance, from scratch, moves nothing).
+        per_window = s["moves_per_rebalance"] / s["every"]
+        size = s["bytes_moved"] / s["moves"] if s.get("bytes_moved") is not None and s["moves"] else 0
+        rows.append({**s, "moves_per_window": f"{per_window:,.1f}", "moves_per_rebalance": f"{s['moves_per_rebalance']:,.1f}",
+                     "bytes": "" if s.get("bytes_moved") is None else fmt_bytes(int(per_window * size))})
+    columns = [c for c in INTERVAL_COLUMNS if c[0] != "served_gpu_imbalance_p95"
+               or any(s.get("served_gpu_imbalance_p95") is not None for s in summaries)]
+    if all(s.get("bytes_moved") is None for s in summaries):
+        columns = [c for c in columns if c[0] != "bytes"]
+    return rows_table(rows, columns)
+
+
+def _budget_words(s: dict[str, Any]) -> str:
+    """``at most 64 moves per layer`` or ``at most 5% of all slots moved per rebalance``."""
+    if s.get("max_moves_scope", "per layer") == "per layer":
+        return f"at most {s['max_moves']} moves per layer"
+    return f"at most {s['max_moves']} of all slots moved per rebalance"
 
 
 def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
@@ -231,7 +296,7 @@ def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("schedule", f"rebalance every {s['every']} window(s) from window {s['start']}: {s['rebalances']} rebalance(s), "
                      f"{s['served_windows']} window(s) served"),
         ("forecast", f"{s['forecast']} of {history}"),
-        ("migration", ("aware (relabel + swap back" + (f", at most {s['max_moves']} moves per layer)" if s["max_moves"] is not None else ")"))
+        ("migration", ("aware (relabel + swap back" + (f", {_budget_words(s)})" if s["max_moves"] is not None else ")"))
          if s["migration_aware"] else "plan each rebalance from scratch"),
         ("served GPU imbalance", f"{fmt_ratio(s['served_gpu_imbalance'])} mean, {fmt_ratio(s['served_gpu_imbalance_worst'])} worst "
                                  "(max/mean GPU load over served windows and layers)"),
@@ -241,6 +306,11 @@ def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if s.get("bytes_moved") is not None:
         rows.append(("bytes moved", fmt_bytes(s["bytes_moved"])))
+    if s.get("min_gain") is not None:
+        rows.append(("--min-gain", f"{s['min_gain']:g}: {s['skipped']} of {s['rebalances']} rebalance(s) skipped "
+                                   f"(forecast gain below it), {s['moves_saved']:,} moves saved; served balancedness "
+                                   f"{fmt_ratio(s['served_balancedness'])} against {fmt_ratio(s['served_balancedness_if_taken'])} "
+                                   "had they been taken"))
     rows.append(("runtime", f"{s['runtime_s']:.2f} s"))
     return rows
 
@@ -433,7 +503,8 @@ def replay_text(rep: ReplayReport, flag: Callable[[str], str]) -> str:
         *replay_rows(s),
         *gate_rows(rep.gates, flag, served=True),
     ]
-    table = rebalance_table(rep.result.to_dict()["rebalances"], with_bytes=rep.expert_bytes is not None)
+    table = rebalance_table(rep.result.to_dict()["rebalances"], with_bytes=rep.expert_bytes is not None,
+                            with_gain=s.get("min_gain") is not None)
     return join_blocks(["Rebalances\n" + table, summary_table(head)])
 
 
@@ -489,3 +560,61 @@ def convert_line(done: dict[str, Any]) -> str:
         shape = (f"placement, {done['layers']} layers x {done['slots']} slots on {done['gpus']} GPUs "
                  f"(read as {done['input_format']})")
     return f"wrote {done['output']} ({done['format']}): {shape}"
+
+
+def frontier_json(rep: FrontierReport) -> str:
+    """``eplb plan --previous OLD --frontier --json``: ``{"frontier": [...]}`` with the cluster and transfer model."""
+    from .planning.frontier import rows_as_dicts
+
+    tr, topo, links = rep.trace, rep.topology, rep.links
+    return to_json({
+        "strategy": rep.strategy, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
+        "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "previous": rep.previous,
+        "expert_bytes": links.expert_bytes, "nvlink_gbps": links.nvlink_gbps, "network_gbps": links.network_gbps,
+        "runtime_s": rep.runtime_s, "frontier": rows_as_dicts(rep.rows),
+    })
+
+
+def frontier_text(rep: FrontierReport) -> str:
+    """``eplb plan --previous OLD --frontier``: what each move budget buys."""
+    from .planning.frontier import rows_as_dicts
+
+    tr, topo = rep.trace, rep.topology
+    rows = rows_as_dicts(rep.rows)
+    head = [
+        ("strategy", rep.strategy),
+        ("policy", policy_line(topo)),
+        ("trace", f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {_windows(tr.windows)} summed"),
+        ("cluster", topology_line(topo)),
+        ("previous", f"{rep.previous} (budgets are moves from it; 1% = {tr.layers * topo.slots // 100:,} of "
+                     f"{tr.layers * topo.slots:,} slots)"),
+        ("transfer model", transfer_line(rep.links)),
+        ("runtime", f"{rep.runtime_s:.2f} s"),
+    ]
+    blocks = [summary_table(head), "Moves versus balance\n" + frontier_table(rows)]
+    if rows[-1]["gpu_imbalance"] > min(r["gpu_imbalance"] for r in rows) + 1e-9:
+        blocks.append("note: the plan from scratch (unlimited) is less balanced than a budgeted plan: in some layers "
+                      "the placement served now suits this load better than a new plan")
+    return join_blocks(blocks)
+
+
+def intervals_json(rep: IntervalReport) -> str:
+    """``eplb replay --every 1,2,4 --json``: one summary per interval."""
+    tr, topo = rep.trace, rep.topology
+    base = {"trace": rep.source, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
+            "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes}
+    return to_json({"rows": [base | s for s in rep.summaries]})
+
+
+def intervals_text(rep: IntervalReport) -> str:
+    """``eplb replay --every 1,2,4``: one summary row per rebalance interval."""
+    tr, topo, s = rep.trace, rep.topology, rep.summaries[0]
+    head = [
+        ("strategy", s["strategy"]), ("policy", policy_line(topo)),
+        ("trace", f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s)"),
+        ("cluster", topology_line(topo)),
+        ("served", f"windows {s['start']}-{s['start'] + s['served_windows'] - 1} by every interval "
+                   f"(first rebalance at window {s['start']})"),
+        ("forecast", s["forecast"]),
+    ]
+    return join_blocks([summary_table(head), "By rebalance interval\n" + interval_table(rep.summaries)])

@@ -127,3 +127,70 @@ def test_parse_bytes(text, value):
 def test_parse_bytes_rejects(text):
     with pytest.raises(EplbError, match="expert_bytes"):
         parse_bytes(text)
+
+
+def test_min_gain_skips_rebalances_and_counts_what_they_would_have_done():
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4, 2, groups=4)
+    fc = parse_forecast("last")
+    always = replay(tr, topo, every=1, forecast=fc, strategy="deepseek", min_gain=-1e9)
+    plain = replay(tr, topo, every=1, forecast=fc, strategy="deepseek")
+    assert always.summary["skipped"] == 0 and always.summary["moves"] == plain.summary["moves"]
+    assert always.summary["served_balancedness_if_taken"] == always.summary["served_balancedness"]
+    # The gain is the relative drop of the GPU imbalance on the forecast: recompute it for the second rebalance.
+    second = always.rebalances[1]
+    served_before = always.rebalances[0]
+    assert second.forecast_gain is not None and served_before.forecast_gain is None
+    never = replay(tr, topo, every=1, forecast=fc, strategy="deepseek", min_gain=0.999)
+    assert never.summary["skipped"] == len(never.rebalances) - 1
+    assert never.summary["moves"] == 0 and never.summary["moves_saved"] > 0
+    assert all(r.moves == 0 for r in never.rebalances[1:])
+    # Skipping every rebalance serves the first plan throughout.
+    first = plan(tr.load[0], topo, get_strategy("deepseek"))
+    assert torch.equal(never.placement.phy2log, first.phy2log)
+
+
+def test_forecast_gain_by_hand():
+    # Two windows planned separately: the gain of the second rebalance is 1 - imbalance(new) / imbalance(served),
+    # both on its forecast (window 1 under "last").
+    tr = drifting_trace(windows=3)
+    topo = resolve(tr.experts, 4, slots=12, policy="global")
+    res = replay(tr, topo, every=1, forecast=parse_forecast("last"), strategy="deepseek", min_gain=-1.0,
+                 migration_aware=False)
+    live = live_gpus(topo)
+    strat = get_strategy("deepseek")
+    served, new = plan(tr.load[0], topo, strat), plan(tr.load[1], topo, strat)
+    now = ServedTally().add(window_gpu_loads(served, tr.load[1:2]), live).imbalance
+    then = ServedTally().add(window_gpu_loads(new, tr.load[1:2]), live).imbalance
+    assert res.rebalances[1].forecast_gain == pytest.approx(1.0 - then / now)
+    assert res.rebalances[1].forecast_gain > 0.1  # the hot expert moved: the old plan is badly off
+
+
+def test_share_budget_in_replay():
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4, 2, groups=4)
+    from eplb_cli.planning.budget import MoveBudget
+
+    res = replay(tr, topo, every=1, forecast=parse_forecast("last"), strategy="deepseek", max_moves=MoveBudget(share=0.1))
+    cap = int(0.1 * tr.layers * topo.slots)
+    assert all(r.moves is None or r.moves <= cap for r in res.rebalances)
+    assert res.summary["max_moves"] == "10%" and res.summary["max_moves_scope"] == "of all slots, in total"
+
+
+def test_intervals_serve_the_same_windows_and_report_progress():
+    from eplb_cli.planning.replay import parse_intervals, replay_intervals
+
+    assert parse_intervals("1,2, 4") == [1, 2, 4]
+    for bad in ("0", "1,1", "x", "2,-1", ""):
+        with pytest.raises(EplbError, match="every="):
+            parse_intervals(bad)
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4, 2, groups=4)
+    calls = []
+    results = replay_intervals(tr, topo, [1, 2], forecast=parse_forecast("last"), strategy="deepseek",
+                               progress=lambda done, total: calls.append((done, total)))
+    assert [r.summary["every"] for r in results] == [1, 2]
+    assert {r.summary["start"] for r in results} == {2}
+    assert {r.summary["served_windows"] for r in results} == {tr.windows - 2}
+    total = sum(len(r.rebalances) for r in results)
+    assert calls == [(i, total) for i in range(1, total + 1)]

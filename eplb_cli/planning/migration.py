@@ -15,9 +15,10 @@ plan should move as few as it can. Three steps, each batched over layers:
     long as no GPU ends above it: swaps that put replicas back where they were
     cost nothing and often halve the moves again.
 :func:`budgeted`
-    ``--max-moves M``: start from the old placement and take, one by one, the
-    changes that most lower the busiest GPU's load, at most M per layer,
-    keeping every expert with a replica.
+    ``--max-moves M`` (per layer) or ``--max-moves 5%`` (of all slots, in
+    total): start from the old placement and take, one by one, the changes
+    that most lower the busiest GPUs (:mod:`eplb_cli.planning.budget`), keeping every
+    expert with a replica.
 
 :func:`follow` chains them. A replica "moves" when its slot holds a different
 expert afterwards (:func:`eplb_cli.metrics.count_moves` counts them, split
@@ -26,12 +27,15 @@ intra-/inter-node).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import EplbError, arg
 from ..metrics import live_gpus
-from ..placement import Placement, replica_counts, slots_of_experts
+from ..placement import Placement, replica_counts
 from .assignment import max_weight_assignment
+from .budget import MoveBudget, budget_path
 
 _FORCE = 1.0e6
 """Weight bonus (and penalty) that pins excluded GPUs to themselves in the assignment."""
@@ -74,29 +78,34 @@ def _slot_codes(phy2log: torch.Tensor, per_gpu: int, empty: int) -> torch.Tensor
     return torch.where(phy2log >= 0, code, torch.full_like(code, empty))
 
 
-def _replica_table(phy2log: torch.Tensor, rank: torch.Tensor, gpus: int, experts: int, width: int) -> torch.Tensor:
-    """One-hot [L, G, E * width]: GPU g holds the (rank+1)-th copy of expert e."""
-    layers, slots = phy2log.shape
-    code = torch.where(phy2log >= 0, phy2log * width + rank, experts * width)
-    row = (torch.arange(slots) // (slots // gpus)).expand(layers, slots)
-    table = torch.zeros(layers, gpus, experts * width + 1, dtype=torch.float32)
-    table.view(layers, -1).scatter_(1, row * (experts * width + 1) + code, 1.0)
-    return table[:, :, :-1]
-
-
 def stay_matrix(old: Placement, new: Placement) -> torch.Tensor:
     """Replicas that stay when new GPU h takes old GPU g's place, int64 [L, G, G] (h, g).
 
-    Equals sum over experts of min(copies on new GPU h, copies on old GPU g),
-    computed as one batched product of one-hot (expert, copy) tables.
+    Equals sum over experts of min(copies on new GPU h, copies on old GPU g):
+    the r-th copy of expert e on new GPU h stays on old GPU g exactly when g
+    holds at least r copies of e, so every new replica (expert, rank) adds
+    one for each old GPU holding the same (expert, rank). Those matches are
+    found by sorting the old replicas' keys ``layer * (E * k + 1) + code``
+    (code = expert * k + rank, see :func:`_slot_codes`; it unpacks as layer =
+    key // (E * k + 1), expert = key % (E * k + 1) // k, rank = key % k)
+    and looking the new replicas' keys up in them.
     """
     topo = new.topology
-    k = topo.slots_per_gpu
-    ra, rb = _rank_on_gpu(old.phy2log, k), _rank_on_gpu(new.phy2log, k)
-    width = int(torch.maximum(ra.max(), rb.max())) + 1
-    a = _replica_table(old.phy2log, ra, topo.gpus, topo.experts, width)
-    b = _replica_table(new.phy2log, rb, topo.gpus, topo.experts, width)
-    return torch.bmm(b, a.transpose(1, 2)).round().to(torch.int64)
+    layers, slots = new.phy2log.shape
+    g, k = topo.gpus, topo.slots_per_gpu
+    span = topo.experts * k + 1
+    base = torch.arange(layers).unsqueeze(1) * span
+    old_key = (base + _slot_codes(old.phy2log, k, span - 1)).reshape(-1)  # empty old slots: code span - 1
+    new_key = (base + _slot_codes(new.phy2log, k, span - 1)).reshape(-1)
+    old_sorted = torch.sort(old_key, stable=True)
+    first = torch.searchsorted(old_sorted.values, new_key)
+    count = torch.searchsorted(old_sorted.values, new_key, right=True) - first
+    count = torch.where(new.phy2log.reshape(-1) >= 0, count, 0)  # an empty new slot keeps nothing
+    new_slot = torch.repeat_interleave(torch.arange(new_key.numel()), count)  # once per matching old replica
+    nth = torch.arange(new_slot.numel()) - _at(torch.cumsum(count, 0) - count, new_slot)
+    old_slot = _at(old_sorted.indices, _at(first, new_slot) + nth)
+    cell = (new_slot // slots) * g * g + (new_slot % slots) // k * g + (old_slot % slots) // k
+    return torch.bincount(cell, minlength=layers * g * g).view(layers, g, g)
 
 
 def gpu_mapping(old: Placement, new: Placement) -> torch.Tensor:
@@ -174,6 +183,64 @@ def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values.index_select(0, index.reshape(-1)).view(index.shape)
 
 
+@dataclass
+class _SwapBoard:
+    """What :func:`swap_back` tracks, with every layer's slots laid end to end (flat index ``layer * S + slot``).
+
+    GPUs get ids unique over layers (``layer * G + gpu``), and an expert's
+    per-replica load is read from ``share`` at ``layer * (E + 1) + expert``
+    (index E of each layer is the empty slot, with load 0).
+    """
+
+    cur: torch.Tensor  # int64 [L*S]: expert each slot holds now (-1: empty)
+    was: torch.Tensor  # int64 [L*S]: expert the old placement held there
+    old_codes: torch.Tensor  # int64 [L, S]: the old placement's replica codes (see _slot_codes)
+    slot_layer: torch.Tensor  # int64 [L*S]
+    slot_gpu: torch.Tensor  # int64 [L*S]: GPU id of the slot, unique over layers
+    slot_part: torch.Tensor  # int64 [L*S]: node of the slot under the hierarchical policy, else 0
+    slot_live: torch.Tensor  # bool [L*S]: the slot is on a live GPU
+    parts: int  # nodes under the hierarchical policy, else 1
+    share: torch.Tensor  # float64 [L*(E+1)]: load of one replica of each expert (counts never change)
+    gpu_load: torch.Tensor  # float64 [L*G]
+    cap: torch.Tensor  # float64 [L*G]: the busiest live GPU of the GPU's layer, which no swap may exceed
+    per_gpu: int
+    experts: int
+
+    def share_at(self, layer: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """Load of one replica of ``expert`` (E for an empty slot) in ``layer``."""
+        return _at(self.share, layer * (self.experts + 1) + expert)
+
+
+def _swap_board(old: Placement, cur: Placement, load: torch.Tensor) -> _SwapBoard:
+    """The board for swapping ``cur`` back towards ``old``, with GPU loads and caps on ``load`` [L, E].
+
+    Live GPUs and nodes are those of ``cur``'s topology (GPUs newly excluded there hold nothing).
+    """
+    topo = cur.topology
+    now = cur.phy2log
+    layers, slots = now.shape
+    gpus, k, e = topo.gpus, topo.slots_per_gpu, topo.experts
+    flat = torch.arange(layers * slots)
+    slot_layer = flat // slots
+    slot_gpu = slot_layer * gpus + flat % slots // k
+    hierarchical = topo.hierarchical
+    share = torch.cat([load.to(torch.float64) / replica_counts(now, e).clamp(min=1),
+                       torch.zeros(layers, 1, dtype=torch.float64)], dim=1).reshape(-1)
+    flat_now = now.reshape(-1)
+    gpu_load = torch.zeros(layers * gpus, dtype=torch.float64)
+    gpu_load.index_add_(0, slot_gpu, _at(share, slot_layer * (e + 1) + torch.where(flat_now >= 0, flat_now, e)))
+    # No GPU may end above the layer's busiest live GPU (with a relative tolerance of 1e-9 for rounding).
+    cap = gpu_load.view(layers, gpus)[:, live_gpus(topo)].max(dim=1).values
+    cap = (cap + 1e-9 * cap.clamp(min=1.0)).repeat_interleave(gpus)
+    return _SwapBoard(
+        cur=flat_now, was=old.phy2log.reshape(-1), old_codes=_slot_codes(old.phy2log, k, -1),
+        slot_layer=slot_layer, slot_gpu=slot_gpu,
+        slot_part=slot_gpu % gpus // topo.gpus_per_node if hierarchical else torch.zeros_like(slot_gpu),
+        slot_live=live_gpus(topo).repeat(layers)[slot_gpu], parts=topo.nodes if hierarchical else 1,
+        share=share, gpu_load=gpu_load, cap=cap, per_gpu=k, experts=e,
+    )
+
+
 def swap_back(old: Placement, new: Placement, load: torch.Tensor, min_gain: float = 0.005) -> Placement:
     """Swap replicas between GPUs of ``new`` to put more of them where ``old`` had them, at no cost to balance.
 
@@ -185,290 +252,198 @@ def swap_back(old: Placement, new: Placement, load: torch.Tensor, min_gain: floa
     or drops; under the hierarchical policy swaps stay within a node, which
     keeps every node's load too. Replica counts never change.
 
-    Rounds run on all layers at once. A round takes a set of swaps that touch
-    no slot twice and raise no GPU's load twice (each swap must be the best
-    one, most replicas kept then smallest load change, at every slot it uses
-    and at the GPU whose load it raises), so their effects add up exactly.
-    Rounds stop when a round keeps fewer than ``min_gain`` of the replicas
-    still moved. ``new`` should already be relabelled (:func:`relabel`).
+    Rounds run on all layers at once (:func:`_swap_round`). A round takes a
+    set of swaps that touch no slot twice and raise no GPU's load twice, so
+    their effects add up exactly. Rounds stop when a round keeps fewer than
+    ``min_gain`` of the replicas still moved. ``new`` should already be
+    relabelled (:func:`relabel`).
     """
     check_compatible(old, new)
     topo = new.topology
-    layers, slots, g_all, k, e = new.layers, topo.slots, topo.gpus, topo.slots_per_gpu, topo.experts
-    cur = keep_slots(old.phy2log, new.phy2log, k)
-    if g_all == 1:
+    cur = keep_slots(old.phy2log, new.phy2log, topo.slots_per_gpu)
+    if topo.gpus == 1:
         return Placement(cur, topo)
-    old_codes = _slot_codes(old.phy2log, k, -1)
-    was = old.phy2log.reshape(-1)
-    lay_of = torch.arange(layers * slots) // slots
-    gpu_of = lay_of * g_all + torch.arange(layers * slots) % slots // k
-    live = live_gpus(topo).repeat(layers)[gpu_of]
-    parts = topo.nodes if topo.hierarchical else 1
-    part = gpu_of % g_all // topo.gpus_per_node if topo.hierarchical else torch.zeros_like(gpu_of)
-    share = torch.cat([load.to(torch.float64) / replica_counts(cur, e).clamp(min=1),
-                       torch.zeros(layers, 1, dtype=torch.float64)], dim=1).reshape(-1)
-    cur = cur.reshape(-1)
-    gpu_load = torch.zeros(layers * g_all, dtype=torch.float64)
-    gpu_load.index_add_(0, gpu_of, _at(share, lay_of * (e + 1) + torch.where(cur >= 0, cur, e)))
-    cap = gpu_load.view(layers, g_all)[:, live_gpus(topo)].max(dim=1).values
-    cap = (cap + 1e-9 * cap.clamp(min=1.0)).repeat_interleave(g_all)
-    offsets = torch.arange(k)
-    keys = layers * (e + 1) * parts
-    for _ in range(slots):
-        diff = (cur != was) & live
-        source = (diff & (cur >= 0)).nonzero().squeeze(1)
-        lacking = (diff & (was >= 0)).nonzero().squeeze(1)
-        if lacking.numel() == 0 or source.numel() == 0:
+    board = _swap_board(old, Placement(cur, topo), load)
+    for _ in range(topo.slots):
+        if not _swap_round(board, min_gain):
             break
-        scale = 0.5 / _at(cap, _at(gpu_of, source))
-        out_key = _at(gpu_of, source) + _at(share, _at(lay_of, source) * (e + 1) + _at(cur, source)) * scale
-        out_key = torch.sort(out_key).values
-        src_key = (_at(lay_of, source) * (e + 1) + _at(cur, source)) * parts + _at(part, source)
-        order = torch.sort(src_key, stable=True).indices
-        source = _at(source, order)
-        copies = torch.bincount(src_key, minlength=keys)
-        first = torch.cumsum(copies, 0) - copies
-        y = _at(was, lacking)
-        want_key = (_at(lay_of, lacking) * (e + 1) + y) * parts + _at(part, lacking)
-        hits = _at(copies, want_key)
-        pair = torch.repeat_interleave(torch.arange(lacking.numel()), hits)
-        if pair.numel() == 0:
-            break
-        offset = torch.arange(pair.numel()) - _at(torch.cumsum(hits, 0) - hits, pair)
-        t = _at(source, _at(_at(first, want_key), pair) + offset)
-        s, y = _at(lacking, pair), _at(y, pair)
-        lay, g, h = _at(lay_of, s), _at(gpu_of, s), _at(gpu_of, t)
-        sy = _at(share, lay * (e + 1) + y)
-        half = 0.5 / _at(cap, g)
-        low = g + ((sy - (_at(cap, g) - _at(gpu_load, g))) * half).clamp(min=0.0)
-        high = g + ((sy + (_at(cap, h) - _at(gpu_load, h))) * half).clamp(max=0.75)
-        fits = torch.searchsorted(out_key, high, right=True) > torch.searchsorted(out_key, low)
-        keep = fits.nonzero().squeeze(1)
-        s, y, t, lay, g, h, sy = (_at(v, keep) for v in (s, y, t, lay, g, h, sy))
-        if s.numel() == 0:
-            break
-        mine = (s - s % k).unsqueeze(1) + offsets
-        x = _at(cur, mine)
-        xc = torch.where(x >= 0, x, e)
-        wanted = torch.zeros(layers * g_all * (e + 1), dtype=torch.bool)
-        wanted.index_fill_(0, _at(gpu_of, lacking) * (e + 1) + _at(was, lacking), True)
-        gain = 1 + _at(wanted, h.unsqueeze(1) * (e + 1) + xc).to(torch.int64)
-        d = sy.unsqueeze(1) - _at(share, lay.unsqueeze(1) * (e + 1) + xc)
-        room_g, room_h = _at(cap, g) - _at(gpu_load, g), _at(cap, h) - _at(gpu_load, h)
-        valid = _at(diff, mine) & (x >= 0) & (d <= room_g.unsqueeze(1)) & (-d <= room_h.unsqueeze(1))
-        if not bool(valid.any()):
-            break
-        top = _at(cap, g).unsqueeze(1)
-        close = ((1.0 - (d.abs() / top).clamp(max=1.0)) * ((1 << 20) - 1)).to(torch.int64)
-        key = torch.where(valid, (((gain << 20) + close) << 32) + torch.arange(valid.numel()).view_as(valid), -1)
-        n = layers * slots
-        rises = torch.where(d > 0, g.unsqueeze(1), h.unsqueeze(1))
-        rises = torch.where(d != 0, n + rises, n + layers * g_all)
-        claims = (mine, t.unsqueeze(1).expand_as(key), s.unsqueeze(1).expand_as(key), rises)
-        best = torch.full((n + layers * g_all + 1,), -1, dtype=torch.int64)
-        for claim in claims:
-            best.scatter_reduce_(0, claim.reshape(-1), key.reshape(-1), reduce="amax")
-        take = valid & (key == _at(best, mine)) & (key == _at(best, t).unsqueeze(1)) & (key == _at(best, s).unsqueeze(1))
-        take &= (d == 0) | (key == _at(best, rises))
-        row, col = take.nonzero(as_tuple=True)
-        a, b, c = mine[row, col], t[row], s[row]
-        xs, ys, zs = _at(cur, a), _at(cur, b), _at(cur, c)
-        cur.index_copy_(0, c, ys)
-        cur.index_copy_(0, a, torch.where(a == c, ys, zs))
-        cur.index_copy_(0, b, xs)
-        gpu_load.index_add_(0, g[row], d[row, col])
-        gpu_load.index_add_(0, h[row], -d[row, col])
-        before = int(diff.sum())
-        touched = torch.unique(_at(h, row))
-        grid = cur.view(-1, k)
-        grid.index_copy_(0, touched, _keep_slots(old_codes.view(-1, k).index_select(0, touched),
-                                                 grid.index_select(0, touched), k))
-        if before - int(((cur != was) & live).sum()) < min_gain * before:
-            break
-    return Placement(cur.view(layers, slots), topo)
+    return Placement(board.cur.view(new.layers, topo.slots), topo)
+
+
+def _swap_round(board: _SwapBoard, min_gain: float) -> bool:
+    """One round of :func:`swap_back` on every layer (in place); False when the rounds should stop.
+
+    A swap is named by three slots: ``s`` on GPU g, which lost its old
+    expert y; ``t`` on GPU h (same node under the hierarchical policy), where
+    a replica of y moved in; and ``a`` on GPU g, holding a replica x that
+    moved in (``a`` may be ``s``). After the swap ``s`` holds y again, ``t``
+    holds x, and ``a`` holds what ``s`` held: g trades x for y, h trades y
+    for x, so g's load changes by ``d = share(y) - share(x)`` and h's by -d.
+    """
+    b = board
+    # Step 1: the slots that moved (hold another expert than the old placement had there).
+    moved = (b.cur != b.was) & b.slot_live
+    incoming = (moved & (b.cur >= 0)).nonzero().squeeze(1)  # slots holding a replica that moved in
+    lacking = (moved & (b.was >= 0)).nonzero().squeeze(1)  # slots whose old replica is gone
+    if lacking.numel() == 0 or incoming.numel() == 0:
+        return False
+
+    # Step 2: pair every lacking slot s with every incoming slot t holding s's old expert in s's part.
+    s, y, t = _pair_lacking(b, incoming, lacking)
+    if s.numel() == 0:
+        return False
+
+    # Step 3: keep the pairs where g holds some incoming replica light or heavy enough to fit both caps.
+    fits = _some_replica_fits(b, incoming, s, y, t)
+    s, y, t = s[fits], y[fits], t[fits]
+    if s.numel() == 0:
+        return False
+
+    # Step 4: every candidate (s, t, a) with a any slot of g: how many replicas it keeps, and whether it is allowed.
+    g, h = _at(b.slot_gpu, s), _at(b.slot_gpu, t)
+    layer = _at(b.slot_layer, s)
+    k, e = b.per_gpu, b.experts
+    a = (s - s % k).unsqueeze(1) + torch.arange(k)  # [P, k]: the slots of g
+    x = _at(b.cur, a)
+    x_or_empty = torch.where(x >= 0, x, e)
+    wanted = torch.zeros(b.cap.numel() * (e + 1), dtype=torch.bool)  # (GPU id, expert): a slot there lost that expert
+    wanted.index_fill_(0, _at(b.slot_gpu, lacking) * (e + 1) + _at(b.was, lacking), True)
+    kept = 1 + _at(wanted, h.unsqueeze(1) * (e + 1) + x_or_empty).to(torch.int64)  # 2 when h wanted x back
+    d = b.share_at(layer, y).unsqueeze(1) - b.share_at(layer.unsqueeze(1), x_or_empty)
+    room_g, room_h = _at(b.cap, g) - _at(b.gpu_load, g), _at(b.cap, h) - _at(b.gpu_load, h)
+    allowed = _at(moved, a) & (x >= 0) & (d <= room_g.unsqueeze(1)) & (-d <= room_h.unsqueeze(1))
+    if not bool(allowed.any()):
+        return False
+
+    # Step 5: take a set of candidates that share no slot and raise no GPU twice.
+    take = _disjoint_best(b, a, s, t, g, h, d, kept, allowed)
+    row, col = take.nonzero(as_tuple=True)
+    slot_a, slot_t, slot_s = a[row, col], t[row], s[row]
+
+    # Step 6: apply them: s gets y back, a gets what s held (y too when a is s), t gets x.
+    x_at_a, y_at_t, z_at_s = _at(b.cur, slot_a), _at(b.cur, slot_t), _at(b.cur, slot_s)
+    b.cur.index_copy_(0, slot_s, y_at_t)
+    b.cur.index_copy_(0, slot_a, torch.where(slot_a == slot_s, y_at_t, z_at_s))
+    b.cur.index_copy_(0, slot_t, x_at_a)
+    b.gpu_load.index_add_(0, g[row], d[row, col])
+    b.gpu_load.index_add_(0, h[row], -d[row, col])
+    moved_before = int(moved.sum())
+
+    # Step 7: on every GPU h that took a replica, put the replicas it kept back into their old slots.
+    touched = torch.unique(_at(h, row))
+    grid = b.cur.view(-1, k)
+    grid.index_copy_(0, touched, _keep_slots(b.old_codes.view(-1, k).index_select(0, touched),
+                                             grid.index_select(0, touched), k))
+
+    # Step 8: go on while a round still puts back at least min_gain of the replicas that were moved.
+    moved_after = int(((b.cur != b.was) & b.slot_live).sum())
+    return moved_before - moved_after >= min_gain * moved_before
+
+
+def _pair_lacking(b: _SwapBoard, incoming: torch.Tensor, lacking: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All pairs (lacking slot s, its old expert y, incoming slot t holding y in s's part), as three [P] tensors.
+
+    Incoming slots are sorted by their group key ``(layer * (E + 1) + expert)
+    * parts + part``, which unpacks as part = key % parts, then layer and
+    expert from key // parts as in :attr:`_SwapBoard.share`. Each lacking
+    slot looks up the run of its own key (layer, old expert, part): every
+    slot in that run is a partner.
+    """
+    e1 = b.experts + 1
+    group = (_at(b.slot_layer, incoming) * e1 + _at(b.cur, incoming)) * b.parts + _at(b.slot_part, incoming)
+    incoming = _at(incoming, torch.sort(group, stable=True).indices)
+    run_length = torch.bincount(group, minlength=b.share.numel() * b.parts)
+    run_start = torch.cumsum(run_length, 0) - run_length
+    y = _at(b.was, lacking)
+    want = (_at(b.slot_layer, lacking) * e1 + y) * b.parts + _at(b.slot_part, lacking)
+    partners = _at(run_length, want)
+    pair = torch.repeat_interleave(torch.arange(lacking.numel()), partners)  # index into lacking, once per partner
+    nth = torch.arange(pair.numel()) - _at(torch.cumsum(partners, 0) - partners, pair)  # which partner of its run
+    t = _at(incoming, _at(_at(run_start, want), pair) + nth)
+    return _at(lacking, pair), _at(y, pair), t
+
+
+def _some_replica_fits(b: _SwapBoard, incoming: torch.Tensor, s: torch.Tensor, y: torch.Tensor, t: torch.Tensor
+                       ) -> torch.Tensor:
+    """Bool [P]: GPU g of s holds an incoming replica x with share(y) - room(g) <= share(x) <= share(y) + room(h).
+
+    A quick filter before the [P, k] candidates are built. Each incoming
+    replica gets the float key ``gpu id + share * 0.5 / cap(gpu)``: a share
+    never exceeds its GPU's cap, so a GPU's keys lie in [id, id + 0.5] and
+    one sorted array answers the question with two binary searches (bounds
+    clamped to [id, id + 0.75] so they never reach the next GPU's keys).
+    """
+    gpu = _at(b.slot_gpu, incoming)
+    scale = 0.5 / _at(b.cap, gpu)
+    key = torch.sort(gpu + b.share_at(_at(b.slot_layer, incoming), _at(b.cur, incoming)) * scale).values
+    g, h = _at(b.slot_gpu, s), _at(b.slot_gpu, t)
+    share_y = b.share_at(_at(b.slot_layer, s), y)
+    half = 0.5 / _at(b.cap, g)
+    low = g + ((share_y - (_at(b.cap, g) - _at(b.gpu_load, g))) * half).clamp(min=0.0)
+    high = g + ((share_y + (_at(b.cap, h) - _at(b.gpu_load, h))) * half).clamp(max=0.75)
+    return torch.searchsorted(key, high, right=True) > torch.searchsorted(key, low)
+
+
+def _disjoint_best(b: _SwapBoard, a: torch.Tensor, s: torch.Tensor, t: torch.Tensor, g: torch.Tensor,
+                   h: torch.Tensor, d: torch.Tensor, kept: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Bool [P, k]: the allowed candidates that are the best at every slot they use and at the GPU they load.
+
+    Candidates are ranked by replicas kept, then by the smallest load change
+    |d| (relative to g's cap), then by position. The three are packed into
+    one int64 priority, ``((kept << 20) + closeness) << 32 + position``: it
+    unpacks as kept = p >> 52, closeness = (p >> 32) & (2**20 - 1), position
+    = p & (2**32 - 1); a disallowed candidate gets -1. Each resource keeps
+    the highest priority that claims it: slots by their flat index, and the
+    GPU whose load rises (g when d > 0, h when d < 0) at ``L * S + GPU id``
+    (a candidate with d == 0 raises nothing and claims the unused entry
+    after them). A candidate is taken when it holds every one of its claims.
+    """
+    closeness = ((1.0 - (d.abs() / _at(b.cap, g).unsqueeze(1)).clamp(max=1.0)) * ((1 << 20) - 1)).to(torch.int64)
+    position = torch.arange(allowed.numel()).view_as(allowed)
+    priority = torch.where(allowed, (((kept << 20) + closeness) << 32) + position, -1)
+    slots = b.cur.numel()
+    rises = torch.where(d > 0, g.unsqueeze(1), h.unsqueeze(1))
+    rises = torch.where(d != 0, slots + rises, slots + b.cap.numel())
+    claims = (a, t.unsqueeze(1).expand_as(priority), s.unsqueeze(1).expand_as(priority), rises)
+    best = torch.full((slots + b.cap.numel() + 1,), -1, dtype=torch.int64)
+    for claim in claims:
+        best.scatter_reduce_(0, claim.reshape(-1), priority.reshape(-1), reduce="amax")
+    take = (allowed & (priority == _at(best, a)) & (priority == _at(best, t).unsqueeze(1))
+            & (priority == _at(best, s).unsqueeze(1)))
+    return take & ((d == 0) | (priority == _at(best, rises)))
 
 
 # ---------------------------------------------------------------- move budget
 
 
-def _repair(cur: torch.Tensor, target: torch.Tensor, experts: int) -> torch.Tensor:
-    """Give every expert left without a replica one slot of ``target`` that holds it (in place, returns changed mask)."""
-    layers, slots = cur.shape
-    changed = torch.zeros_like(cur, dtype=torch.bool)
-    for _ in range(experts + 1):
-        missing = replica_counts(cur, experts) == 0
-        if not bool(missing.any()):
-            return changed
-        want = (target >= 0) & (cur != target) & missing.gather(1, target.clamp(min=0))
-        first = torch.full((layers, experts + 1), slots, dtype=torch.int64)
-        key = torch.where(want, target, torch.full_like(target, experts))
-        first.scatter_reduce_(1, key, torch.arange(slots).expand(layers, slots), reduce="amin")
-        pick = torch.zeros_like(want)
-        slot = first[:, :experts]
-        ok = slot < slots
-        rows = torch.arange(layers).unsqueeze(1).expand_as(slot)
-        pick[rows[ok], slot[ok]] = True
-        cur[pick] = target[pick]
-        changed |= pick
-    raise AssertionError("repair did not converge; the target placement is invalid")
+def budgeted(old: Placement, target: Placement, load: torch.Tensor, max_moves: int | MoveBudget) -> Placement:
+    """At most ``max_moves`` replica moves from ``old`` towards a better balance on ``load``.
 
-
-def budgeted(old: Placement, target: Placement, load: torch.Tensor, max_moves: int) -> Placement:
-    """At most ``max_moves`` replica moves per layer from ``old`` towards a better balance on ``load``.
-
-    ``target`` should already be relabelled to ``old`` (:func:`relabel`), so its
-    changed slots are the moves worth making. Layers where the target needs no
-    more than ``max_moves`` moves take it whole. Elsewhere, changes are taken
-    greedily, in every layer at once, each the one that most lowers the
-    busiest live GPU's load (ties: the sum of squared GPU loads), among
-    changes that touch that GPU: one of its slots set to the target's expert;
-    that plus the target's next slot of the expert it held (the replica moves
-    there, so experts with a single replica can move too); or a swap of one
-    of its replicas with any replica elsewhere (within its node under the
-    hierarchical policy). Every expert keeps a replica; a layer stops when no
-    change improves it or its budget is spent. Moves the topology forces
-    (slots of newly excluded GPUs emptied, newly live slots filled, experts
-    whose only replicas were lost) come first and may exceed the budget.
+    ``max_moves`` is a count per layer, or a :class:`~eplb_cli.planning.budget.MoveBudget`
+    (a count per layer or a share of all slots in total). ``target`` should
+    already be relabelled to ``old`` (:func:`relabel`), so that taking it
+    whole moves as little as it can. The plan is read off one greedy path from
+    ``old`` (:func:`eplb_cli.planning.budget.budget_path`): per layer its longest
+    prefix within the count (or the whole target where it fits); for a share,
+    the prefixes that lower the imbalance most in total. Moves the topology
+    forces (slots of newly excluded GPUs emptied, newly live slots filled,
+    experts whose only replicas were lost) come first and may exceed the budget.
     """
-    if max_moves < 0:
+    if isinstance(max_moves, int) and max_moves < 0:
         raise EplbError(f"{arg('max_moves', max_moves)}: must be >= 0")
+    budget = max_moves if isinstance(max_moves, MoveBudget) else MoveBudget(per_layer=max_moves)
     check_compatible(old, target)
-    topo = target.topology
-    e = topo.experts
-    goal = target.phy2log
-    cur = old.phy2log.clone()
-    forced = (cur < 0) != (goal < 0)
-    cur[forced] = goal[forced]
-    forced |= _repair(cur, goal, e)
-    spent = (forced & (goal >= 0)).sum(dim=1)
-    needed = (cur != goal).sum(dim=1) + spent
-    whole = needed <= max_moves
-    cur[whole] = goal[whole]
-    load = load.to(torch.float64)
-    copies = slots_of_experts(goal, e)
-    going = ~whole & (spent < max_moves)
-    for _ in range(max_moves):
-        if not bool(going.any()):
-            break
-        cur, used = _best_move(cur, goal, copies, load, topo, going, max_moves - spent)
-        spent = spent + used
-        going = going & (used > 0) & (spent < max_moves)
-    return Placement(cur, topo).validate()
+    return budget_path(old, target, load, limit=budget.per_layer).plan(budget).validate()
 
 
-def _best_move(cur: torch.Tensor, goal: torch.Tensor, copies: torch.Tensor, load: torch.Tensor, topo,
-               going: torch.Tensor, room: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the best improving change at each layer's busiest GPU (see :func:`budgeted`); return moves used [L].
-
-    A change sets slot s to expert ``gains`` and, for a pair, slot t to the
-    expert s held (a replica moving from s to t, t losing ``loses``); a
-    single change loses s's own expert. With counts n -> n', every replica
-    of x carries load_x / n'_x, so GPU loads after each candidate are exact.
-    """
-    layers, slots = cur.shape
-    experts, gpus, k = topo.experts, topo.gpus, topo.slots_per_gpu
-    e1 = experts + 1
-    gpu_of = torch.arange(slots) // k
-    live = live_gpus(topo)
-    cnt = replica_counts(cur, experts).to(torch.float64)
-    key = torch.where(cur >= 0, cur, experts)
-    per_gpu = torch.zeros(layers, gpus * e1, dtype=torch.float64)
-    per_gpu.scatter_add_(1, gpu_of * e1 + key, torch.ones_like(cur, dtype=torch.float64))
-    by_expert = per_gpu.view(layers, gpus, e1).transpose(1, 2)
-    share = torch.cat([load / cnt.clamp(min=1), load.new_zeros(layers, 1)], dim=1)
-    slot_share = share.gather(1, key)
-    gl = torch.zeros(layers, gpus, dtype=torch.float64).scatter_add_(1, gpu_of.expand(layers, slots), slot_share)
-    now = gl.masked_fill(~live, float("-inf"))
-    ranked = torch.topk(now, min(3, gpus), dim=1)
-    hot = ranked.indices[:, :1]
-    now_peak = now.max(dim=1).values
-    now_spread = (gl[:, live] ** 2).sum(dim=1)
-    mine = hot * k + torch.arange(k)
-    changed = (cur != goal) & (cur >= 0) & (goal >= 0)
-
-    # Target changes at the busiest GPU: singles [L, k] and pairs [L, k * R].
-    a, b = cur.gather(1, mine).clamp(min=0), goal.gather(1, mine).clamp(min=0)
-    reps = copies.shape[2]
-    t = copies.gather(1, a.unsqueeze(2).expand(layers, k, reps)).reshape(layers, -1)
-    tc = t.clamp(min=0)
-    c = cur.gather(1, tc).clamp(min=0)
-    s2, a2, b2 = (x.repeat_interleave(reps, dim=1) for x in (mine, a, b))
-    ok_single = changed.gather(1, mine) & (cnt.gather(1, a) >= 2)
-    ok_pair = ((t >= 0) & changed.gather(1, tc) & changed.gather(1, s2) & (room >= 2).unsqueeze(1)
-               & ((c == b2) | (cnt.gather(1, c) >= 2)))
-    cand_s = torch.cat([mine, s2], dim=1)
-    cand_t = torch.cat([torch.full_like(mine, -1), torch.where(ok_pair, tc, -1)], dim=1)
-    gains, loses, moving = torch.cat([b, b2], dim=1), torch.cat([a, c], dim=1), torch.cat([a, a2], dim=1)
-    ok = torch.cat([ok_single, ok_pair], dim=1)
-    pair = (cand_t >= 0).unsqueeze(2)
-    same = gains == loses
-    cg, cl = cnt.gather(1, gains), cnt.gather(1, loses)
-    wg, wl = load.gather(1, gains), load.gather(1, loses)
-    cg_new = torch.where(same, cg, cg + 1)
-    cl_new = torch.where(same, cl, (cl - 1).clamp(min=1))
-    at_s = torch.nn.functional.one_hot(gpu_of[cand_s], gpus).to(torch.float64)
-    at_t = torch.nn.functional.one_hot(gpu_of[cand_t.clamp(min=0)], gpus).to(torch.float64) * pair
-    gone = torch.where(pair, at_t, at_s)
-    after = (gl.unsqueeze(1)
-             + torch.where(same, 0.0, wg / cg_new - wg / cg).unsqueeze(2)
-             * by_expert.gather(1, gains.unsqueeze(2).expand(-1, -1, gpus))
-             + torch.where(same, 0.0, wl / cl_new - wl / cl).unsqueeze(2)
-             * (by_expert.gather(1, loses.unsqueeze(2).expand(-1, -1, gpus)) - gone)
-             + at_s * (wg / cg_new).unsqueeze(2) - gone * (wl / cl).unsqueeze(2)
-             + (at_t - at_s * pair) * share.gather(1, moving).unsqueeze(2))[:, :, live]
-    inf = float("inf")
-    peak_t = torch.where(ok, after.max(dim=2).values, inf)
-    spread_t = (after * after).sum(dim=2)
-
-    # Swaps of a replica on the busiest GPU with one elsewhere [L, k * S]: only those two GPUs change.
-    x_share = slot_share.gather(1, mine).unsqueeze(2)
-    d = slot_share.unsqueeze(1) - x_share
-    other = gpu_of.expand(layers, slots)
-    hot_load, their = gl.gather(1, hot).unsqueeze(2), gl.gather(1, other).unsqueeze(1)
-    new_hot, new_other = hot_load + d, their - d
-    ok_swap = (cur.unsqueeze(1) != cur.gather(1, mine).unsqueeze(2)) & (room >= 2).view(-1, 1, 1)
-    ok_swap &= (other.unsqueeze(1) != hot.unsqueeze(2)) & (cur.unsqueeze(1) >= 0) & live[other].unsqueeze(1)
-    if topo.hierarchical:
-        per_node = topo.gpus_per_node
-        ok_swap &= (other // per_node).unsqueeze(1) == (hot // per_node).unsqueeze(2)
-    if gpus >= 3:
-        second_is_other = ranked.indices[:, 1:2] == other
-        rest = torch.where(second_is_other, ranked.values[:, 2:3], ranked.values[:, 1:2])
-    else:
-        rest = torch.full((layers, slots), float("-inf"), dtype=torch.float64)
-    peak_w = torch.maximum(rest.unsqueeze(1), torch.maximum(new_hot, new_other))
-    peak_w = torch.where(ok_swap, peak_w, inf).reshape(layers, -1)
-    spread_w = (now_spread.view(-1, 1, 1) - hot_load ** 2 - their ** 2 + new_hot ** 2 + new_other ** 2).reshape(layers, -1)
-
-    peak = torch.cat([peak_t, peak_w], dim=1)
-    spread = torch.cat([spread_t, spread_w], dim=1)
-    tol = 1e-9 * now_peak.clamp(min=1.0)
-    tied = peak <= (peak.min(dim=1).values + tol).unsqueeze(1)
-    choice = torch.where(tied, spread, inf).argmin(dim=1, keepdim=True)
-    c_peak, c_spread = peak.gather(1, choice).squeeze(1), spread.gather(1, choice).squeeze(1)
-    better = (c_peak < now_peak - tol) | ((c_peak <= now_peak + tol) & (c_spread < now_spread - tol * now_peak))
-    take = going & (c_peak < inf) & better
-    n_target = cand_s.shape[1]
-    is_swap = choice.squeeze(1) >= n_target
-    w = (choice - n_target).clamp(min=0)
-    first = torch.where(is_swap.unsqueeze(1), mine.gather(1, w // slots), cand_s.gather(1, choice.clamp(max=n_target - 1)))
-    second = torch.where(is_swap.unsqueeze(1), w % slots, cand_t.gather(1, choice.clamp(max=n_target - 1)))
-    first_to = torch.where(is_swap.unsqueeze(1), cur.gather(1, second.clamp(min=0)), goal.gather(1, first))
-    second_to = torch.where(is_swap.unsqueeze(1), cur.gather(1, first), goal.gather(1, second.clamp(min=0)))
-    two = take & (second.squeeze(1) >= 0)
-    out = cur.clone()
-    out.scatter_(1, first, torch.where(take.unsqueeze(1), first_to, cur.gather(1, first)))
-    second = second.clamp(min=0)
-    out.scatter_(1, second, torch.where(two.unsqueeze(1), second_to, out.gather(1, second)))
-    return out, take.to(torch.int64) + two.to(torch.int64)
-
-
-def follow(old: Placement, new: Placement, load: torch.Tensor, max_moves: int | None = None) -> Placement:
+def follow(old: Placement, new: Placement, load: torch.Tensor, max_moves: int | MoveBudget | None = None) -> Placement:
     """The placement to serve after ``old`` when ``new`` was planned for ``load`` [L, E].
 
     ``new`` relabelled (:func:`relabel`) and swapped back (:func:`swap_back`),
-    which keeps its balance on ``load``; then, with ``max_moves``, at most that
-    many moves per layer from ``old`` towards it (:func:`budgeted`).
+    which keeps its balance on ``load``; then, with ``max_moves`` (a count per
+    layer, or a :class:`~eplb_cli.planning.budget.MoveBudget`), at most that many moves
+    from ``old`` towards it (:func:`budgeted`).
     """
     placed = swap_back(old, relabel(old, new), load)
     if max_moves is None:
