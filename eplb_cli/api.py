@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import validation
 from .errors import EplbError, GateFailed, arg, renamed
 from .metrics import Score, count_moves, score
 from .placement import Placement
@@ -134,29 +135,30 @@ def evaluate(placement: Placement, load: torch.Tensor | Trace) -> Score:
 
 def placement_for(path: str, trace: Trace, *, gpus: int | None = None, nodes: int | None = None,
                   groups: int | None = None, trace_name: str = "the trace") -> Placement:
-    """Read a placement and check it fits ``trace``: same layers and experts.
+    """Read a placement and fit it to ``trace``: one row per trace row, same experts.
 
     ``gpus``, ``nodes`` and ``groups`` fill what the file does not record
     (engine files hold no topology); a file that records another GPU count
-    than ``gpus`` is an error.
+    than ``gpus`` is an error. Rows are matched to the trace's layers by model
+    layer id (:func:`~eplb_cli.moe_layers.align`); the trace's dense layers
+    need no row.
     """
-    from .formats import load_placement
+    from .formats import read_placement
+    from .moe_layers import align
 
-    for name, value in (("gpus", gpus), ("nodes", nodes), ("groups", groups)):
-        if value is not None and value < 1:
-            raise EplbError(f"{arg(name, value)}: must be >= 1")
+    validation.positive(gpus=gpus, nodes=nodes, groups=groups)
     defaults = {k: v for k, v in (("gpus", gpus), ("nodes", nodes),
                                   ("groups", groups if groups is not None else trace.groups)) if v is not None}
-    p = load_placement(path, defaults=defaults)
+    p, meta = read_placement(path, defaults=defaults)
     if gpus is not None and p.topology.gpus != gpus:
         raise EplbError(f"{path}: made for {p.topology.gpus} GPUs but {arg('gpus', gpus)} was given; "
                         "drop it or fix it")
-    if p.layers != trace.layers or p.topology.experts != trace.experts:
+    if p.topology.experts != trace.experts:
         raise EplbError(
             f"{path} ({p.layers} layers x {p.topology.experts} experts) does not match {trace_name} "
             f"({trace.layers} layers x {trace.experts} experts); give the placement and trace of one model"
         )
-    return p
+    return align(p, trace, all_layers=bool(meta.get("all_layers")), source=path, trace_name=trace_name)
 
 
 @dataclass
@@ -172,12 +174,7 @@ class Gate:
         return {"gate": self.name, "limit": self.limit, "value": self.value, "passed": self.passed}
 
 
-def check_gate_limits(max_imbalance: float | None, min_balancedness: float | None) -> None:
-    """Reject gate values no placement could meet or miss."""
-    if max_imbalance is not None and not max_imbalance >= 1.0:
-        raise EplbError(f"{arg('max_imbalance', max_imbalance)}: must be >= 1.0 (max/mean GPU load; 1.0 is perfect)")
-    if min_balancedness is not None and not 0.0 < min_balancedness <= 1.0:
-        raise EplbError(f"{arg('min_balancedness', min_balancedness)}: must be in (0, 1] (1.0 is perfect)")
+check_gate_limits = validation.gate_limits
 
 
 def gates(imbalance: float, balancedness: float, max_imbalance: float | None,
@@ -261,17 +258,14 @@ class ClusterOptions:
         return topology_for(trace, self.gpus, self.nodes, self.slots, self.redundant, self.groups, self.policy,
                             self.exclude_gpus)
 
+    def groups_unknown(self, trace: Trace) -> bool:
+        """Whether ``auto`` means global only because neither ``groups`` nor the trace gave the expert groups."""
+        return self.policy == "auto" and self.groups is None and trace.groups is None and self.nodes > 1
+
 
 def _check_layer(layer: int | None, trace: Trace) -> None:
     if layer is not None and not 0 <= layer < trace.layers:
         raise EplbError(f"{arg('layer', layer)}: the trace has layers 0 to {trace.layers - 1}")
-
-
-def _check_plot(plot: str | None, force: bool) -> None:
-    if plot:
-        from .plots import check_plot
-
-        check_plot(plot, force)
 
 
 @dataclass
@@ -286,6 +280,9 @@ class PlanReport:
     output: str | None = None
     output_format: str | None = None
     previous: str | None = None
+    engine: dict | None = None
+    """The settings the engine must start with for ``output`` to mean this plan (None: not an engine's file)."""
+    groups_unknown: bool = False
 
     @property
     def load(self) -> torch.Tensor:
@@ -304,18 +301,16 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
     """
     from .device import check_device
     from .formats import save_placement
-    from .formats.atomic import check_writable
-    from .formats.placement_io import writer_for
 
+    reading = reading or TraceOptions()
+    validation.cluster(cluster.gpus, cluster.nodes, cluster.slots, cluster.redundant, cluster.groups, cluster.policy,
+                       cluster.exclude_gpus)
+    validation.plan_options(trace, device=device, input_format=reading.input_format, window=reading.window,
+                            windows=reading.windows, layer=layer, output=output, fmt=fmt, force=force, plot=plot,
+                            previous=previous, max_moves=max_moves)
     check_device(device)
     get_strategy(strategy)
-    if output:
-        writer_for(output, fmt)
-        check_writable(output, force)
-    _check_plot(plot, force)
-    if previous is None and max_moves is not None:
-        raise EplbError(f"{arg('max_moves')} needs {arg('previous')}: moves are counted from the placement served now")
-    tr = (reading or TraceOptions()).read(trace)
+    tr = reading.read(trace)
     topo = cluster.resolve(tr)
     load = tr.total()
     found = check_warnings(load, trace, strict=strict, warn=warn)
@@ -325,16 +320,19 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
     result = plan_load(load, topo, strategy, seed=seed, device=device)
     if old is not None:
         result = follow_previous(result, old, load, max_moves, previous_name=str(previous))
-    written = None
+    written = engine = None
     if output:
-        extra = {"strategy": strategy, "source": trace,
-                 **({"layer_ids": tr.meta["layer_ids"]} if "layer_ids" in tr.meta else {})}
-        written = save_placement(result.placement, output, force=force, fmt=fmt, extra=extra)
+        from .formats.placement_io import launch_settings
+        from .moe_layers import moe_placement
+
+        moe = moe_placement(result.placement, tr)
+        written = save_placement(moe, output, force=force, fmt=fmt, extra={"strategy": strategy, "source": trace})
+        engine = launch_settings(moe, output, fmt, topo.gpus)
     if plot:
         from .plots import score_heatmap
 
         score_heatmap(result.score, topo, plot, label=strategy, layer_ids=tr.meta.get("layer_ids"), force=force)
-    return PlanReport(tr, trace, topo, result, found, output, written, previous)
+    return PlanReport(tr, trace, topo, result, found, output, written, previous, engine, cluster.groups_unknown(tr))
 
 
 @dataclass
@@ -366,12 +364,12 @@ def evaluate_placement(placement: str, trace: str, *, gpus: int | None = None, n
     """
     from .failure import evaluate_failure
 
-    check_gate_limits(max_imbalance, min_balancedness)
-    _check_plot(plot, force)
-    for name, value in (("gpus", gpus), ("nodes", nodes), ("groups", groups)):
-        if value is not None and value < 1:
-            raise EplbError(f"{arg(name, value)}: must be >= 1")
-    tr = (reading or TraceOptions()).read(trace)
+    reading = reading or TraceOptions()
+    validation.evaluate_options(placement, trace, gpus=gpus, nodes=nodes, groups=groups,
+                                input_format=reading.input_format, window=reading.window, windows=reading.windows,
+                                layer=layer, exclude_gpus=exclude_gpus, max_imbalance=max_imbalance,
+                                min_balancedness=min_balancedness, plot=plot, force=force)
+    tr = reading.read(trace)
     p = placement_for(placement, tr, gpus=gpus, nodes=nodes, groups=groups, trace_name=trace)
     topo = p.topology
     load = tr.total()
@@ -405,6 +403,7 @@ class ReplayReport:
     gates: list[Gate]
     warnings: list[str]
     expert_bytes: int | None
+    groups_unknown: bool = False
 
     @property
     def passed(self) -> bool:
@@ -423,13 +422,18 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
     from .planning.forecast import parse_forecast
     from .planning.replay import check_previous, parse_bytes, replay
 
+    reading = reading or TraceOptions()
+    validation.cluster(cluster.gpus, cluster.nodes, cluster.slots, cluster.redundant, cluster.groups, cluster.policy,
+                       cluster.exclude_gpus)
+    validation.replay_options(trace, every=every, history=history, device=device, threads=threads,
+                              input_format=reading.input_format, window=reading.window, windows=reading.windows,
+                              max_imbalance=max_imbalance, min_balancedness=min_balancedness, max_moves=max_moves,
+                              previous=previous, plot=plot, force=force)
     check_device(device)
-    check_gate_limits(max_imbalance, min_balancedness)
     fc = parse_forecast(forecast)
     get_strategy(strategy)
-    _check_plot(plot, force)
     size = parse_bytes(expert_bytes) if isinstance(expert_bytes, str) else expert_bytes
-    tr = (reading or TraceOptions()).read(trace)
+    tr = reading.read(trace)
     topo = cluster.resolve(tr)
     found = check_warnings(tr.total(), trace, strict=strict, warn=warn)
     old = None
@@ -448,7 +452,7 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
         replay_figure({f"{strategy}, forecast {forecast}": result.to_dict()["rebalances"]}, plot,
                       title=f"{Path(trace).name}: replay every {every} window(s); {topology_line(topo)}",
                       force=force)
-    return ReplayReport(tr, trace, topo, result, found_gates, found, size)
+    return ReplayReport(tr, trace, topo, result, found_gates, found, size, cluster.groups_unknown(tr))
 
 
 @dataclass
@@ -460,6 +464,7 @@ class ComparisonReport:
     topology: Topology
     rows: list
     warnings: list[str]
+    groups_unknown: bool = False
 
 
 def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | list[str] = "deepseek,fast,balanced,thorough",
@@ -474,18 +479,16 @@ def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | li
     from .device import check_device
     from .planning.compare import compare
 
+    reading = reading or TraceOptions()
+    validation.cluster(cluster.gpus, cluster.nodes, cluster.slots, cluster.redundant, cluster.groups, cluster.policy,
+                       cluster.exclude_gpus)
+    names = validation.compare_options(trace, strategies, repeat=repeat, oos_pairs=oos_pairs, device=device,
+                                       input_format=reading.input_format, window=reading.window,
+                                       windows=reading.windows, plot=plot, force=force)
     check_device(device)
-    if repeat < 1:
-        raise EplbError(f"{arg('repeat', repeat)}: must be >= 1")
-    if oos_pairs < 0:
-        raise EplbError(f"{arg('oos_pairs', oos_pairs)}: must be >= 0")
-    names = [n.strip() for n in strategies.split(",") if n.strip()] if isinstance(strategies, str) else list(strategies)
-    if not names:
-        raise EplbError(f"{arg('strategies')}: give at least one strategy, e.g. deepseek,balanced")
     for name in names:
         get_strategy(name)
-    _check_plot(plot, force)
-    tr = (reading or TraceOptions()).read(trace)
+    tr = reading.read(trace)
     topo = cluster.resolve(tr)
     found = check_warnings(tr.total(), trace, strict=strict, warn=warn)
     step = progress(len(names)) if progress else None
@@ -497,16 +500,30 @@ def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | li
 
         compare_figure([r.as_dict() for r in rows], plot, title=f"{Path(trace).name}: {topology_line(topo)}",
                        force=force)
-    return ComparisonReport(tr, trace, topo, rows, found)
+    return ComparisonReport(tr, trace, topo, rows, found, cluster.groups_unknown(tr))
 
 
 def inspect_file(trace: str, *, reading: TraceOptions | None = None, top: int = 10) -> dict:
-    """``eplb inspect``: shape, tokens per layer, zero layers, skew, hottest experts, drift between windows."""
-    from .inspection import inspect_trace
+    """``eplb inspect``: shape, tokens per layer, zero layers, skew, hottest experts, drift between windows.
 
-    if top < 0:
-        raise EplbError(f"{arg('top', top)}: must be >= 0")
-    return inspect_trace((reading or TraceOptions()).read(trace), top=top)
+    A placement file gets its own summary (``kind`` placement): layers and
+    their ids, slots, replicas and the GPU counts it fits.
+    """
+    from .formats.placement_io import read_placement_source
+    from .formats.registry import detect_placement, trace_format
+    from .formats.source import Source
+    from .formats.trace_io import read_trace_source
+    from .inspection import inspect_placement, inspect_trace
+
+    reading = reading or TraceOptions()
+    validation.inspect_options(trace, input_format=reading.input_format, window=reading.window,
+                               windows=reading.windows, top=top)
+    src = Source(str(trace))
+    if reading.input_format is None and detect_placement(src) is not None:
+        placement, meta = read_placement_source(src, need_gpus=False)
+        return inspect_placement(placement, meta, src.name)
+    return inspect_trace(read_trace_source(src, trace_format(reading.input_format) if reading.input_format else None,
+                                           window=reading.window, windows=reading.windows), top=top)
 
 
 def convert_file(src: str, dst: str, *, fmt: str | None = None, input_format: str | None = None,
@@ -515,9 +532,8 @@ def convert_file(src: str, dst: str, *, fmt: str | None = None, input_format: st
     """``eplb convert``: a trace or a placement from one format to another; returns what was written."""
     from .formats.convert import convert
 
-    for name, value in (("gpus", gpus), ("nodes", nodes), ("groups", groups)):
-        if value is not None and value < 1:
-            raise EplbError(f"{arg(name, value)}: must be >= 1")
+    validation.convert_options(src, dst, fmt=fmt, input_format=input_format, gpus=gpus, nodes=nodes, groups=groups,
+                               force=force)
     defaults = {k: v for k, v in (("gpus", gpus), ("nodes", nodes), ("groups", groups)) if v is not None}
     return convert(src, dst, fmt=fmt, input_format=input_format, force=force, defaults=defaults)
 
@@ -537,16 +553,11 @@ def generate_trace(output: str, *, layers: int = 58, experts: int = 256, windows
                    force: bool = False) -> GeneratedTrace:
     """``eplb generate``: write a synthetic trace (log-normal popularity with drift), deterministic per seed."""
     from .formats import write_trace
-    from .formats.atomic import check_writable
     from .formats.limits import check_memory
     from .synthetic import generate
 
-    for name, value in (("layers", layers), ("experts", experts), ("windows", windows)):
-        if value < 1:
-            raise EplbError(f"{arg(name, value)}: must be >= 1")
-    if skew < 0 or drift < 0:
-        raise EplbError(f"{arg('skew')} and {arg('drift')} must be >= 0")
-    check_writable(output, force)
+    validation.generate_options(output, layers=layers, experts=experts, windows=windows, skew=skew, drift=drift,
+                                groups=groups, fmt=fmt, force=force)
     binary = (fmt or Path(output).suffix.lstrip(".")).lower() == "safetensors"
     check_memory(output, layers * experts * windows * (24 if binary else 96), "to generate",
                  f"use fewer {arg('windows')}, {arg('layers')} or {arg('experts')}")

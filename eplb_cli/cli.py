@@ -15,14 +15,16 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import EplbError
+from . import validation
+from .errors import EplbError, render
 
 app = typer.Typer(
     name="eplb",
     help="Expert-parallel load balancing for MoE serving: traces in, placements out, imbalance tables.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich's renderer costs ~0.5 s of imports, reads [plot] as markup and cuts option names at 80 columns.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -61,11 +63,11 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on std
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print no warnings and no tables (results still go to files / --json).")]
 Strict = Annotated[bool, typer.Option("--strict", help="Treat warnings (zero-load layers or experts) as errors, for CI.")]
 ExcludeGpus = Annotated[str | None, typer.Option("--exclude-gpus", help="Failed or drained GPUs, e.g. 3,17: their slots stay empty.", show_default=False)]
-PlotOpt = Annotated[str | None, typer.Option("--plot", help="Also draw a figure to FILE.png (needs: pip install 'eplb-cli[plot]').", metavar="FILE.png", show_default=False)]
+PlotOpt = Annotated[str | None, typer.Option("--plot", help=f"Also draw a figure to FILE.png (needs matplotlib: {validation.plot_hint()}).", metavar="FILE.png", show_default=False)]
 
 
 def _out(text: str, to_stderr: bool = False) -> None:
-    typer.echo(text, err=to_stderr)
+    typer.echo(render(text, flag_style), err=to_stderr)
 
 
 def _warner(quiet: bool, source: str) -> Callable[[str], None]:
@@ -89,8 +91,18 @@ def _cluster(gpus: int, nodes: int, slots: int | None, redundant: int | None, gr
     return ClusterOptions(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"eplb {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+          version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=_version,
+                                                is_eager=True)] = False) -> None:
     """Expert-parallel load balancing for MoE serving."""
     # --debug is read from argv by main(), which must know it before typer parses anything.
 
@@ -123,6 +135,10 @@ def plan(
     strict: Strict = False,
 ) -> None:
     """Compute a placement from a load trace and show how balanced it is."""
+    validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    validation.plan_options(trace, device=device, input_format=input_format, window=window, windows=windows,
+                            layer=layer, output=output, fmt=fmt, force=force, plot=plot, previous=previous,
+                            max_moves=max_moves)
     from . import api, report
 
     rep = api.plan_trace(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
@@ -133,6 +149,8 @@ def plan(
         _out(report.plan_json(rep))
     elif not quiet:
         _out(report.plan_text(rep, layer))
+    if rep.engine and not (json_out or quiet):
+        _out(report.engine_lines(rep.engine), to_stderr=True)
 
 
 @app.command()
@@ -149,6 +167,8 @@ def generate(
     force: Force = False,
 ) -> None:
     """Write a synthetic trace: skewed expert popularity with slow drift, deterministic per seed."""
+    validation.generate_options(output, layers=layers, experts=experts, windows=windows, skew=skew, drift=drift,
+                                groups=groups, fmt=fmt, force=force)
     from . import api
 
     api.generate_trace(output, layers=layers, experts=experts, windows=windows, seed=seed, skew=skew, drift=drift,
@@ -163,7 +183,7 @@ def strategies() -> None:
     from .strategies import describe_strategies
 
     _out(report.rows_table([{"name": n, "what": d} for n, d in describe_strategies()],
-                           [("name", "strategy"), ("what", "what it does")]))
+                           [("name", "strategy"), ("what", "what it does")], width=100))
 
 
 @app.command()
@@ -193,10 +213,13 @@ def compare(
     strict: Strict = False,
 ) -> None:
     """Run several strategies on the same trace and topology and print one table."""
-    from . import api, report
-
     if sum((json_out, csv_out, markdown)) > 1:
         raise EplbError("--json, --csv and --markdown: pick one output style")
+    validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    validation.compare_options(trace, strategies_, repeat=repeat, oos_pairs=oos_pairs, device=device,
+                               input_format=input_format, window=window, windows=windows, plot=plot, force=force)
+    from . import api, report
+
     show = sys.stderr.isatty() and not quiet
     with _Progress(show, "strategies") as progress:
         rep = api.compare_strategies(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
@@ -265,7 +288,10 @@ def evaluate(
     quiet: Quiet = False,
     strict: Strict = False,
 ) -> None:
-    """Score an existing placement on a trace (e.g. the next day's load), optionally as a CI gate."""
+    """Score an existing placement on a trace, such as the next day's load; optionally a CI gate."""
+    validation.evaluate_options(placement, trace, gpus=gpus, nodes=nodes, groups=groups, input_format=input_format,
+                                window=window, windows=windows, layer=layer, exclude_gpus=exclude_gpus,
+                                max_imbalance=max_imbalance, min_balancedness=min_balancedness, plot=plot, force=force)
     from . import api, report
 
     rep = api.evaluate_placement(placement, trace, gpus=gpus, nodes=nodes, groups=groups,
@@ -314,6 +340,11 @@ def replay(
     strict: Strict = False,
 ) -> None:
     """Replay a trace as a server would: plan from a forecast every N windows, serve the next ones, count moves."""
+    validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    validation.replay_options(trace, every=every, history=history, device=device, threads=threads,
+                              input_format=input_format, window=window, windows=windows, max_imbalance=max_imbalance,
+                              min_balancedness=min_balancedness, max_moves=max_moves, previous=previous, plot=plot,
+                              force=force)
     from . import api, report
 
     rep = api.replay_trace(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
@@ -342,12 +373,16 @@ def inspect(
     top: Annotated[int, typer.Option("--top", help="How many of the hottest experts (and most skewed layers) to list.")] = 10,
     json_out: Json = False,
 ) -> None:
-    """Describe a trace: shape, tokens per layer, zero layers, skew, hottest experts, drift between windows."""
+    """Describe a trace (shape, tokens per layer, zero layers, skew, hottest experts, drift) or a placement file."""
+    validation.inspect_options(trace, input_format=input_format, window=window, windows=windows, top=top)
     from . import api, report
-    from .inspection import render
+    from .inspection import render, render_placement
 
     doc = api.inspect_file(trace, reading=_reading(input_format, window, windows), top=top)
-    _out(report.to_json(doc) if json_out else render(doc, top_layers=min(top, 5)))
+    if json_out:
+        _out(report.to_json(doc))
+    else:
+        _out(render_placement(doc) if doc.get("kind") == "placement" else render(doc, top_layers=min(top, 5)))
 
 
 @app.command()
@@ -363,21 +398,30 @@ def convert(
     json_out: Json = False,
 ) -> None:
     """Convert a trace or a placement between file formats (which one IN is, is read from its content)."""
-    from . import api, report
-
     if json_out and dst == "-":
         raise EplbError("--json with OUT -: both would go to standard output; write OUT to a file")
+    validation.convert_options(src, dst, fmt=fmt, input_format=input_format, gpus=gpus, nodes=nodes, groups=groups,
+                               force=force)
+    from . import api, report
+
     done = api.convert_file(src, dst, fmt=fmt, input_format=input_format, gpus=gpus, nodes=nodes, groups=groups,
                             force=force)
     if json_out:
         _out(report.to_json(done))
     else:
         _out(report.convert_line(done), to_stderr=True)
+        if done.get("engine"):
+            _out(report.engine_lines(done["engine"]), to_stderr=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        app(args=["--help"], prog_name="eplb", standalone_mode=False)
+        typer.echo("eplb: error: no command given; pick one of the commands above, e.g. eplb plan TRACE --gpus 8",
+                   err=True)
+        return 2
     debug = "--debug" in args
     try:
         with warnings.catch_warnings():
