@@ -56,7 +56,7 @@ Device = Annotated[str, typer.Option("--device", help="Torch device for the stra
 InputFormat = Annotated[str | None, typer.Option("--input-format", help="Force the trace format (default: detect).", show_default=False)]
 Window = Annotated[int | None, typer.Option("--window", help="Sum every N recorded steps into one window.", show_default=False)]
 Windows = Annotated[str | None, typer.Option("--windows", help="Keep windows A:B (Python slice, after --window).", show_default=False)]
-Output = Annotated[str | None, typer.Option("--output", "-o", help="Write the placement here: .safetensors (eplb), .json / .pt (SGLang), .yaml (TensorRT-LLM), .csv; --format vllm-ascend for vLLM-Ascend's JSON.", show_default=False)]
+Output = Annotated[str | None, typer.Option("--output", "-o", help="Write the placement here: .safetensors (eplb), .json / .pt (SGLang), .yaml (TensorRT-LLM), .csv; --format vllm-ascend or vllm for their JSON. Prints the engine's launch settings.", show_default=False)]
 Format = Annotated[str | None, typer.Option("--format", help="Output format (default: from the file extension).", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
@@ -389,9 +389,9 @@ def inspect(
 def convert(
     src: Annotated[str, typer.Argument(metavar="IN", help="Trace or placement to read: a file, an engine dump folder, or - for stdin.", show_default=False)],
     dst: Annotated[str, typer.Argument(metavar="OUT", help="File to write, or - for stdout; its extension picks the format unless --format.", show_default=False)],
-    fmt: Annotated[str | None, typer.Option("--format", help="Output format. Traces: safetensors, csv, csv-wide, sglang, vllm. Placements: safetensors, sglang, sglang-pt, trtllm, vllm-ascend, csv.", show_default=False)] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Output format. Traces: safetensors, csv, csv-wide, sglang, vllm. Placements: safetensors, sglang, sglang-pt, trtllm, vllm-ascend, vllm, csv.", show_default=False)] = None,
     input_format: InputFormat = None,
-    gpus: Annotated[int | None, typer.Option("--gpus", "-g", help="GPUs the placement was made for, when IN does not record it (SGLang, TensorRT-LLM).", show_default=False)] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", "-g", help="GPUs the placement was made for, when IN does not record it (engine files) and OUT does (safetensors, csv, vllm-ascend).", show_default=False)] = None,
     nodes: Annotated[int | None, typer.Option("--nodes", "-n", help="Nodes, when IN does not record them.", show_default=False)] = None,
     groups: Annotated[int | None, typer.Option("--groups", help="Expert groups, when IN does not record them.", show_default=False)] = None,
     force: Force = False,

@@ -42,7 +42,10 @@ def save_placement(p: Placement, path: str, *, force: bool = False, fmt: str | N
 
     ``extra`` goes into eplb's own metadata. The model's layer ids of the rows
     (``p.layer_ids``, else ``extra["layer_ids"]``) key the formats indexed by
-    model layer (TensorRT-LLM, SGLang, CSV). Returns the format name.
+    model layer (TensorRT-LLM, SGLang, CSV). Every row is written: for a plan
+    of a dump with dense (zero) rows, keep the MoE rows first with
+    :func:`eplb_cli.moe_layers.moe_placement`, as ``eplb plan -o`` does.
+    Returns the format name.
     """
     writer = writer_for(path, fmt)
     if p.layer_ids is None and extra and extra.get("layer_ids") is not None:
