@@ -134,14 +134,15 @@ def evaluate(placement: Placement, load: torch.Tensor | Trace) -> Score:
 
 
 def placement_for(path: str, trace: Trace, *, gpus: int | None = None, nodes: int | None = None,
-                  groups: int | None = None, trace_name: str = "the trace") -> Placement:
+                  groups: int | None = None, trace_name: str = "the trace",
+                  dense_row: torch.Tensor | None = None) -> Placement:
     """Read a placement and fit it to ``trace``: one row per trace row, same experts.
 
     ``gpus``, ``nodes`` and ``groups`` fill what the file does not record
     (engine files hold no topology); a file that records another GPU count
     than ``gpus`` is an error. Rows are matched to the trace's layers by model
     layer id (:func:`~eplb_cli.moe_layers.align`); the trace's dense layers
-    need no row.
+    need no row, and get ``dense_row`` (see :func:`dense_row`) when given.
     """
     from .formats import read_placement
     from .moe_layers import align
@@ -158,7 +159,19 @@ def placement_for(path: str, trace: Trace, *, gpus: int | None = None, nodes: in
             f"{path} ({p.layers} layers x {p.topology.experts} experts) does not match {trace_name} "
             f"({trace.layers} layers x {trace.experts} experts); give the placement and trace of one model"
         )
-    return align(p, trace, all_layers=bool(meta.get("all_layers")), source=path, trace_name=trace_name)
+    return align(p, trace, all_layers=bool(meta.get("all_layers")), source=path, trace_name=trace_name,
+                 dense_row=dense_row)
+
+
+def dense_row(topo: Topology, strategy: str = "balanced", seed: int = 0) -> torch.Tensor:
+    """The slot row ``strategy`` plans for a layer with no load (the same for every such layer).
+
+    A placement file holds no dense layers; filling a trace's dense rows with
+    this row when reading the placement served now keeps them from counting as
+    moves against the new plan.
+    """
+    zero = torch.zeros(1, topo.experts, dtype=torch.float64)
+    return plan(zero, topo, get_strategy(strategy), seed=seed).phy2log[0]
 
 
 @dataclass
@@ -315,8 +328,8 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
     load = tr.total()
     found = check_warnings(load, trace, strict=strict, warn=warn)
     _check_layer(layer, tr)
-    old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups,
-                        trace_name=trace) if previous else None
+    old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups, trace_name=trace,
+                        dense_row=dense_row(topo, strategy, seed)) if previous else None
     result = plan_load(load, topo, strategy, seed=seed, device=device)
     if old is not None:
         result = follow_previous(result, old, load, max_moves, previous_name=str(previous))
@@ -438,7 +451,8 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
     found = check_warnings(tr.total(), trace, strict=strict, warn=warn)
     old = None
     if previous is not None:
-        old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups, trace_name=trace)
+        old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups, trace_name=trace,
+                            dense_row=dense_row(topo, strategy, seed))
         check_previous(old, tr, topo, previous, trace)
     result = replay(tr, topo, every=every, forecast=fc, strategy=strategy, history=history, start=start,
                     migration_aware=migration_aware, max_moves=max_moves, expert_bytes=size, previous=old,

@@ -38,15 +38,16 @@ def moe_placement(placement: Placement, trace: Trace) -> Placement:
 
 
 def align(placement: Placement, trace: Trace, *, all_layers: bool = False, source: str = "placement",
-          trace_name: str = "the trace") -> Placement:
+          trace_name: str = "the trace", dense_row: torch.Tensor | None = None) -> Placement:
     """``placement`` with one row per trace row, so it can be scored on the trace's load.
 
     Rows are matched by model layer id when the placement has ids; a
     placement without ids fits either every trace row or, in order, the MoE
     rows (a file indexed by MoE layer); ``all_layers`` (one vLLM map shared by
     every MoE layer) repeats its single row. Trace rows without a placement
-    row must be dense (no load): they get a copy of a planned row, which
-    their zero load leaves out of every figure.
+    row must be dense (no load): they get ``dense_row`` (what the strategy
+    about to plan gives a layer with no load, so that they count no moves),
+    else a copy of a planned row; their zero load leaves them out of every figure.
     """
     tids, moe = trace_layer_ids(trace), moe_rows(trace)
     rows: list[int | None]
@@ -76,4 +77,7 @@ def align(placement: Placement, trace: Trace, *, all_layers: bool = False, sourc
         )
     fill = next((r for r in rows if r is not None), 0)
     index = torch.tensor([r if r is not None else fill for r in rows], dtype=torch.int64)
-    return Placement(placement.phy2log[index], placement.topology, tuple(tids))
+    phy2log = placement.phy2log[index]
+    if dense_row is not None:
+        phy2log[torch.tensor([r is None for r in rows])] = dense_row.to(phy2log)
+    return Placement(phy2log, placement.topology, tuple(tids))

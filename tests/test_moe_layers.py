@@ -152,3 +152,13 @@ def test_align_fills_dense_rows_and_rejects_foreign_layers() -> None:
         align(Placement(torch.tensor([[1, 0], [0, 1]]), topo, (2, 3)), trace)
     with pytest.raises(EplbError, match="first without a placement row: 2"):
         align(Placement(torch.tensor([[1, 0]]), topo, (1,)), trace)
+
+
+@pytest.mark.parametrize("strategy", ["deepseek", "fast"])
+def test_previous_without_dense_rows_moves_nothing_on_the_same_load(strategy: str, dump: Path, tmp_path: Path) -> None:
+    """The file served now holds the MoE layers only; its dense rows must not count as moves."""
+    cluster = api.ClusterOptions(GPUS, NODES)
+    api.plan_trace(str(dump), cluster, strategy=strategy, output=str(tmp_path / "now.yaml"), warn=lambda _: None)
+    again = api.plan_trace(str(dump), cluster, strategy=strategy, previous=str(tmp_path / "now.yaml"),
+                           warn=lambda _: None)
+    assert again.result.moves == {"moves": 0, "moves_intra_node": 0, "moves_inter_node": 0}

@@ -93,7 +93,12 @@ def read_expert_map(src: Source) -> tuple[torch.Tensor, dict]:
 
 
 def launch(p: Placement, path: str, gpus: int | None) -> dict:
-    """vLLM's flags for this map (pull request 49572's ``initial_expert_map_path``)."""
+    """vLLM's flags for this map (pull request 49572's ``initial_expert_map_path``).
+
+    ``--enable-expert-parallel``, ``--enable-eplb`` and ``--eplb-config`` are
+    vLLM 0.33's (``vllm/engine/arg_utils.py``); ``EPLBConfig.num_redundant_experts``
+    and ``step_interval`` (default 3000) are in ``vllm/config/parallel.py``.
+    """
     flags = ("--enable-expert-parallel --enable-eplb --eplb-config "
              "'{{\"num_redundant_experts\": {redundant}, \"initial_expert_map_path\": \"{file}\"}}' "
              "with tensor x data parallel size = {ep}")
