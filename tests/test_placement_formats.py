@@ -206,3 +206,21 @@ def test_refused_arbitrary_pickles(tmp_path: Path) -> None:
     torch.save({"physical_to_logical_map": PHY2LOG, "hook": Path("x")}, path)
     with pytest.raises(EplbError, match=r"refused to load.*PosixPath.*weights_only=True"):
         load_placement(str(path), defaults=FLAGS)
+
+
+def test_vllm_map_one_list_for_every_layer(tmp_path: Path) -> None:
+    """vLLM's initial expert map may be one flat list that every MoE layer shares (pull request 49572)."""
+    from eplb_cli import api
+    from eplb_cli.trace import Trace
+
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps(PHY2LOG[0].tolist()))
+    placement, meta = read_placement(str(flat), defaults=FLAGS)
+    assert meta["all_layers"] is True and placement.layers == 1 and meta["file_format"] == "vllm"
+    trace = Trace(torch.rand(1, 3, 12) + 0.5)
+    fitted = api.placement_for(str(flat), trace, gpus=8, nodes=2, groups=4)
+    assert fitted.layers == 3 and all(torch.equal(row, PHY2LOG[0]) for row in fitted.phy2log)
+    with pytest.raises(EplbError, match="one expert map shared by every MoE layer"):
+        api.convert_file(str(flat), str(tmp_path / "x.yaml"))
+    api.convert_file(str(flat), str(tmp_path / "again.json"), fmt="vllm")
+    assert json.loads((tmp_path / "again.json").read_text()) == PHY2LOG[0].tolist()

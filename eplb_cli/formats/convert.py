@@ -15,7 +15,7 @@ from .registry import detect_placement, trace_format, trace_writer_for
 from .source import STDIN, Source
 from .trace_io import read_trace_source, write_trace
 
-CARRIED_META = ("strategy", "source", "layer_ids")
+CARRIED_META = ("strategy", "source", "layer_ids", "all_layers")
 """Placement metadata worth keeping across formats (the writers that can hold it do)."""
 
 

@@ -12,7 +12,8 @@ Traces
 Placements
     ``csv``: ``layer,slot,gpu,node,expert,replica``, one row per slot (empty
     slots of excluded GPUs hold -1); carries GPUs and nodes in its ``gpu`` and
-    ``node`` columns.
+    ``node`` columns. ``layer`` is the model's layer id (DeepSeek-V3: 3..60,
+    the dense layers absent); reading keeps the ids, in increasing order.
 """
 
 from __future__ import annotations

@@ -77,8 +77,13 @@ LOAD_HISTORY = TraceFormat("vllm", "json", read_load_history, write_load_history
 
 
 def write_expert_map(p: Placement, extra: dict, name: str) -> bytes:
-    """One list of logical expert ids per MoE layer (slot order), the layers in model order."""
+    """One list of logical expert ids per MoE layer (slot order), the layers in model order.
+
+    A map read as one list for every layer (``extra["all_layers"]``) is written back as one list.
+    """
     require_full(p, name, "vLLM")
+    if extra.get("all_layers") and p.layers == 1:
+        return json_bytes(p.phy2log[0].tolist())
     return json_bytes(p.phy2log.tolist())
 
 
