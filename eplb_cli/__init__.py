@@ -33,6 +33,7 @@ _LAZY = {
     "Topology": "topology", "resolve": "topology",
     "Trace": "trace",
     "inspect_trace": "inspection",
+    "moe_placement": "moe_layers",
 }
 """Public name -> the module that defines it."""
 
@@ -57,6 +58,7 @@ __all__ = [
     "inspect_trace",
     "load_placement",
     "load_trace",
+    "moe_placement",
     "plan_load",
     "plan_trace",
     "read_placement",
@@ -96,6 +98,7 @@ if TYPE_CHECKING:
     )
     from .inspection import inspect_trace
     from .metrics import Score
+    from .moe_layers import moe_placement
     from .placement import Placement
     from .topology import Topology, resolve
     from .trace import Trace

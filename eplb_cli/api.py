@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import validation
 from .errors import EplbError, GateFailed, arg, renamed
 from .metrics import Score, count_moves, score
 from .placement import Placement
@@ -113,15 +114,12 @@ def plan_load(load: torch.Tensor, topo: Topology, strategy: str = "balanced", *,
 
 def move_budget(max_moves: int | str | MoveBudget | None) -> MoveBudget | None:
     """``64`` (moves in each layer), ``"5%"`` (a share of all slots, in total), a budget, or None."""
-    from .planning.budget import MoveBudget, parse_max_moves
+    from .planning.budget import MoveBudget
 
     if max_moves is None or isinstance(max_moves, MoveBudget):
         return max_moves
-    if isinstance(max_moves, int):
-        if max_moves < 0:
-            raise EplbError(f"{arg('max_moves', max_moves)}: must be >= 0")
-        return MoveBudget(per_layer=max_moves)
-    return parse_max_moves(max_moves)
+    per_layer, share = validation.move_budget(max_moves)
+    return MoveBudget(per_layer=per_layer, share=share)
 
 
 def transfer_links(expert_bytes: int | str | None = None, nvlink_gbps: float = 450.0,
@@ -173,30 +171,44 @@ def evaluate(placement: Placement, load: torch.Tensor | Trace) -> Score:
 
 
 def placement_for(path: str, trace: Trace, *, gpus: int | None = None, nodes: int | None = None,
-                  groups: int | None = None, trace_name: str = "the trace") -> Placement:
-    """Read a placement and check it fits ``trace``: same layers and experts.
+                  groups: int | None = None, trace_name: str = "the trace",
+                  dense_row: torch.Tensor | None = None) -> Placement:
+    """Read a placement and fit it to ``trace``: one row per trace row, same experts.
 
     ``gpus``, ``nodes`` and ``groups`` fill what the file does not record
     (engine files hold no topology); a file that records another GPU count
-    than ``gpus`` is an error.
+    than ``gpus`` is an error. Rows are matched to the trace's layers by model
+    layer id (:func:`~eplb_cli.moe_layers.align`); the trace's dense layers
+    need no row, and get ``dense_row`` (see :func:`dense_row`) when given.
     """
-    from .formats import load_placement
+    from .formats import read_placement
+    from .moe_layers import align
 
-    for name, value in (("gpus", gpus), ("nodes", nodes), ("groups", groups)):
-        if value is not None and value < 1:
-            raise EplbError(f"{arg(name, value)}: must be >= 1")
+    validation.positive(gpus=gpus, nodes=nodes, groups=groups)
     defaults = {k: v for k, v in (("gpus", gpus), ("nodes", nodes),
                                   ("groups", groups if groups is not None else trace.groups)) if v is not None}
-    p = load_placement(path, defaults=defaults)
+    p, meta = read_placement(path, defaults=defaults)
     if gpus is not None and p.topology.gpus != gpus:
         raise EplbError(f"{path}: made for {p.topology.gpus} GPUs but {arg('gpus', gpus)} was given; "
                         "drop it or fix it")
-    if p.layers != trace.layers or p.topology.experts != trace.experts:
+    if p.topology.experts != trace.experts:
         raise EplbError(
             f"{path} ({p.layers} layers x {p.topology.experts} experts) does not match {trace_name} "
             f"({trace.layers} layers x {trace.experts} experts); give the placement and trace of one model"
         )
-    return p
+    return align(p, trace, all_layers=bool(meta.get("all_layers")), source=path, trace_name=trace_name,
+                 dense_row=dense_row)
+
+
+def dense_row(topo: Topology, strategy: str = "balanced", seed: int = 0) -> torch.Tensor:
+    """The slot row ``strategy`` plans for a layer with no load (the same for every such layer).
+
+    A placement file holds no dense layers; filling a trace's dense rows with
+    this row when reading the placement served now keeps them from counting as
+    moves against the new plan.
+    """
+    zero = torch.zeros(1, topo.experts, dtype=torch.float64)
+    return plan(zero, topo, get_strategy(strategy), seed=seed).phy2log[0]
 
 
 @dataclass
@@ -212,12 +224,7 @@ class Gate:
         return {"gate": self.name, "limit": self.limit, "value": self.value, "passed": self.passed}
 
 
-def check_gate_limits(max_imbalance: float | None, min_balancedness: float | None) -> None:
-    """Reject gate values no placement could meet or miss."""
-    if max_imbalance is not None and not max_imbalance >= 1.0:
-        raise EplbError(f"{arg('max_imbalance', max_imbalance)}: must be >= 1.0 (max/mean GPU load; 1.0 is perfect)")
-    if min_balancedness is not None and not 0.0 < min_balancedness <= 1.0:
-        raise EplbError(f"{arg('min_balancedness', min_balancedness)}: must be in (0, 1] (1.0 is perfect)")
+check_gate_limits = validation.gate_limits
 
 
 def gates(imbalance: float, balancedness: float, max_imbalance: float | None,
@@ -301,17 +308,14 @@ class ClusterOptions:
         return topology_for(trace, self.gpus, self.nodes, self.slots, self.redundant, self.groups, self.policy,
                             self.exclude_gpus)
 
+    def groups_unknown(self, trace: Trace) -> bool:
+        """Whether ``auto`` means global only because neither ``groups`` nor the trace gave the expert groups."""
+        return self.policy == "auto" and self.groups is None and trace.groups is None and self.nodes > 1
+
 
 def _check_layer(layer: int | None, trace: Trace) -> None:
     if layer is not None and not 0 <= layer < trace.layers:
         raise EplbError(f"{arg('layer', layer)}: the trace has layers 0 to {trace.layers - 1}")
-
-
-def _check_plot(plot: str | None, force: bool) -> None:
-    if plot:
-        from .plots import check_plot
-
-        check_plot(plot, force)
 
 
 @dataclass
@@ -332,6 +336,9 @@ class PlanReport:
     span_left_out: int = 0
     tradeoff: Tradeoff | None = None
     recorded: RecordedSpans | None = None
+    engine: dict | None = None
+    """The settings the engine must start with for ``output`` to mean this plan (None: not an engine's file)."""
+    groups_unknown: bool = False
 
     @property
     def load(self) -> torch.Tensor:
@@ -379,17 +386,15 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
     """
     from .device import check_device
     from .formats import save_placement
-    from .formats.atomic import check_writable
-    from .formats.placement_io import writer_for
 
+    reading = reading or TraceOptions()
+    validation.cluster(cluster.gpus, cluster.nodes, cluster.slots, cluster.redundant, cluster.groups, cluster.policy,
+                       cluster.exclude_gpus)
+    validation.plan_options(trace, device=device, input_format=reading.input_format, window=reading.window,
+                            windows=reading.windows, layer=layer, output=output, fmt=fmt, force=force, plot=plot,
+                            previous=previous, max_moves=max_moves)
     check_device(device)
     get_strategy(strategy)
-    if output:
-        writer_for(output, fmt)
-        check_writable(output, force)
-    _check_plot(plot, force)
-    if previous is None and max_moves is not None:
-        raise EplbError(f"{arg('max_moves')} needs {arg('previous')}: moves are counted from the placement served now")
     budget = move_budget(max_moves)
     links = None
     if expert_bytes is not None:
@@ -401,7 +406,7 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
         raise EplbError(f"{arg('nvlink_gbps')} and {arg('network_gbps')} go with {arg('expert_bytes')} "
                         "(transfer times)")
     _check_routing(topk, topk_groups)
-    tr = (reading or TraceOptions()).read(trace)
+    tr = reading.read(trace)
     topo = cluster.resolve(tr)
     load = tr.total()
     found = check_warnings(load, trace, strict=strict, warn=warn)
@@ -409,8 +414,8 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
     from .span import fit, routing_for
 
     routing = routing_for(tr, topk=topk, topk_groups=topk_groups, groups=cluster.groups)
-    old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups,
-                        trace_name=trace) if previous else None
+    old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups, trace_name=trace,
+                        dense_row=dense_row(topo, strategy, seed)) if previous else None
 
     def planned(under: Topology) -> PlanResult:
         res = plan_load(load, under, strategy, seed=seed, device=device)
@@ -424,18 +429,22 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
     tokens = _token_routing(trace, reading)
     recorded = _recorded(tokens, result.placement, topo) if tokens is not None else None
     trade = _tradeoff(topo, result, spans, model, planned, tokens, recorded) if alternative else None
-    written = None
+    written = engine = None
     if output:
-        extra = {"strategy": strategy, "source": trace,
-                 **({"layer_ids": tr.meta["layer_ids"]} if "layer_ids" in tr.meta else {})}
-        written = save_placement(result.placement, output, force=force, fmt=fmt, extra=extra)
+        from .formats.placement_io import launch_settings
+        from .moe_layers import moe_placement
+
+        moe = moe_placement(result.placement, tr)
+        written = save_placement(moe, output, force=force, fmt=fmt, extra={"strategy": strategy, "source": trace})
+        engine = launch_settings(moe, output, fmt, topo.gpus)
     if plot:
         from .plots import score_heatmap
 
         score_heatmap(result.score, topo, plot, label=strategy, layer_ids=tr.meta.get("layer_ids"), force=force)
     return PlanReport(tr, trace, topo, result, found, output, written, previous, routing=model.routing if model else None,
                       span=spans, span_residual=model.residual if model else None,
-                      span_left_out=model.left_out if model else 0, tradeoff=trade, recorded=recorded)
+                      span_left_out=model.left_out if model else 0, tradeoff=trade, recorded=recorded,
+                      engine=engine, groups_unknown=cluster.groups_unknown(tr))
 
 
 def _token_routing(trace: str, reading: TraceOptions | None) -> TokenRouting | None:
@@ -510,12 +519,12 @@ def evaluate_placement(placement: str, trace: str, *, gpus: int | None = None, n
     """
     from .failure import evaluate_failure
 
-    check_gate_limits(max_imbalance, min_balancedness)
-    _check_plot(plot, force)
-    for name, value in (("gpus", gpus), ("nodes", nodes), ("groups", groups)):
-        if value is not None and value < 1:
-            raise EplbError(f"{arg(name, value)}: must be >= 1")
-    tr = (reading or TraceOptions()).read(trace)
+    reading = reading or TraceOptions()
+    validation.evaluate_options(placement, trace, gpus=gpus, nodes=nodes, groups=groups,
+                                input_format=reading.input_format, window=reading.window, windows=reading.windows,
+                                layer=layer, exclude_gpus=exclude_gpus, max_imbalance=max_imbalance,
+                                min_balancedness=min_balancedness, plot=plot, force=force)
+    tr = reading.read(trace)
     p = placement_for(placement, tr, gpus=gpus, nodes=nodes, groups=groups, trace_name=trace)
     topo = p.topology
     load = tr.total()
@@ -549,6 +558,7 @@ class ReplayReport:
     gates: list[Gate]
     warnings: list[str]
     expert_bytes: int | None
+    groups_unknown: bool = False
 
     @property
     def passed(self) -> bool:
@@ -572,9 +582,8 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
                                              migration_aware=migration_aware, max_moves=max_moves,
                                              expert_bytes=expert_bytes, previous=previous, seed=seed, device=device,
                                              threads=threads, min_gain=min_gain, reading=reading, strict=strict,
-                                             warn=warn)
-    check_gate_limits(max_imbalance, min_balancedness)
-    _check_plot(plot, force)
+                                             warn=warn, every=every, max_imbalance=max_imbalance,
+                                             min_balancedness=min_balancedness, plot=plot, force=force)
     from .planning.replay import replay
 
     result = replay(tr, topo, every=every, start=start, progress=progress, **options)
@@ -588,32 +597,39 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
         replay_figure({f"{strategy}, forecast {forecast}": result.to_dict()["rebalances"]}, plot,
                       title=f"{Path(trace).name}: replay every {every} window(s); {topology_line(topo)}",
                       force=force)
-    return ReplayReport(tr, trace, topo, result, found_gates, found, size)
+    return ReplayReport(tr, trace, topo, result, found_gates, found, size, cluster.groups_unknown(tr))
 
 
 def _replay_setup(trace: str, cluster: ClusterOptions, *, strategy: str, history: int | None, forecast: str,
                   migration_aware: bool, max_moves: int | str | None, expert_bytes: str | int | None,
                   previous: str | None, seed: int, device: str, threads: int | None, min_gain: float | None,
-                  reading: TraceOptions | None, strict: bool, warn: Warn | None) -> tuple[Trace, Topology, list[str], dict]:
+                  reading: TraceOptions | None, strict: bool, warn: Warn | None, every: int | list[int] = 1,
+                  max_imbalance: float | None = None, min_balancedness: float | None = None, plot: str | None = None,
+                  force: bool = False) -> tuple[Trace, Topology, list[str], dict]:
     """What every replay needs: the options checked, the trace and cluster read, ``previous`` checked against them."""
     from .device import check_device
     from .planning.forecast import parse_forecast
     from .planning.replay import check_previous, parse_bytes
 
+    reading = reading or TraceOptions()
+    validation.cluster(cluster.gpus, cluster.nodes, cluster.slots, cluster.redundant, cluster.groups, cluster.policy,
+                       cluster.exclude_gpus)
+    validation.replay_options(trace, every=every, history=history, device=device, threads=threads,
+                              input_format=reading.input_format, window=reading.window, windows=reading.windows,
+                              max_imbalance=max_imbalance, min_balancedness=min_balancedness, max_moves=max_moves,
+                              previous=previous, plot=plot, force=force, min_gain=min_gain)
     check_device(device)
     fc = parse_forecast(forecast)
     get_strategy(strategy)
     budget = move_budget(max_moves)
-    if min_gain is not None and not min_gain < 1.0:
-        raise EplbError(f"{arg('min_gain', min_gain)}: must be below 1 (a relative gain; 0.01 skips rebalances that "
-                        "gain under 1%)")
     size = parse_bytes(expert_bytes) if isinstance(expert_bytes, str) else expert_bytes
-    tr = (reading or TraceOptions()).read(trace)
+    tr = reading.read(trace)
     topo = cluster.resolve(tr)
     found = check_warnings(tr.total(), trace, strict=strict, warn=warn)
     old = None
     if previous is not None:
-        old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups, trace_name=trace)
+        old = placement_for(previous, tr, gpus=topo.gpus, nodes=topo.nodes, groups=topo.groups, trace_name=trace,
+                            dense_row=dense_row(topo, strategy, seed))
         check_previous(old, tr, topo, previous, trace)
     options = dict(forecast=fc, strategy=strategy, history=history, migration_aware=migration_aware,
                    max_moves=budget, expert_bytes=size, previous=old, seed=seed, device=device, threads=threads,
@@ -630,6 +646,7 @@ class IntervalReport:
     topology: Topology
     summaries: list[dict]
     warnings: list[str]
+    groups_unknown: bool = False
 
 
 def replay_intervals(trace: str, cluster: ClusterOptions, every: str | list[int], *, strategy: str = "balanced",
@@ -642,12 +659,12 @@ def replay_intervals(trace: str, cluster: ClusterOptions, every: str | list[int]
     """``eplb replay --every 1,2,4,8``: one replay per interval, all serving the same windows, to choose one."""
     from .planning import replay as replaying
 
-    intervals = replaying.parse_intervals(every) if isinstance(every, str) else list(every)
+    intervals = validation.intervals(every) if isinstance(every, str) else list(every)
     tr, topo, found, options = _replay_setup(trace, cluster, strategy=strategy, history=history, forecast=forecast,
                                              migration_aware=migration_aware, max_moves=max_moves,
                                              expert_bytes=expert_bytes, previous=previous, seed=seed, device=device,
                                              threads=threads, min_gain=min_gain, reading=reading, strict=strict,
-                                             warn=warn)
+                                             warn=warn, every=intervals)
     results = replaying.replay_intervals(tr, topo, intervals, start=start, progress=progress, **options)
     return IntervalReport(tr, trace, topo, [r.summary for r in results], found)
 
@@ -722,6 +739,7 @@ class ComparisonReport:
     policies: list[str] = field(default_factory=list)
     routing: Routing | None = None
     span_residual: float | None = None
+    groups_unknown: bool = False
 
 
 def parse_policies(policies: str | list[str] | None) -> list[str] | None:
@@ -761,20 +779,18 @@ def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | li
     from .planning.compare import compare
     from .span import fit, routing_for
 
+    reading = reading or TraceOptions()
+    validation.cluster(cluster.gpus, cluster.nodes, cluster.slots, cluster.redundant, cluster.groups, cluster.policy,
+                       cluster.exclude_gpus)
+    names = validation.compare_options(trace, strategies, repeat=repeat, oos_pairs=oos_pairs, device=device,
+                                       input_format=reading.input_format, window=reading.window,
+                                       windows=reading.windows, plot=plot, force=force)
     check_device(device)
-    if repeat < 1:
-        raise EplbError(f"{arg('repeat', repeat)}: must be >= 1")
-    if oos_pairs < 0:
-        raise EplbError(f"{arg('oos_pairs', oos_pairs)}: must be >= 0")
-    names = [n.strip() for n in strategies.split(",") if n.strip()] if isinstance(strategies, str) else list(strategies)
-    if not names:
-        raise EplbError(f"{arg('strategies')}: give at least one strategy, e.g. deepseek,balanced")
     for name in names:
         get_strategy(name)
     chosen = parse_policies(policies)
     _check_routing(topk, topk_groups)
-    _check_plot(plot, force)
-    tr = (reading or TraceOptions()).read(trace)
+    tr = reading.read(trace)
     topos = [dataclasses.replace(cluster, policy=p).resolve(tr) for p in chosen] if chosen else [cluster.resolve(tr)]
     found = check_warnings(tr.total(), trace, strict=strict, warn=warn)
     routing = routing_for(tr, topk=topk, topk_groups=topk_groups, groups=cluster.groups)
@@ -792,16 +808,31 @@ def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | li
         drawn = [r.as_dict() | ({"strategy": f"{r.strategy} ({r.policy})"} if len(topos) > 1 else {}) for r in rows]
         compare_figure(drawn, plot, title=f"{Path(trace).name}: {topology_line(topos[0])}", force=force)
     return ComparisonReport(tr, trace, topos[0], rows, found, [t.policy for t in topos],
-                            model.routing if model else None, model.residual if model else None)
+                            model.routing if model else None, model.residual if model else None,
+                            cluster.groups_unknown(tr))
 
 
 def inspect_file(trace: str, *, reading: TraceOptions | None = None, top: int = 10) -> dict:
-    """``eplb inspect``: shape, tokens per layer, zero layers, skew, hottest experts, drift between windows."""
-    from .inspection import inspect_trace
+    """``eplb inspect``: shape, tokens per layer, zero layers, skew, hottest experts, drift between windows.
 
-    if top < 0:
-        raise EplbError(f"{arg('top', top)}: must be >= 0")
-    return inspect_trace((reading or TraceOptions()).read(trace), top=top)
+    A placement file gets its own summary (``kind`` placement): layers and
+    their ids, slots, replicas and the GPU counts it fits.
+    """
+    from .formats.placement_io import read_placement_source
+    from .formats.registry import detect_placement, trace_format
+    from .formats.source import Source
+    from .formats.trace_io import read_trace_source
+    from .inspection import inspect_placement, inspect_trace
+
+    reading = reading or TraceOptions()
+    validation.inspect_options(trace, input_format=reading.input_format, window=reading.window,
+                               windows=reading.windows, top=top)
+    src = Source(str(trace))
+    if reading.input_format is None and detect_placement(src) is not None:
+        placement, meta = read_placement_source(src, need_gpus=False)
+        return inspect_placement(placement, meta, src.name)
+    return inspect_trace(read_trace_source(src, trace_format(reading.input_format) if reading.input_format else None,
+                                           window=reading.window, windows=reading.windows), top=top)
 
 
 def convert_file(src: str, dst: str, *, fmt: str | None = None, input_format: str | None = None,
@@ -810,9 +841,8 @@ def convert_file(src: str, dst: str, *, fmt: str | None = None, input_format: st
     """``eplb convert``: a trace or a placement from one format to another; returns what was written."""
     from .formats.convert import convert
 
-    for name, value in (("gpus", gpus), ("nodes", nodes), ("groups", groups)):
-        if value is not None and value < 1:
-            raise EplbError(f"{arg(name, value)}: must be >= 1")
+    validation.convert_options(src, dst, fmt=fmt, input_format=input_format, gpus=gpus, nodes=nodes, groups=groups,
+                               force=force)
     defaults = {k: v for k, v in (("gpus", gpus), ("nodes", nodes), ("groups", groups)) if v is not None}
     return convert(src, dst, fmt=fmt, input_format=input_format, force=force, defaults=defaults)
 
@@ -832,16 +862,11 @@ def generate_trace(output: str, *, layers: int = 58, experts: int = 256, windows
                    force: bool = False) -> GeneratedTrace:
     """``eplb generate``: write a synthetic trace (log-normal popularity with drift), deterministic per seed."""
     from .formats import write_trace
-    from .formats.atomic import check_writable
     from .formats.limits import check_memory
     from .synthetic import generate
 
-    for name, value in (("layers", layers), ("experts", experts), ("windows", windows)):
-        if value < 1:
-            raise EplbError(f"{arg(name, value)}: must be >= 1")
-    if skew < 0 or drift < 0:
-        raise EplbError(f"{arg('skew')} and {arg('drift')} must be >= 0")
-    check_writable(output, force)
+    validation.generate_options(output, layers=layers, experts=experts, windows=windows, skew=skew, drift=drift,
+                                groups=groups, fmt=fmt, force=force)
     binary = (fmt or Path(output).suffix.lstrip(".")).lower() == "safetensors"
     check_memory(output, layers * experts * windows * (24 if binary else 96), "to generate",
                  f"use fewer {arg('windows')}, {arg('layers')} or {arg('experts')}")

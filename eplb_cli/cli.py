@@ -15,14 +15,16 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import EplbError
+from . import validation
+from .errors import EplbError, render
 
 app = typer.Typer(
     name="eplb",
     help="Expert-parallel load balancing for MoE serving: traces in, placements out, imbalance tables.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich's renderer costs ~0.5 s of imports, reads [plot] as markup and cuts option names at 80 columns.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -54,7 +56,7 @@ Device = Annotated[str, typer.Option("--device", help="Torch device for the stra
 InputFormat = Annotated[str | None, typer.Option("--input-format", help="Force the trace format (default: detect).", show_default=False)]
 Window = Annotated[int | None, typer.Option("--window", help="Sum every N recorded steps into one window.", show_default=False)]
 Windows = Annotated[str | None, typer.Option("--windows", help="Keep windows A:B (Python slice, after --window).", show_default=False)]
-Output = Annotated[str | None, typer.Option("--output", "-o", help="Write the placement here: .safetensors (eplb), .json / .pt (SGLang), .yaml (TensorRT-LLM), .csv; --format vllm-ascend for vLLM-Ascend's JSON.", show_default=False)]
+Output = Annotated[str | None, typer.Option("--output", "-o", help="Write the placement here: .safetensors (eplb), .json / .pt (SGLang), .yaml (TensorRT-LLM), .csv; --format vllm-ascend or vllm for their JSON. Prints the engine's launch settings.", show_default=False)]
 Format = Annotated[str | None, typer.Option("--format", help="Output format (default: from the file extension).", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
@@ -63,11 +65,11 @@ Strict = Annotated[bool, typer.Option("--strict", help="Treat warnings (zero-loa
 ExcludeGpus = Annotated[str | None, typer.Option("--exclude-gpus", help="Failed or drained GPUs, e.g. 3,17: their slots stay empty.", show_default=False)]
 TopK = Annotated[int | None, typer.Option("--topk", help="Experts each token is routed to, for the token span (default: from the trace, or its model: DeepSeek-V3 8, V2-Lite 6, Qwen3 8, Mixtral 2).", show_default=False)]
 TopKGroups = Annotated[int | None, typer.Option("--topk-groups", help="Expert groups a token may draw from (group-limited routing; DeepSeek-V3: 4 of 8 --groups).", show_default=False)]
-PlotOpt = Annotated[str | None, typer.Option("--plot", help="Also draw a figure to FILE.png (needs: pip install 'eplb-cli[plot]').", metavar="FILE.png", show_default=False)]
+PlotOpt = Annotated[str | None, typer.Option("--plot", help=f"Also draw a figure to FILE.png (needs matplotlib: {validation.plot_hint()}).", metavar="FILE.png", show_default=False)]
 
 
 def _out(text: str, to_stderr: bool = False) -> None:
-    typer.echo(text, err=to_stderr)
+    typer.echo(render(text, flag_style), err=to_stderr)
 
 
 def _warner(quiet: bool, source: str) -> Callable[[str], None]:
@@ -91,8 +93,18 @@ def _cluster(gpus: int, nodes: int, slots: int | None, redundant: int | None, gr
     return ClusterOptions(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"eplb {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+          version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=_version,
+                                                is_eager=True)] = False) -> None:
     """Expert-parallel load balancing for MoE serving."""
     # --debug is read from argv by main(), which must know it before typer parses anything.
 
@@ -135,6 +147,10 @@ def plan(
     Where both policies apply, the other one's plan is computed too, and one
     line says what it would reach and what the choice trades.
     """
+    validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    validation.plan_options(trace, device=device, input_format=input_format, window=window, windows=windows,
+                            layer=layer, output=output, fmt=fmt, force=force, plot=plot, previous=previous,
+                            max_moves=max_moves)
     from . import api, report
 
     cluster = _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
@@ -162,6 +178,8 @@ def plan(
         _out(report.plan_json(rep, flag))
     elif not quiet:
         _out(report.plan_text(rep, layer, flag))
+    if rep.engine and not (json_out or quiet):
+        _out(report.engine_lines(rep.engine), to_stderr=True)
 
 
 @app.command()
@@ -178,6 +196,8 @@ def generate(
     force: Force = False,
 ) -> None:
     """Write a synthetic trace: skewed expert popularity with slow drift, deterministic per seed."""
+    validation.generate_options(output, layers=layers, experts=experts, windows=windows, skew=skew, drift=drift,
+                                groups=groups, fmt=fmt, force=force)
     from . import api
 
     api.generate_trace(output, layers=layers, experts=experts, windows=windows, seed=seed, skew=skew, drift=drift,
@@ -192,7 +212,7 @@ def strategies() -> None:
     from .strategies import describe_strategies
 
     _out(report.rows_table([{"name": n, "what": d} for n, d in describe_strategies()],
-                           [("name", "strategy"), ("what", "what it does")]))
+                           [("name", "strategy"), ("what", "what it does")], width=100))
 
 
 @app.command()
@@ -225,10 +245,13 @@ def compare(
     strict: Strict = False,
 ) -> None:
     """Run several strategies on the same trace and topology and print one table."""
-    from . import api, report
-
     if sum((json_out, csv_out, markdown)) > 1:
         raise EplbError("--json, --csv and --markdown: pick one output style")
+    validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    validation.compare_options(trace, strategies_, repeat=repeat, oos_pairs=oos_pairs, device=device,
+                               input_format=input_format, window=window, windows=windows, plot=plot, force=force)
+    from . import api, report
+
     show = sys.stderr.isatty() and not quiet
     with _Progress(show, "strategies") as progress:
         rep = api.compare_strategies(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
@@ -312,7 +335,10 @@ def evaluate(
     quiet: Quiet = False,
     strict: Strict = False,
 ) -> None:
-    """Score an existing placement on a trace (e.g. the next day's load), optionally as a CI gate."""
+    """Score an existing placement on a trace, such as the next day's load; optionally a CI gate."""
+    validation.evaluate_options(placement, trace, gpus=gpus, nodes=nodes, groups=groups, input_format=input_format,
+                                window=window, windows=windows, layer=layer, exclude_gpus=exclude_gpus,
+                                max_imbalance=max_imbalance, min_balancedness=min_balancedness, plot=plot, force=force)
     from . import api, report
 
     rep = api.evaluate_placement(placement, trace, gpus=gpus, nodes=nodes, groups=groups,
@@ -362,10 +388,14 @@ def replay(
     strict: Strict = False,
 ) -> None:
     """Replay a trace as a server would: plan from a forecast every N windows, serve the next ones, count moves."""
+    intervals = validation.intervals(every)
+    validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    validation.replay_options(trace, every=intervals, history=history, device=device, threads=threads,
+                              input_format=input_format, window=window, windows=windows, max_imbalance=max_imbalance,
+                              min_balancedness=min_balancedness, max_moves=max_moves, previous=previous, plot=plot,
+                              force=force, min_gain=min_gain)
     from . import api, report
-    from .planning.replay import parse_intervals
 
-    intervals = parse_intervals(every)
     cluster = _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
     common = dict(strategy=strategy, history=history, forecast=forecast, start=start, migration_aware=migration_aware,
                   max_moves=max_moves, expert_bytes=expert_bytes, previous=previous, seed=seed, device=device,
@@ -407,42 +437,55 @@ def inspect(
     top: Annotated[int, typer.Option("--top", help="How many of the hottest experts (and most skewed layers) to list.")] = 10,
     json_out: Json = False,
 ) -> None:
-    """Describe a trace: shape, tokens per layer, zero layers, skew, hottest experts, drift between windows."""
+    """Describe a trace (shape, tokens per layer, zero layers, skew, hottest experts, drift) or a placement file."""
+    validation.inspect_options(trace, input_format=input_format, window=window, windows=windows, top=top)
     from . import api, report
-    from .inspection import render
+    from .inspection import render, render_placement
 
     doc = api.inspect_file(trace, reading=_reading(input_format, window, windows), top=top)
-    _out(report.to_json(doc) if json_out else render(doc, top_layers=min(top, 5)))
+    if json_out:
+        _out(report.to_json(doc))
+    else:
+        _out(render_placement(doc) if doc.get("kind") == "placement" else render(doc, top_layers=min(top, 5)))
 
 
 @app.command()
 def convert(
     src: Annotated[str, typer.Argument(metavar="IN", help="Trace or placement to read: a file, an engine dump folder, or - for stdin.", show_default=False)],
     dst: Annotated[str, typer.Argument(metavar="OUT", help="File to write, or - for stdout; its extension picks the format unless --format.", show_default=False)],
-    fmt: Annotated[str | None, typer.Option("--format", help="Output format. Traces: safetensors, csv, csv-wide, sglang, vllm. Placements: safetensors, sglang, sglang-pt, trtllm, vllm-ascend, csv.", show_default=False)] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Output format. Traces: safetensors, csv, csv-wide, sglang, vllm. Placements: safetensors, sglang, sglang-pt, trtllm, vllm-ascend, vllm, csv.", show_default=False)] = None,
     input_format: InputFormat = None,
-    gpus: Annotated[int | None, typer.Option("--gpus", "-g", help="GPUs the placement was made for, when IN does not record it (SGLang, TensorRT-LLM).", show_default=False)] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", "-g", help="GPUs the placement was made for, when IN does not record it (engine files) and OUT does (safetensors, csv, vllm-ascend).", show_default=False)] = None,
     nodes: Annotated[int | None, typer.Option("--nodes", "-n", help="Nodes, when IN does not record them.", show_default=False)] = None,
     groups: Annotated[int | None, typer.Option("--groups", help="Expert groups, when IN does not record them.", show_default=False)] = None,
     force: Force = False,
     json_out: Json = False,
 ) -> None:
     """Convert a trace or a placement between file formats (which one IN is, is read from its content)."""
-    from . import api, report
-
     if json_out and dst == "-":
         raise EplbError("--json with OUT -: both would go to standard output; write OUT to a file")
+    validation.convert_options(src, dst, fmt=fmt, input_format=input_format, gpus=gpus, nodes=nodes, groups=groups,
+                               force=force)
+    from . import api, report
+
     done = api.convert_file(src, dst, fmt=fmt, input_format=input_format, gpus=gpus, nodes=nodes, groups=groups,
                             force=force)
     if json_out:
         _out(report.to_json(done))
     else:
         _out(report.convert_line(done), to_stderr=True)
+        if done.get("engine"):
+            _out(report.engine_lines(done["engine"]), to_stderr=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        app(args=["--help"], prog_name="eplb", standalone_mode=False)
+        typer.echo("eplb: error: no command given; pick one of the commands above, e.g. eplb plan TRACE --gpus 8",
+                   err=True)
+        return 2
     debug = "--debug" in args
     try:
         with warnings.catch_warnings():

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from .errors import EplbError, arg
+from .validation import device_name
 
 
 def check_device(device: str) -> None:
     """Fail early and clearly when ``device`` names a device this machine lacks."""
+    device_name(device)
     try:
         dev = torch.device(device)
     except RuntimeError:

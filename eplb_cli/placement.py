@@ -2,12 +2,17 @@
 
 phy2log [L, S] is the source of truth; logcnt [L, E] and log2phy [L, E, R] are
 derived from it (DeepSeek's names and meaning). Slots of excluded GPUs hold -1.
-Files are read and written by :mod:`eplb_cli.formats`.
+``layer_ids`` keeps the model's layer id of each row: a placement holds MoE
+layers only (dense layers, the zero rows of an engine dump, have no experts
+to place), and formats keyed by model layer id need the ids back. Files are
+read and written by :mod:`eplb_cli.formats`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 
@@ -17,17 +22,35 @@ from .topology import Topology
 
 @dataclass
 class Placement:
-    """A validated placement of replicas onto slots for one topology."""
+    """A validated placement of replicas onto slots for one topology.
+
+    ``layer_ids``: the model's layer id of each row, increasing (DeepSeek-V3:
+    3..60); None when the source did not say, and rows then count 0, 1, ...
+    """
 
     phy2log: torch.Tensor
     topology: Topology
+    layer_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self.phy2log = self.phy2log.to("cpu", torch.int64).contiguous()
+        if self.layer_ids is not None:
+            self.layer_ids = tuple(int(i) for i in self.layer_ids)
 
     @property
     def layers(self) -> int:
         return int(self.phy2log.shape[0])
+
+    @property
+    def ids(self) -> list[int]:
+        """The model layer id of each row (0..L-1 when not known)."""
+        return list(self.layer_ids) if self.layer_ids is not None else list(range(self.layers))
+
+    def select(self, rows: Sequence[int], ids: Sequence[int] | None = None) -> Placement:
+        """The placement of rows ``rows`` only, with model layer ids ``ids`` (default: theirs)."""
+        index = torch.as_tensor(list(rows), dtype=torch.int64)
+        chosen = [self.ids[r] for r in rows] if ids is None else list(ids)
+        return Placement(self.phy2log[index], self.topology, tuple(chosen))
 
     @property
     def logcnt(self) -> torch.Tensor:
@@ -51,6 +74,11 @@ class Placement:
             raise EplbError(f"{source}: phy2log must be [layers, {topo.slots}], got {tuple(p.shape)}")
         if p.shape[0] < 1:
             raise EplbError(f"{source}: placement has no layers")
+        ids = self.layer_ids
+        if ids is not None and (len(ids) != p.shape[0] or min(ids) < 0
+                                or any(b <= a for a, b in pairwise(ids))):
+            raise EplbError(f"{source}: {len(ids)} layer ids for {p.shape[0]} layers; "
+                            "give one id per layer, non-negative and increasing")
         dead = torch.zeros(topo.slots, dtype=torch.bool)
         if topo.excluded_gpus:
             dead = torch.isin(self.gpu_of_slot(), torch.tensor(topo.excluded_gpus))

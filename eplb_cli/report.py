@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tabulate import tabulate
 
+from .errors import arg
 from .metrics import Score
 from .placement import Placement
 from .topology import Topology
@@ -45,9 +46,13 @@ def topology_line(topo: Topology) -> str:
     )
 
 
-def policy_line(topo: Topology) -> str:
+def policy_line(topo: Topology, groups_unknown: bool = False) -> str:
+    """The policy in words; ``groups_unknown``: auto fell back to global because nothing said the expert groups."""
     if topo.hierarchical:
         return f"hierarchical ({topo.groups} groups over {topo.nodes} nodes)"
+    if groups_unknown:
+        return (f"global: the trace records no expert groups, so none are kept on one node; pass {arg('groups')} "
+                "(DeepSeek-V3: 8) for the hierarchical policy")
     return "global" + (f" ({topo.groups} groups ignored)" if topo.groups > 1 else "")
 
 
@@ -128,8 +133,12 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def rows_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], style: str = "simple") -> str:
-    """Render dict rows as a table; ``columns`` is (key, header); style 'csv' or 'markdown' too."""
+def rows_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], style: str = "simple",
+               width: int | None = None) -> str:
+    """Render dict rows as a table; ``columns`` is (key, header); style 'csv' or 'markdown' too.
+
+    ``width`` wraps the last column so that a simple table fits that many characters.
+    """
     keys = [k for k, _ in columns]
     heads = [h for _, h in columns]
     if style == "csv":
@@ -140,7 +149,12 @@ def rows_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], s
             w.writerow(["" if r.get(k) is None else r.get(k) for k in keys])
         return buf.getvalue().rstrip("\n")
     body = [[_cell(r.get(k), k) for k in keys] for r in rows]
-    return tabulate(body, headers=heads, tablefmt="github" if style == "markdown" else "simple", disable_numparse=True)
+    wrap = None
+    if width is not None and style == "simple" and body:
+        others = sum(max(len(h), *(len(b[i]) for b in body)) + 4 for i, h in enumerate(heads[:-1]))
+        wrap = [None] * (len(keys) - 1) + [max(width - others, len(heads[-1]))]
+    return tabulate(body, headers=heads, tablefmt="github" if style == "markdown" else "simple", disable_numparse=True,
+                    maxcolwidths=wrap)
 
 
 def _cell(v: Any, key: str = "") -> str:
@@ -353,6 +367,7 @@ def plan_json(rep: PlanReport, flag: Callable[[str], str] = str) -> str:
         "routing": rep.routing.as_dict() if rep.routing else None, "span_fit_residual": rep.span_residual,
         "span_layers_left_out": rep.span_left_out if rep.routing else None,
         "recorded": rep.recorded.summary() if rep.recorded else None, "policy_alternative": None,
+        "output_format": rep.output_format, "engine": rep.engine,
     }
     if rep.tradeoff is not None:
         advice = policy_advice(rep.tradeoff, flag) if rep.tradeoff.differs else None
@@ -418,7 +433,7 @@ def plan_text(rep: PlanReport, layer: int | None = None, flag: Callable[[str], s
     tr, topo, res = rep.trace, rep.topology, rep.result
     head = [
         ("strategy", res.strategy),
-        ("policy", policy_line(topo)),
+        ("policy", policy_line(topo, rep.groups_unknown)),
         ("trace", f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {_windows(tr.windows)} summed"),
         ("cluster", topology_line(topo)),
         *score_rows(res.score.summary()),
@@ -430,7 +445,7 @@ def plan_text(rep: PlanReport, layer: int | None = None, flag: Callable[[str], s
         ("runtime", f"{res.runtime_ms:.1f} ms"),
     ]
     if rep.output:
-        head.append(("written", rep.output))
+        head.append(("written", f"{rep.output} ({rep.output_format})"))
     return score_report(head, res.placement, res.score, rep.load, layer)
 
 
@@ -497,7 +512,7 @@ def replay_text(rep: ReplayReport, flag: Callable[[str], str]) -> str:
     tr, topo, s = rep.trace, rep.topology, rep.result.summary
     head = [
         ("strategy", s["strategy"]),
-        ("policy", policy_line(topo)),
+        ("policy", policy_line(topo, rep.groups_unknown)),
         ("trace", f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s)"),
         ("cluster", topology_line(topo)),
         *replay_rows(s),
@@ -538,7 +553,8 @@ def compare_table(rep: ComparisonReport, style: str = "simple") -> str:
         return table
     tr, topo = rep.trace, rep.topology
     pairs = rep.rows[0].oos["oos_pairs"] if rep.rows and rep.rows[0].oos else 0
-    policy = f"policies {', '.join(rep.policies)}" if several else f"policy {policy_line(topo)}"
+    policy = (f"policies {', '.join(rep.policies)}" if several
+              else f"policy {policy_line(topo, rep.groups_unknown)}")
     head = (f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s); "
             f"{topology_line(topo)}; {policy}")
     notes = ["imb. = max/mean GPU load (1.0 is perfect), mean over layers; gap = sum of max / sum of lower bound - 1."]
@@ -557,7 +573,8 @@ def convert_line(done: dict[str, Any]) -> str:
     if done["kind"] == "trace":
         shape = f"trace, {done['windows']} window(s) x {done['layers']} layers x {done['experts']} experts"
     else:
-        shape = (f"placement, {done['layers']} layers x {done['slots']} slots on {done['gpus']} GPUs "
+        where = f"on {done['gpus']} GPUs" if done["gpus"] is not None else "for any GPU count they divide over"
+        shape = (f"placement, {done['layers']} layers x {done['slots']} slots {where} "
                  f"(read as {done['input_format']})")
     return f"wrote {done['output']} ({done['format']}): {shape}"
 
@@ -618,3 +635,12 @@ def intervals_text(rep: IntervalReport) -> str:
         ("forecast", s["forecast"]),
     ]
     return join_blocks([summary_table(head), "By rebalance interval\n" + interval_table(rep.summaries)])
+
+
+def engine_lines(engine: dict | None) -> str:
+    """The launch settings of a written engine file, one ``eplb: ENGINE: ...`` line each (for stderr)."""
+    if not engine:
+        return ""
+    name = engine["engine"]
+    lines = [f"start {name} with {engine['flags']}"] + engine["notes"]
+    return "\n".join(f"eplb: {name}: {line}" for line in lines)

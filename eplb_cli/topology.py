@@ -110,23 +110,8 @@ def resolve(
     """
     if experts < 1:
         raise EplbError("the trace has no experts; a load trace needs at least one expert per layer")
-    if gpus < 1:
-        raise EplbError(f"{arg('gpus', gpus)}: needs at least one GPU")
-    if gpus > MAX_GPUS:
-        raise EplbError(f"{arg('gpus', gpus)}: more than the {MAX_GPUS} GPUs eplb plans for; check the number")
-    if nodes < 1:
-        raise EplbError(f"{arg('nodes', nodes)}: needs at least one node")
-    if gpus % nodes:
-        near = [n for n in _divisors(gpus) if n <= max(nodes, 1)][-1]
-        raise EplbError(
-            f"{arg('gpus', gpus)} do not divide over {nodes} nodes: use {arg('nodes', near)} "
-            f"or {arg('gpus', _round_up(gpus, nodes))}"
-        )
-    if slots is not None and redundant is not None:
-        raise EplbError(f"{arg('slots')} and {arg('redundant')} both given: pass only one of them")
+    check_cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
     if redundant is not None:
-        if redundant < 0:
-            raise EplbError(f"{arg('redundant', redundant)}: must be >= 0")
         slots = experts + redundant
         if slots % gpus:
             raise EplbError(
@@ -152,23 +137,17 @@ def resolve(
     if groups < 1 or experts % groups:
         choices = ", ".join(str(d) for d in _divisors(experts) if d <= 64)
         raise EplbError(f"{arg('groups', groups)} does not divide {experts} experts: use one of {choices}")
-    if policy not in POLICIES:
-        raise EplbError(f"{arg('policy', policy)}: unknown; use one of {', '.join(POLICIES)}")
     if policy == "auto":
         policy = "hierarchical" if groups > 1 and nodes > 1 and groups % nodes == 0 else "global"
     elif policy == "hierarchical" and groups % nodes:
+        fits = [n for n in _divisors(gpus) if groups % n == 0]
         raise EplbError(
-            f"{arg('policy', 'hierarchical')} needs the {groups} groups to divide over the {nodes} nodes: "
-            f"use {arg('policy', 'global')}, or {arg('groups')} a multiple of {nodes}"
+            f"{arg('policy', 'hierarchical')} needs the model's {groups} groups to divide over the {nodes} nodes: "
+            f"use {arg('policy', 'global')}, or {_choices('nodes', fits)}"
         )
     excluded = tuple(sorted(set(int(g) for g in exclude_gpus)))
     if excluded:
-        bad = [g for g in excluded if not 0 <= g < gpus]
-        if bad:
-            raise EplbError(f"{arg('exclude_gpus', bad[0])}: GPU ids run from 0 to {gpus - 1}")
         live = gpus - len(excluded)
-        if live < 1:
-            raise EplbError(f"{arg('exclude_gpus')} removes every GPU: leave at least one")
         if live * (slots // gpus) < experts:
             raise EplbError(
                 f"{arg('exclude_gpus')} leaves {live} GPUs with {live * (slots // gpus)} slots, "
@@ -179,6 +158,42 @@ def resolve(
     return Topology(
         experts=experts, slots=slots, gpus=gpus, nodes=nodes, groups=groups, policy=policy, excluded_gpus=excluded
     )
+
+
+def check_cluster(gpus: int, nodes: int = 1, slots: int | None = None, redundant: int | None = None,
+                  groups: int | None = None, policy: str = "auto", exclude_gpus: Sequence[int] = ()) -> None:
+    """The checks of :func:`resolve` that need no model: run before a trace is read (and before torch loads).
+
+    Suggestions name values a user can set: node counts that divide the GPUs,
+    never a GPU count made to fit a node count nor another model group count.
+    """
+    if gpus < 1:
+        raise EplbError(f"{arg('gpus', gpus)}: needs at least one GPU")
+    if gpus > MAX_GPUS:
+        raise EplbError(f"{arg('gpus', gpus)}: more than the {MAX_GPUS} GPUs eplb plans for; check the number")
+    if nodes < 1:
+        raise EplbError(f"{arg('nodes', nodes)}: needs at least one node")
+    if gpus % nodes:
+        raise EplbError(f"{arg('gpus', gpus)} do not divide over {nodes} nodes: use {_choices('nodes', _divisors(gpus))}")
+    if slots is not None and redundant is not None:
+        raise EplbError(f"{arg('slots')} and {arg('redundant')} both given: pass only one of them")
+    if redundant is not None and redundant < 0:
+        raise EplbError(f"{arg('redundant', redundant)}: must be >= 0")
+    if groups is not None and groups < 1:
+        raise EplbError(f"{arg('groups', groups)}: must be >= 1 (the model's expert groups)")
+    if policy not in POLICIES:
+        raise EplbError(f"{arg('policy', policy)}: unknown; use one of {', '.join(POLICIES)}")
+    bad = [g for g in exclude_gpus if not 0 <= g < gpus]
+    if bad:
+        raise EplbError(f"{arg('exclude_gpus', bad[0])}: GPU ids run from 0 to {gpus - 1}")
+    if exclude_gpus and len(set(exclude_gpus)) >= gpus:
+        raise EplbError(f"{arg('exclude_gpus')} removes every GPU: leave at least one")
+
+
+def _choices(name: str, values: Sequence[int]) -> str:
+    """``nodes=1, 2 or 4``: the values of parameter ``name`` that would work."""
+    shown = [str(v) for v in values]
+    return arg(name, shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}")
 
 
 def parse_gpu_list(text: str | None) -> list[int]:

@@ -7,10 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eplb_cli.api import move_budget as parse_max_moves
 from eplb_cli.errors import EplbError
 from eplb_cli.metrics import count_moves, gpu_loads
 from eplb_cli.placement import Placement, replica_counts
-from eplb_cli.planning.budget import MoveBudget, budget_path, parse_max_moves
+from eplb_cli.planning.budget import MoveBudget, budget_path
 from eplb_cli.planning.migration import budgeted, relabel, swap_back
 from eplb_cli.strategies import get_strategy, plan
 from eplb_cli.topology import resolve

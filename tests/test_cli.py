@@ -172,3 +172,73 @@ def test_library_errors_are_spelled_as_flags(capsys) -> None:
     assert code == 2 and err.strip() == "eplb: error: --gpus 0: needs at least one GPU"
     code, _, err = run(capsys, "plan", SMALL, "--gpus", "4", "--exclude-gpus", "0,1,2,3")
     assert code == 2 and "--exclude-gpus removes every GPU" in err
+
+
+# ---------------------------------------------------------------- the command line as people type it
+
+
+def help_text(*args: str, columns: int = 80) -> str:
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "eplb_cli", *args], capture_output=True, text=True,
+                          env=dict(os.environ, COLUMNS=str(columns)), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_version_and_bare_eplb(capsys) -> None:
+    from eplb_cli import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"eplb {__version__}" and __version__ != "0+unknown"
+    code, out, err = run(capsys)
+    assert code == 2 and "Usage: eplb" in out and "plan" in out
+    assert err.strip() == "eplb: error: no command given; pick one of the commands above, e.g. eplb plan TRACE --gpus 8"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_fits_80_columns_with_every_option_whole(command: str) -> None:
+    import typer.main
+
+    from eplb_cli.cli import app
+
+    text = help_text(command, "--help")
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "<bool>" not in text
+    names = [o for p in typer.main.get_command(app).commands[command].params for o in p.opts if o.startswith("-")]
+    assert names or command == "strategies"
+    words = set(text.replace(",", " ").split())
+    for name in names:
+        assert name in words, (command, name)
+
+
+def test_plot_help_shows_the_extra(capsys) -> None:
+    from eplb_cli.validation import plot_hint
+
+    text = " ".join(help_text("plan", "--help", columns=200).split())
+    assert plot_hint() in text and "[plot]" in text
+
+
+def test_strategies_fit_100_columns() -> None:
+    text = help_text("strategies", columns=100)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "balanced" in text and "dhondt+kk+lpt+swap" in text
+
+
+def test_policy_fallback_names_groups(tmp_path, capsys) -> None:
+    bare = tmp_path / "nogroups.safetensors"
+    save_file({"load": torch.rand(2, 3, 16) + 0.1}, str(bare))
+    code, out, _ = run(capsys, "plan", bare, "--gpus", 4, "--nodes", 2, "-s", "fast")
+    assert code == 0 and "the trace records no expert groups" in out and "--groups" in out
+    code, out, _ = run(capsys, "plan", bare, "--gpus", 4, "--nodes", 2, "-s", "fast", "--groups", 1)
+    assert code == 0 and "records no expert groups" not in out
+    code, out, _ = run(capsys, "plan", bare, "--gpus", 4, "--nodes", 2, "-s", "fast", "--groups", 2)
+    assert code == 0 and "hierarchical (2 groups over 2 nodes)" in out
+
+
+def test_standard_input_is_named_dash(capsys, monkeypatch) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    code, _, err = run(capsys, "plan", "-", "--gpus", 4)
+    assert code == 2 and err.startswith("eplb: error: -: standard input is empty")

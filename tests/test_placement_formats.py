@@ -27,7 +27,9 @@ PHY2LOG = torch.tensor([[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1],
                         [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1]])
 FLAGS = {"gpus": 8, "nodes": 2, "groups": 4}
 EXT = {"safetensors": "p.safetensors", "sglang": "p.json", "sglang-pt": "p.pt", "trtllm": "p.yaml",
-       "vllm-ascend": "p.json", "csv": "p.csv"}
+       "vllm-ascend": "p.json", "vllm": "p.json", "csv": "p.csv"}
+NAMED_ONLY = ("vllm-ascend", "vllm")
+"""Formats written only when named: their files share SGLang's extension."""
 
 
 def small() -> Placement:
@@ -41,7 +43,7 @@ def excluded() -> Placement:
 @pytest.mark.parametrize("fmt", PLACEMENT_FORMATS)
 def test_every_format_round_trips(fmt: str, tmp_path: Path) -> None:
     path = tmp_path / EXT[fmt]
-    save_placement(small(), str(path), fmt=fmt if fmt == "vllm-ascend" else None)
+    save_placement(small(), str(path), fmt=fmt if fmt in NAMED_ONLY else None)
     q = load_placement(str(path), defaults=FLAGS)
     assert torch.equal(q.phy2log, PHY2LOG)
     assert q.topology == small().topology
@@ -204,3 +206,21 @@ def test_refused_arbitrary_pickles(tmp_path: Path) -> None:
     torch.save({"physical_to_logical_map": PHY2LOG, "hook": Path("x")}, path)
     with pytest.raises(EplbError, match=r"refused to load.*PosixPath.*weights_only=True"):
         load_placement(str(path), defaults=FLAGS)
+
+
+def test_vllm_map_one_list_for_every_layer(tmp_path: Path) -> None:
+    """vLLM's initial expert map may be one flat list that every MoE layer shares (pull request 49572)."""
+    from eplb_cli import api
+    from eplb_cli.trace import Trace
+
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps(PHY2LOG[0].tolist()))
+    placement, meta = read_placement(str(flat), defaults=FLAGS)
+    assert meta["all_layers"] is True and placement.layers == 1 and meta["file_format"] == "vllm"
+    trace = Trace(torch.rand(1, 3, 12) + 0.5)
+    fitted = api.placement_for(str(flat), trace, gpus=8, nodes=2, groups=4)
+    assert fitted.layers == 3 and all(torch.equal(row, PHY2LOG[0]) for row in fitted.phy2log)
+    with pytest.raises(EplbError, match="one expert map shared by every MoE layer"):
+        api.convert_file(str(flat), str(tmp_path / "x.yaml"))
+    api.convert_file(str(flat), str(tmp_path / "again.json"), fmt="vllm")
+    assert json.loads((tmp_path / "again.json").read_text()) == PHY2LOG[0].tolist()

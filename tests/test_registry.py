@@ -61,3 +61,13 @@ def test_balanced_never_worse_than_deepseek_on_any_layer(shared_or_none):
                 base = _max_per_layer(load, topo, "deepseek")
                 worse = (ours > base * (1 + 1e-9)).nonzero().flatten().tolist()
                 assert not worse, f"{name} {gpus} GPUs {policy}: layers {worse}"
+
+
+def test_catalog_names_agree_with_the_registry() -> None:
+    """The torch-free catalog (checked before torch loads) lists exactly the registry's formats."""
+    from eplb_cli.formats import catalog, registry
+
+    assert [(e.name, e.extensions, e.writable) for e in catalog.TRACES] == [
+        (f.name, f.extensions, f.write is not None) for f in registry.TRACES]
+    assert [(e.name, e.extensions, e.aliases) for e in catalog.PLACEMENTS] == [
+        (f.name, f.extensions, f.aliases) for f in registry.PLACEMENTS]

@@ -178,7 +178,8 @@ def test_share_budget_in_replay():
 
 
 def test_intervals_serve_the_same_windows_and_report_progress():
-    from eplb_cli.planning.replay import parse_intervals, replay_intervals
+    from eplb_cli.planning.replay import replay_intervals
+    from eplb_cli.validation import intervals as parse_intervals
 
     assert parse_intervals("1,2, 4") == [1, 2, 4]
     for bad in ("0", "1,1", "x", "2,-1", ""):

@@ -61,3 +61,14 @@ def test_parse_gpu_list():
     assert parse_gpu_list(None) == []
     with pytest.raises(EplbError, match="exclude_gpus"):
         parse_gpu_list("3;17")
+
+
+def test_suggestions_name_values_a_user_can_set():
+    """Node counts that divide the GPUs; never a GPU count made to fit, never another model group count."""
+    with pytest.raises(EplbError) as err:
+        resolve(256, 30, 4)
+    assert str(err.value) == "gpus=30 do not divide over 4 nodes: use nodes=1, 2, 3, 5, 6, 10, 15 or 30"
+    with pytest.raises(EplbError) as err:
+        resolve(256, 32, 4, groups=2, policy="hierarchical")
+    assert str(err.value).endswith("use policy=global, or nodes=1 or 2")
+    assert "groups=" not in str(err.value)

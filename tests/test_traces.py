@@ -377,11 +377,11 @@ def test_stdin_pt_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(sys, "stdin", FakeStdin((tmp_path / "a.pt").read_bytes()))
     assert read_trace("-").load.shape == (1, 2, 3)
     monkeypatch.setattr(sys, "stdin", FakeStdin(b""))
-    expect_error("-", match="empty", shown="<stdin>")
+    expect_error("-", match="empty", shown="-")
     monkeypatch.setattr(sys, "stdin", FakeStdin(b"hello world"))
-    expect_error("-", match="pass input_format", shown="<stdin>")
+    expect_error("-", match="pass input_format", shown="-")
     monkeypatch.setattr(sys, "stdin", FakeStdin(b'{"logical_count": [[1, 2]'))
-    expect_error("-", match="invalid JSON", shown="<stdin>")
+    expect_error("-", match="invalid JSON", shown="-")
     with pytest.raises(EplbError, match="folder"):
         read_trace("-", "trtllm")
     with pytest.raises(EplbError, match="pass input_format"):

@@ -54,7 +54,10 @@ class PlacementFormat:
 
     ``write(placement, extra, name)`` gets eplb's metadata to keep (``strategy``,
     ``source``, ``layer_ids``) and the output name for messages. ``binary``
-    formats are not written to a terminal.
+    formats are not written to a terminal. ``topology``: the file records the
+    GPU count, so writing one needs it. ``launch(placement, path, gpus)`` says how the
+    engine must be started for the file to mean what eplb planned (None: not
+    an engine's file; ``gpus`` None: not known).
     """
 
     name: str
@@ -65,6 +68,8 @@ class PlacementFormat:
     extensions: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     binary: bool = False
+    topology: bool = False
+    launch: Callable[[Placement, str, int | None], dict] | None = None
 
 
 def container_of(src: Source) -> str | None:
@@ -75,7 +80,7 @@ def container_of(src: Source) -> str | None:
         return _BY_EXTENSION[src.suffix]
     head = src.head()
     text = head[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if text.startswith(b"{"):
+    if text.startswith((b"{", b"[")):
         return "json"
     if head[:4] == b"PK\x03\x04":
         return "torch"

@@ -8,13 +8,14 @@ covers both, and a trace never silently becomes a placement or back.
 
 from __future__ import annotations
 
+from ..errors import EplbError
 from .atomic import check_writable
-from .placement_io import read_placement_source, save_placement, writer_for
+from .placement_io import launch_settings, read_placement_source, save_placement, writer_for
 from .registry import detect_placement, trace_format, trace_writer_for
 from .source import STDIN, Source
 from .trace_io import read_trace_source, write_trace
 
-CARRIED_META = ("strategy", "source", "layer_ids")
+CARRIED_META = ("strategy", "source", "layer_ids", "all_layers")
 """Placement metadata worth keeping across formats (the writers that can hold it do)."""
 
 
@@ -23,7 +24,10 @@ def convert(src: str, dst: str, *, fmt: str | None = None, input_format: str | N
     """Read ``src`` (``-``: stdin), write it to ``dst`` (``-``: stdout) in ``fmt`` or the format ``dst``'s extension names.
 
     ``defaults`` fills the topology (``gpus``, ``nodes``, ``groups``) of
-    placement files that do not record it. Returns a summary for ``--json``.
+    placement files that do not record it; it is needed only when the output
+    records GPUs (eplb's safetensors, CSV, vLLM-Ascend), so SGLang JSON to
+    SGLang .pt or to TensorRT-LLM YAML needs no GPU count. Returns a summary
+    for ``--json``, with the engine's launch settings (``engine``).
     """
     if str(dst) != STDIN:
         check_writable(dst, force)
@@ -37,13 +41,19 @@ def convert(src: str, dst: str, *, fmt: str | None = None, input_format: str | N
             "windows": trace.windows, "layers": trace.layers, "experts": trace.experts,
         }
     writer = writer_for(dst, fmt)
-    placement, meta = read_placement_source(source, input_format=input_format, defaults=defaults)
+    placement, meta = read_placement_source(source, input_format=input_format, defaults=defaults,
+                                            need_gpus=writer.topology)
+    if meta.get("all_layers") and writer.name != "vllm":
+        raise EplbError(f"{source.name}: one expert map shared by every MoE layer, and {writer.name} lists each "
+                        "layer: plan from a trace of the model to get one map per layer, or keep it as vLLM's")
     extra = {k: meta[k] for k in CARRIED_META if k in meta}
     save_placement(placement, dst, force=force, fmt=fmt, extra=extra)
     topo = placement.topology
+    gpus = topo.gpus if meta["gpus_known"] else None
     return {
         "kind": "placement", "input": str(src), "input_format": meta["file_format"], "output": str(dst),
-        "format": writer.name, "layers": placement.layers, "experts": topo.experts,
-        "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes,
+        "format": writer.name, "layers": placement.layers, "layer_ids": placement.ids, "experts": topo.experts,
+        "slots": topo.slots, "gpus": gpus, "nodes": topo.nodes if gpus is not None else None,
+        "engine": launch_settings(placement, dst, fmt, gpus),
     }
 

@@ -12,7 +12,8 @@ Traces
 Placements
     ``csv``: ``layer,slot,gpu,node,expert,replica``, one row per slot (empty
     slots of excluded GPUs hold -1); carries GPUs and nodes in its ``gpu`` and
-    ``node`` columns.
+    ``node`` columns. ``layer`` is the model's layer id (DeepSeek-V3: 3..60,
+    the dense layers absent); reading keeps the ids, in increasing order.
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ def write_placement(p: Placement, extra: dict, name: str) -> bytes:
     slot = torch.arange(slots).expand(layers, slots)
     gpu = slot // topo.slots_per_gpu
     node = gpu // topo.gpus_per_node
-    layer = torch.arange(layers).unsqueeze(1).expand(layers, slots)
+    layer = torch.tensor(p.ids, dtype=torch.int64).unsqueeze(1).expand(layers, slots)
     table = torch.stack([layer, slot, gpu, node, p.phy2log, _replica_index(p.phy2log)], dim=-1).reshape(-1, 6)
     body = "\n".join(",".join(map(str, row)) for row in table.tolist())
     return (",".join(PLACEMENT_COLUMNS) + "\n" + body + "\n").encode()
@@ -300,17 +301,18 @@ def read_placement(src: Source) -> tuple[torch.Tensor, dict]:
     col = {c: table[:, k] for k, c in enumerate(cols)}
     if bool((col["layer"] < 0).any() | (col["slot"] < 0).any() | (col["expert"] < -1).any()):
         raise EplbError(f"{source}: layer and slot must be >= 0 and expert >= -1 (-1 = empty slot)")
-    layers, slots = int(col["layer"].max()) + 1, int(col["slot"].max()) + 1
+    ids, row_of = torch.unique(col["layer"], return_inverse=True)
+    layers, slots = ids.numel(), int(col["slot"].max()) + 1
     if layers * slots != len(values):
         raise EplbError(f"{source}: {len(values)} rows but {layers} layers x {slots} slots need {layers * slots}; "
                         "give every (layer, slot) once")
-    cell = col["layer"] * slots + col["slot"]
+    cell = row_of * slots + col["slot"]
     if torch.unique(cell).numel() != cell.numel():
         raise EplbError(f"{source}: a (layer, slot) pair appears twice; give every (layer, slot) once")
     phy2log = torch.empty(layers * slots, dtype=torch.int64)
     phy2log[cell] = col["expert"]
     phy2log = phy2log.view(layers, slots)
-    meta: dict = {}
+    meta: dict = {"layer_ids": ids.tolist()}
     if "gpu" in col:
         meta.update(_csv_topology(col, phy2log, slots, source))
     if "replica" in col:
@@ -354,4 +356,4 @@ LONG = TraceFormat("csv", "csv", read_long, write_long, claims=_claims_long, ext
                    hint="layer,expert,load (long)")
 WIDE = TraceFormat("csv-wide", "csv", read_wide, write_wide, claims=_claims_wide, hint="layer,e0,e1,... (wide)")
 PLACEMENT = PlacementFormat("csv", "csv", read_placement, write_placement, claims=_claims_placement,
-                            extensions=(".csv",))
+                            extensions=(".csv",), topology=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EplbError
+
+if TYPE_CHECKING:
+    import torch
 
 EXACT_INT = 1 << 53
 """Largest magnitude below which every float64 integer is exact."""
@@ -37,6 +38,8 @@ def json_bytes(obj: Any) -> bytes:
 
 def nested_numbers(values: torch.Tensor) -> list:
     """Nested lists of ints when every value is an exact integer, else floats (round-trip exact)."""
+    import torch
+
     if bool(((values == values.round()) & (values.abs() < EXACT_INT)).all()):
         return values.to(torch.int64).tolist()
     return values.tolist()

@@ -31,12 +31,11 @@ def require_full(p: Placement, name: str, engine: str) -> None:
         )
 
 
-def layer_ids(extra: dict, layers: int, name: str) -> list[int]:
-    """The model's layer ids for the rows (``extra["layer_ids"]``), else 0..L-1."""
-    ids = extra.get("layer_ids")
-    if ids is None:
-        return list(range(layers))
-    ids = [int(i) for i in ids]
-    if len(ids) != layers or len(set(ids)) != layers:
-        raise EplbError(f"{name}: {len(ids)} layer ids for {layers} layers; give one distinct id per layer")
-    return ids
+def trivial_row(slots: int, experts: int) -> list[int]:
+    """The layout an engine starts from without a map: slot p holds expert p % experts.
+
+    SGLang's ``ExpertLocationMetadata.init_trivial`` (python/sglang/srt/eplb/expert_location.py)
+    builds every layer this way; eplb writes it for the dense layers an
+    SGLang map must still list, and reads such rows back as dense layers.
+    """
+    return [p % experts for p in range(slots)]

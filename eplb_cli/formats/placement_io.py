@@ -18,6 +18,7 @@ from ..placement import Placement
 from ..topology import Topology
 from .atomic import check_writable, write_bytes_atomic
 from .base import PlacementFormat
+from .launch import fits_line
 from .registry import (
     PLACEMENT_FORMATS,
     detect_placement,
@@ -39,10 +40,16 @@ def save_placement(p: Placement, path: str, *, force: bool = False, fmt: str | N
                    extra: dict | None = None) -> str:
     """Write ``p`` atomically (``-``: standard output); refuse to replace an existing file without ``force``.
 
-    ``extra`` goes into eplb's own metadata; ``extra["layer_ids"]`` (the model's
-    layer ids of the rows) also keys TensorRT-LLM's YAML. Returns the format name.
+    ``extra`` goes into eplb's own metadata. The model's layer ids of the rows
+    (``p.layer_ids``, else ``extra["layer_ids"]``) key the formats indexed by
+    model layer (TensorRT-LLM, SGLang, CSV). Every row is written: for a plan
+    of a dump with dense (zero) rows, keep the MoE rows first with
+    :func:`eplb_cli.moe_layers.moe_placement`, as ``eplb plan -o`` does.
+    Returns the format name.
     """
     writer = writer_for(path, fmt)
+    if p.layer_ids is None and extra and extra.get("layer_ids") is not None:
+        p = Placement(p.phy2log, p.topology, tuple(extra["layer_ids"])).validate(str(path))
     if str(path) == STDIN:
         if writer.binary and sys.stdout.isatty():
             raise EplbError(f"-: {writer.name} is binary and standard output is a terminal; give a file name or pipe it")
@@ -52,12 +59,14 @@ def save_placement(p: Placement, path: str, *, force: bool = False, fmt: str | N
     return writer.name
 
 
-def read_placement_source(src: Source, *, input_format: str | None = None,
-                          defaults: dict | None = None) -> tuple[Placement, dict]:
+def read_placement_source(src: Source, *, input_format: str | None = None, defaults: dict | None = None,
+                          need_gpus: bool = True) -> tuple[Placement, dict]:
     """Parse and validate the placement in ``src``; return it with the file's metadata.
 
     ``defaults`` fills topology keys the file lacks (``gpus`` from the command
-    line, ``experts`` from the trace); keys in the file win.
+    line, ``experts`` from the trace); keys in the file win. Without
+    ``need_gpus`` a file that records no GPU count reads as one GPU, and
+    ``meta["gpus_known"]`` is False: for writers that record none either.
     """
     reader = (placement_format(input_format, "input_format") if input_format
               else detect_placement(src) or _by_extension(src))
@@ -72,19 +81,25 @@ def read_placement_source(src: Source, *, input_format: str | None = None,
     info.setdefault("slots", int(phy2log.shape[1]))
     info.setdefault("experts", int(phy2log.max()) + 1)
     info.setdefault("policy", "auto")
-    if "gpus" not in info:
+    known = "gpus" in info
+    if not known and need_gpus:
         raise EplbError(f"{src.name}: the file does not say how many GPUs it was made for "
-                        f"({reader.name} files hold no topology); pass {arg('gpus')}")
+                        f"({reader.name} files hold no topology; {fits_line(int(phy2log.shape[1]))}); "
+                        f"pass {arg('gpus')}")
+    if not known:
+        info.update(gpus=1, nodes=1)
     if int(info["slots"]) != phy2log.shape[1]:
         raise EplbError(f"{src.name}: metadata says {info['slots']} slots but phy2log has {phy2log.shape[1]}")
     topo = Topology.from_dict(info, source=src.name)
-    placement = Placement(phy2log, topo).validate(source=src.name)
+    ids = meta.get("layer_ids")
+    placement = Placement(phy2log, topo, tuple(ids) if ids is not None else None).validate(source=src.name)
     stored = meta.get("_logcnt")
     if stored is not None and (stored.shape != placement.logcnt.shape
                                or not torch.equal(stored.to(torch.int64), placement.logcnt)):
         raise EplbError(f"{src.name}: stored logcnt disagrees with phy2log; the file is corrupt")
     out = {k: v for k, v in meta.items() if not k.startswith("_") and k not in TOPOLOGY_KEYS}
     out["file_format"] = reader.name
+    out["gpus_known"] = known
     return placement, out
 
 
@@ -110,3 +125,12 @@ def read_placement(path: str, *, input_format: str | None = None,
 def load_placement(path: str, *, input_format: str | None = None, defaults: dict | None = None) -> Placement:
     """Read and validate a placement file in any supported format (detected from extension and content)."""
     return read_placement(path, input_format=input_format, defaults=defaults)[0]
+
+
+def launch_settings(p: Placement, path: str, fmt: str | None = None, gpus: int | None = None) -> dict | None:
+    """How the engine that reads ``path`` must be started for ``p`` to mean what was planned (None: no engine's file).
+
+    ``gpus`` None: the GPU count is not known (a file converted between formats that record none).
+    """
+    writer = writer_for(path, fmt)
+    return writer.launch(p, str(path), gpus) if writer.launch is not None else None

@@ -7,13 +7,11 @@ each list it has formats for.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import EplbError, arg
-from . import csv_file, safetensors_file, sglang, trtllm, vllm, vllm_ascend
+from . import catalog, csv_file, safetensors_file, sglang, trtllm, vllm, vllm_ascend
 from .base import PlacementFormat, TraceFormat, container_of, csv_header_line, is_text
 from .jsonio import keys_found
-from .source import STDIN, Source
+from .source import Source
 
 TRACES: tuple[TraceFormat, ...] = (
     safetensors_file.TRACE,
@@ -31,6 +29,7 @@ PLACEMENTS: tuple[PlacementFormat, ...] = (
     sglang.MAP_PT,
     trtllm.YAML,
     vllm_ascend.MAP,
+    vllm.EXPERT_MAP,
     csv_file.PLACEMENT,
 )
 
@@ -44,60 +43,38 @@ PLACEMENT_FORMATS: tuple[str, ...] = tuple(f.name for f in PLACEMENTS)
 """Placement format names accepted by ``--format``."""
 
 
-# ---------------------------------------------------------------- by name
+# ---------------------------------------------------------------- by name and by file name (writing)
 
 
 def trace_format(name: str, param: str = "input_format", *, writing: bool = False) -> TraceFormat:
     """The trace format called ``name`` (any case); ``writing`` also requires a writer."""
-    key = name.strip().lower()
-    for fmt in TRACES:
-        if fmt.name == key:
-            if writing and fmt.write is None:
-                raise EplbError(f"{arg(param, name)}: format {key} can only be read; write {', '.join(WRITE_FORMATS)}")
-            return fmt
-    raise EplbError(f"{arg(param, name)}: unknown format; use one of {', '.join(TRACE_FORMATS)}")
+    return _trace_record(catalog.trace_name(name, param, writing=writing))
 
 
 def placement_format(name: str, param: str = "fmt") -> PlacementFormat:
     """The placement format called ``name`` or one of its aliases (json, pt, yaml, yml, ascend)."""
-    key = name.strip().lower()
-    for fmt in PLACEMENTS:
-        if key == fmt.name or key in fmt.aliases:
-            return fmt
-    raise EplbError(f"{arg(param, name)}: unknown placement format; use one of {', '.join(PLACEMENT_FORMATS)}")
-
-
-# ---------------------------------------------------------------- by file name (writing)
+    return _placement_record(catalog.placement_name(name, param))
 
 
 def trace_writer_for(path: str) -> TraceFormat:
     """The trace writer a file name's extension implies."""
-    if path == STDIN:
-        raise EplbError(f"-: cannot tell the output format of standard output; pass {arg('fmt')}")
-    suffix = Path(path).suffix.lower()
-    for fmt in TRACES:
-        if suffix in fmt.extensions:
-            return fmt
-    known = ", ".join(dict.fromkeys(e for f in TRACES for e in f.extensions))
-    raise EplbError(f"{path}: cannot tell the trace format from the extension {suffix or '(none)'}; "
-                    f"use {known}, or pass {arg('fmt')}")
+    return _trace_record(catalog.trace_writer_name(path))
 
 
 def placement_writer_for(path: str) -> PlacementFormat:
     """The placement writer a file name's extension implies."""
-    if path == STDIN:
-        raise EplbError(f"-: cannot tell the placement format of standard output; pass {arg('fmt')}")
-    suffix = Path(path).suffix.lower()
-    for fmt in PLACEMENTS:
-        if suffix in fmt.extensions:
-            return fmt
-    raise EplbError(f"{path}: unknown placement extension {suffix or '(none)'}; "
-                    f"use one of {', '.join(placement_extensions())} or {arg('fmt')}")
+    return _placement_record(catalog.placement_writer_name(path))
 
 
-def placement_extensions() -> list[str]:
-    """Every extension a placement file may have."""
-    return list(dict.fromkeys(e for f in PLACEMENTS for e in f.extensions))
+placement_extensions = catalog.placement_extensions
+
+
+def _trace_record(name: str) -> TraceFormat:
+    return next(f for f in TRACES if f.name == name)
+
+
+def _placement_record(name: str) -> PlacementFormat:
+    return next(f for f in PLACEMENTS if f.name == name)
 
 
 # ---------------------------------------------------------------- by content (reading)
@@ -136,8 +113,10 @@ def _no_trace_format(src: Source, container: str) -> EplbError:
         )
     placement = detect_placement(src)
     if placement is not None:
-        what = "physical_to_logical_map" if placement.name == "sglang" else f"a {placement.name} placement"
-        return EplbError(f"{src.name}: holds a placement ({what}), not loads; give a load trace")
+        what = {"sglang": "physical_to_logical_map", "vllm": "a JSON list: vLLM's expert map"}.get(
+            placement.name, f"a {placement.name} placement")
+        return EplbError(f"{src.name}: holds a placement ({what}), not loads; give a load trace"
+                         + (f" (a JSON object with {' or '.join(hints)})" if container == "json" else ""))
     if container == "json":
         return EplbError(
             f"{src.name}: JSON has neither {' nor '.join(hints)} (found: {keys_found(src.json())}); "

@@ -5,7 +5,8 @@ metadata may hold ``model``, ``groups`` and ``seed``. A trace is read a slice
 of windows at a time, keeping only the windows asked for, so a file far larger
 than memory can still be read in part. Placements hold ``phy2log``,
 ``log2phy`` and ``logcnt`` (DeepSeek's names) with the topology as JSON
-strings in the metadata: lossless.
+strings in the metadata, with the model's layer id of each row
+(``layer_ids``): lossless.
 
 Layout (https://github.com/huggingface/safetensors): a little-endian u64 header
 size N, N bytes of JSON header ``{name: {"dtype", "shape", "data_offsets":
@@ -353,6 +354,8 @@ def write_placement(p: Placement, extra: dict, name: str) -> bytes:
     """phy2log, log2phy and logcnt with the topology and ``extra`` as JSON strings, sorted: same plan, same bytes."""
     tensors = {"phy2log": p.phy2log, "log2phy": p.log2phy.contiguous(), "logcnt": p.logcnt.contiguous()}
     meta = {"format": "eplb-placement", "version": 1, **p.topology.as_dict(), **extra}
+    if p.layer_ids is not None:
+        meta["layer_ids"] = list(p.layer_ids)
     return encode(tensors, {k: json.dumps(v) for k, v in meta.items()})
 
 
@@ -363,4 +366,4 @@ def _read_whole_trace(src: Source) -> Trace:
 TRACE = TraceFormat("safetensors", "safetensors", _read_whole_trace, write_trace, extensions=(".safetensors",),
                     read_windows=read_trace)
 PLACEMENT = PlacementFormat("safetensors", "safetensors", read_placement, write_placement, claims=holds_placement,
-                            extensions=(".safetensors",), binary=True)
+                            extensions=(".safetensors",), binary=True, topology=True)

@@ -21,7 +21,13 @@ Placements
     ``compute_initial_expert_location_metadata``). ``sglang-pt`` (``.pt``): the
     same dict with an int64 tensor, via ``torch.save``; the engine and this
     reader load it with ``weights_only=True``. Neither holds a topology, so
-    reading one back needs the GPU count.
+    reading one back needs the GPU count. Row i is model layer i, dense
+    layers included: SGLang sizes the map by
+    ``get_model_config_for_expert_location`` (``num_layers=config.num_hidden_layers``
+    in ``python/sglang/srt/models/deepseek_v2.py``) and indexes it by the MoE
+    layer's model ``layer_id``. eplb fills the rows of layers it did not plan
+    (dense ones) with SGLang's own trivial layout, and reads such rows back
+    as dense layers.
 
 ``.pt`` files are loaded with ``weights_only=True`` only: a pickle that asks for
 anything but tensors and plain containers is refused before any of it runs.
@@ -42,8 +48,9 @@ from ..trace import Trace
 from .arrays import as_trace, list_tensor
 from .base import PlacementFormat, TraceFormat
 from .jsonio import json_bytes, nested_numbers
+from .launch import settings
 from .limits import PARSE_FACTOR, check_memory
-from .maps import int_table, require_full
+from .maps import int_table, require_full, trivial_row
 from .source import Source
 
 _TOPOLOGY_KEYS = ("experts", "slots", "gpus", "nodes", "groups", "policy", "excluded_gpus")
@@ -175,7 +182,29 @@ def _map(doc: object, source: str) -> tuple[torch.Tensor, dict]:
             f"(found: {found or 'none'}); give a placement file"
         )
     phy2log = int_table(doc["physical_to_logical_map"], source, "physical_to_logical_map")
-    return phy2log, {k: doc[k] for k in _TOPOLOGY_KEYS if k in doc}
+    meta = {k: doc[k] for k in _TOPOLOGY_KEYS if k in doc}
+    experts = int(meta.get("experts", int(phy2log.max()) + 1))
+    dense = (phy2log == torch.tensor(trivial_row(phy2log.shape[1], experts))).all(dim=1)
+    if bool(dense.any()) and not bool(dense.all()):
+        moe = (~dense).nonzero().flatten()
+        phy2log, meta["layer_ids"] = phy2log[moe], moe.tolist()
+    return phy2log, meta
+
+
+def _by_model_layer(p: Placement) -> list[list[int]]:
+    """One row per model layer 0..max id: the planned rows at their ids, SGLang's trivial layout elsewhere.
+
+    A planned row that happens to equal the trivial layout would read back as
+    dense, so its first two slots (on one GPU: same load, same plan) swap.
+    """
+    topo = p.topology
+    trivial = trivial_row(topo.slots, topo.experts)
+    rows = [list(trivial) for _ in range(max(p.ids) + 1)]
+    for layer, row in zip(p.ids, p.phy2log.tolist()):
+        if row == trivial and topo.slots_per_gpu > 1 and topo.experts > 1:
+            row[0], row[1] = row[1], row[0]
+        rows[layer] = row
+    return rows
 
 
 def holds_map(src: Source) -> bool:
@@ -191,7 +220,7 @@ def read_map_json(src: Source) -> tuple[torch.Tensor, dict]:
 def write_map_json(p: Placement, extra: dict, name: str) -> bytes:
     """SGLang's --init-expert-location JSON: the map and nothing else."""
     require_full(p, name, "SGLang")
-    return json_bytes({"physical_to_logical_map": p.phy2log.tolist()})
+    return json_bytes({"physical_to_logical_map": _by_model_layer(p)})
 
 
 def holds_map_pt(src: Source) -> bool:
@@ -211,8 +240,38 @@ def write_map_pt(p: Placement, extra: dict, name: str) -> bytes:
     """SGLang's --init-expert-location .pt: the map as an int64 tensor."""
     require_full(p, name, "SGLang")
     buf = io.BytesIO()
-    torch.save({"physical_to_logical_map": p.phy2log.clone()}, buf)
+    torch.save({"physical_to_logical_map": torch.tensor(_by_model_layer(p), dtype=torch.int64)}, buf)
     return buf.getvalue()
+
+
+def launch(p: Placement, path: str, gpus: int | None) -> dict:
+    """SGLang's flags for this map.
+
+    Checked against SGLang 0.5.23: ``--init-expert-location``,
+    ``--ep-num-redundant-experts`` and ``--ep-dispatch-algorithm`` are defined in
+    ``python/sglang/srt/arg_groups/fields/exec_.py``; ``ExpertLocationMetadata._init_common``
+    (``srt/eplb/expert_location.py``) sizes the map as experts + redundant
+    experts and asserts that it divides over ``--ep-size``; ``handle_eplb_and_dispatch``
+    (``srt/arg_groups/parallel_hook.py``) picks ``static`` dispatch by default
+    with an all-to-all backend, which sends each rank's tokens of an expert to
+    its nearest replica (``compute_logical_to_rank_dispatch_physical_map``), while
+    ``dynamic`` spreads them evenly over the replicas, as eplb's figures assume.
+    """
+    topo = p.topology
+    flags = ("--init-expert-location {file} --ep-size {ep} --ep-num-redundant-experts {redundant} "
+             "--ep-dispatch-algorithm dynamic")
+    if gpus is not None and topo.nodes > 1:
+        flags += f" --nnodes {topo.nodes}"
+    notes = [
+        f"SGLang holds experts + --ep-num-redundant-experts = {topo.slots} physical slots and requires them to divide "
+        "over --ep-size; every slots / EP size successive slots are one rank",
+        (f"the map lists model layers 0..{max(p.ids)}, one row each" if p.ids == list(range(p.layers)) else
+         f"the map lists model layers 0..{max(p.ids)}: the {p.layers} MoE layers as planned, the dense ones in "
+         "SGLang's trivial layout"),
+        "eplb's figures assume each expert's tokens split evenly over its replicas, as --ep-dispatch-algorithm dynamic "
+        "does; static (SGLang's default with an all-to-all backend) sends each rank's tokens to the nearest replica",
+    ]
+    return settings("SGLang", p, path, gpus, flags, notes)
 
 
 def _has_key(key: str):
@@ -228,9 +287,9 @@ STAT_PT = TraceFormat("sglang-pt", "torch", read_pt)
 PER_PASS = TraceFormat("sglang-per-pass", "folder", read_per_pass, claims=is_per_pass_folder,
                        hint=".pt files (SGLang per_pass)")
 MAP_JSON = PlacementFormat("sglang", "json", read_map_json, write_map_json, claims=holds_map,
-                           extensions=(".json",), aliases=("json",))
+                           extensions=(".json",), aliases=("json",), launch=launch)
 MAP_PT = PlacementFormat("sglang-pt", "torch", read_map_pt, write_map_pt, claims=holds_map_pt,
-                         extensions=(".pt",), aliases=("pt",), binary=True)
+                         extensions=(".pt",), aliases=("pt",), binary=True, launch=launch)
 
 
 # ---------------------------------------------------------------- per_token dumps (every token's experts)

@@ -21,7 +21,7 @@ from .jsonio import parse_json
 from .limits import PARSE_FACTOR, check_memory
 
 STDIN = "-"
-STDIN_NAME = "<stdin>"
+STDIN_NAME = "-"
 HEAD_BYTES = 1 << 16
 """How much of a file format detection looks at."""
 

@@ -15,8 +15,12 @@ Placement YAML (``trtllm``, ``.yaml``/``.yml``): the ``moe_load_balancer``
 config (NVIDIA/TensorRT-LLM ``examples/wide_ep/ep_load_balancer/README.md`` and
 ``generate_eplb_config.py``): ``num_slots``, ``initial_global_assignments``
 ``{layer id: [expert per slot]}``, ``layer_updates_per_iter`` (0 = static);
-every ``num_slots / ep_size`` successive slots are one rank. Layer ids are the
-model's (e.g. 3..60 for DeepSeek-V3), kept in ``meta["layer_ids"]``.
+every ``num_slots / ep_size`` successive slots are one rank. Keys are the
+model's layer ids of the MoE layers (e.g. 3..60 for DeepSeek-V3, dense layers
+absent): ``MoeLoadBalancerConfig.get_layer_initial_global_assignments`` in
+``tensorrt_llm/llmapi/llm_args.py`` looks each MoE layer up by its model
+layer index and raises KeyError for a missing one, and its ``setup`` requires
+``num_slots % ep_size == 0``. The ids are kept in ``meta["layer_ids"]``.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from ..placement import Placement
 from ..trace import Trace
 from .arrays import as_trace
 from .base import PlacementFormat, TraceFormat
+from .launch import settings
 from .limits import check_cells
-from .maps import int_table, layer_ids, require_full
+from .maps import int_table, require_full
 from .safetensors_file import check_extent, read_header, read_rows
 from .source import Source
 
@@ -99,7 +104,7 @@ def write_yaml(p: Placement, extra: dict, name: str) -> bytes:
         f"num_slots: {topo.slots}",
         "initial_global_assignments:",
     ]
-    for layer, row in zip(layer_ids(extra, p.layers, name), p.phy2log.tolist()):
+    for layer, row in zip(p.ids, p.phy2log.tolist()):
         lines.append(f"  {layer}: [{', '.join(map(str, row))}]")
     lines.append("layer_updates_per_iter: 0")
     return ("\n".join(lines) + "\n").encode()
@@ -154,10 +159,26 @@ def read_yaml(src: Source) -> tuple[torch.Tensor, dict]:
     return phy2log, {"slots": slots, "layer_ids": ids}
 
 
+def launch(p: Placement, path: str, gpus: int | None) -> dict:
+    """TensorRT-LLM's settings for this YAML (``MoeLoadBalancerConfig`` and ``MoeConfig.load_balancer`` in
+    ``tensorrt_llm/llmapi/llm_args.py``)."""
+    flags = ("--ep_size {ep} --extra_llm_api_options OPTIONS.yaml, where OPTIONS.yaml sets moe_config: "
+             "{{load_balancer: {file}}} (with a MoE backend that supports it, e.g. WIDEEP)")
+    notes = [
+        f"num_slots {p.topology.slots} must be divisible by the EP size (MoeLoadBalancerConfig.setup); "
+        "every num_slots / EP size successive slots are one rank",
+        f"keys are the MoE layers' model ids ({len(p.ids)} layers); a MoE layer without a key is a KeyError "
+        "at start-up",
+        "layer_updates_per_iter: 0 keeps this layout (static); more moves experts online",
+    ]
+    return settings("TensorRT-LLM", p, path, gpus, flags, notes)
+
+
 def _is_statistics_folder(src: Source) -> bool:
     return src.is_folder and (Path(src.path) / "meta_info.json").is_file()
 
 
 STATISTICS = TraceFormat("trtllm", "folder", read_statistics, claims=_is_statistics_folder,
                          hint="meta_info.json (TensorRT-LLM)")
-YAML = PlacementFormat("trtllm", "yaml", read_yaml, write_yaml, extensions=(".yaml", ".yml"), aliases=("yaml", "yml"))
+YAML = PlacementFormat("trtllm", "yaml", read_yaml, write_yaml, extensions=(".yaml", ".yml"), aliases=("yaml", "yml"),
+                      launch=launch)

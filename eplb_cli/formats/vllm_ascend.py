@@ -2,14 +2,27 @@
 
 ``{"moe_layer_count", "layer_list": [{"layer_id", "device_count",
 "device_list": [{"device_id", "device_expert": [expert per local slot]}]}]}``
-(checked against vllm-project/vllm-ascend
-``vllm_ascend/ops/expert_load_balancer.py``, which stacks ``device_expert``
-into an [L, devices, local] tensor, so every device lists the same number of
-experts). Told apart from SGLang's JSON by its ``layer_list`` key on read;
-written with ``--format vllm-ascend``.
+(checked against vllm-project/vllm-ascend at commit 182b75e, August 2026:
+``vllm_ascend/eplb/core/eplb_utils.py``, ``expert_file_to_tensor`` stacks one
+entry's ``device_expert`` lists into a [devices, local] tensor, so every
+device lists the same number of experts).
+
+The entries are MoE layers, in order: ``AscendRoutedExperts.init_eplb``
+(``vllm_ascend/ops/fused_moe/routed_experts.py``) passes its MoE-layer counter
+(0 for the first MoE layer, whatever its model id) as the index into
+``layer_list``, and ``layer_id`` is never read. An entry index equal to
+``moe_layer_count`` is the MTP layer, which gets the default layout. So the
+file holds exactly the MoE layers: a 61-entry file for DeepSeek-V3 (dense
+layers 0-2 included, as eplb wrote before it kept layer ids) gives every MoE
+layer the plan of the layer three below it and the MTP layer the plan of
+layer 58. ``layer_id`` carries the model id, for people and for eplb.
+Told apart from SGLang's JSON by its ``layer_list`` key on read; written with
+``--format vllm-ascend``.
 """
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 import torch
 
@@ -17,6 +30,7 @@ from ..errors import EplbError
 from ..placement import Placement
 from .base import PlacementFormat
 from .jsonio import json_bytes
+from .launch import settings
 from .maps import int_table, require_full
 from .source import Source
 
@@ -30,7 +44,7 @@ def write_map(p: Placement, extra: dict, name: str) -> bytes:
         "moe_layer_count": p.layers,
         "layer_list": [
             {
-                "layer_id": layer,
+                "layer_id": p.ids[layer],
                 "device_count": topo.gpus,
                 "device_list": [{"device_id": g, "device_expert": experts} for g, experts in enumerate(devices)],
             }
@@ -80,9 +94,25 @@ def read_map(src: Source) -> tuple[torch.Tensor, dict]:
     phy2log = int_table([[e for dev in t for e in dev] for t in tables], source, "device_expert")
     ids = [layer.get("layer_id", i) for i, layer in enumerate(layers)]
     meta: dict = {"gpus": gpus}
-    if all(isinstance(x, int) and not isinstance(x, bool) for x in ids) and len(set(ids)) == len(ids):
+    if all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in ids) and all(
+            b > a for a, b in pairwise(ids)):
         meta["layer_ids"] = ids
     return phy2log, meta
+
+
+def launch(p: Placement, path: str, gpus: int | None) -> dict:
+    """vLLM-Ascend's settings for this map (``EplbConfig`` in ``vllm_ascend/ascend_config.py``)."""
+    flags = ("--enable-expert-parallel --additional-config "
+             "'{{\"eplb_config\": {{\"expert_map_path\": \"{file}\", \"num_redundant_experts\": {redundant}}}}}' "
+             "with tensor x data parallel size = {ep}")
+    notes = [
+        f"num_redundant_experts must be slots - experts = {p.topology.slots - p.topology.experts}: the weights are "
+        "allocated with it and AscendRoutedExperts.init_eplb refuses a map of another size",
+        f"the EP size must equal the file's device_count ({p.topology.gpus}); layer_list holds the {p.layers} MoE "
+        "layers in order, read by MoE-layer counter",
+        "vLLM-Ascend's documentation marks the static expert map MRv1 only and due for removal in v0.25.1",
+    ]
+    return settings("vLLM-Ascend", p, path, gpus, flags, notes)
 
 
 def _claims(src: Source) -> bool:
@@ -90,4 +120,5 @@ def _claims(src: Source) -> bool:
     return isinstance(doc, dict) and "layer_list" in doc
 
 
-MAP = PlacementFormat("vllm-ascend", "json", read_map, write_map, claims=_claims, aliases=("ascend",))
+MAP = PlacementFormat("vllm-ascend", "json", read_map, write_map, claims=_claims, aliases=("ascend",), topology=True,
+                      launch=launch)

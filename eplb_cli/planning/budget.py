@@ -107,24 +107,6 @@ class MoveBudget:
         return "of all slots, in total" if self.share is not None else "per layer"
 
 
-def parse_max_moves(text: str, param: str = "max_moves") -> MoveBudget:
-    """``64`` (moves in each layer) or ``5%`` (share of all slots, in total)."""
-    raw = text.strip()
-    try:
-        if raw.endswith("%"):
-            value = float(raw[:-1])
-            if not 0.0 <= value <= 100.0:
-                raise ValueError
-            return MoveBudget(share=value / 100.0)
-        count = int(raw)
-        if count < 0:
-            raise ValueError
-        return MoveBudget(per_layer=count)
-    except ValueError:
-        raise EplbError(f"{arg(param, text)}: expected a move count per layer (e.g. 64) or a share of all slots "
-                        "(e.g. 5%)") from None
-
-
 @dataclass
 class BudgetPath:
     """A greedy path from an old placement towards a target, step by step in every layer (see the module doc).

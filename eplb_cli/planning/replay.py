@@ -91,19 +91,6 @@ class ReplayResult:
         return {"rebalances": [asdict(r) for r in self.rebalances], "summary": dict(self.summary)}
 
 
-def parse_intervals(text: str) -> list[int]:
-    """``--every``: one interval (``4``) or several to compare (``1,2,4,8``), each >= 1, no repeats."""
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if not values or any(v < 1 for v in values) or len(set(values)) != len(values):
-        raise EplbError(f"{arg('every', text)}: expected a number of windows >= 1 (e.g. 4) or several to compare "
-                        "(e.g. 1,2,4,8)")
-    return values
-
-
 def replay_intervals(trace: Trace, topo: Topology, intervals: list[int], *, start: int | None = None,
                      progress: Callable[[int, int], None] | None = None, **kwargs) -> list[ReplayResult]:
     """:func:`replay` once per rebalance interval, all from the same first window so they serve the same windows.
