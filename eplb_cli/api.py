@@ -267,11 +267,11 @@ def _check_layer(layer: int | None, trace: Trace) -> None:
         raise EplbError(f"{arg('layer', layer)}: the trace has layers 0 to {trace.layers - 1}")
 
 
-def _check_plot(plot: str | None, force: bool) -> None:
+def _check_plot(plot: str | None, force: bool, reads: tuple[str | None, ...] = ()) -> None:
     if plot:
         from .plots import check_plot
 
-        check_plot(plot, force)
+        check_plot(plot, force, reads)
 
 
 @dataclass
@@ -311,8 +311,10 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
     get_strategy(strategy)
     if output:
         writer_for(output, fmt)
-        check_writable(output, force)
-    _check_plot(plot, force)
+        check_writable(output, force, reads=(trace,))
+    _check_plot(plot, force, (trace, previous))
+    if output and plot and str(output) != "-" and Path(output).absolute() == Path(plot).absolute():
+        raise EplbError(f"{arg('plot', plot)}: is also the placement output; give the figure another name")
     if previous is None and max_moves is not None:
         raise EplbError(f"{arg('max_moves')} needs {arg('previous')}: moves are counted from the placement served now")
     tr = (reading or TraceOptions()).read(trace)
@@ -367,7 +369,7 @@ def evaluate_placement(placement: str, trace: str, *, gpus: int | None = None, n
     from .failure import evaluate_failure
 
     check_gate_limits(max_imbalance, min_balancedness)
-    _check_plot(plot, force)
+    _check_plot(plot, force, (placement, trace))
     for name, value in (("gpus", gpus), ("nodes", nodes), ("groups", groups)):
         if value is not None and value < 1:
             raise EplbError(f"{arg(name, value)}: must be >= 1")
@@ -427,7 +429,7 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
     check_gate_limits(max_imbalance, min_balancedness)
     fc = parse_forecast(forecast)
     get_strategy(strategy)
-    _check_plot(plot, force)
+    _check_plot(plot, force, (trace, previous))
     size = parse_bytes(expert_bytes) if isinstance(expert_bytes, str) else expert_bytes
     tr = (reading or TraceOptions()).read(trace)
     topo = cluster.resolve(tr)
@@ -484,7 +486,7 @@ def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | li
         raise EplbError(f"{arg('strategies')}: give at least one strategy, e.g. deepseek,balanced")
     for name in names:
         get_strategy(name)
-    _check_plot(plot, force)
+    _check_plot(plot, force, (trace,))
     tr = (reading or TraceOptions()).read(trace)
     topo = cluster.resolve(tr)
     found = check_warnings(tr.total(), trace, strict=strict, warn=warn)

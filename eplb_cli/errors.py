@@ -12,6 +12,7 @@ error as ``--gpus 0: needs at least one GPU`` (:meth:`EplbError.render`).
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 
 _OPEN, _SEP, _CLOSE = "\x1e", "\x1f", "\x1d"
@@ -41,6 +42,60 @@ def renamed(names: Mapping[str, str]) -> Callable[[str, str | None], str]:
     return lambda name, value: python_style(names.get(name, name), value)
 
 
+MAX_MESSAGE = 300
+"""Longest error line eplb prints (characters); longer ones are cut (:func:`one_line`)."""
+ELLIPSIS = "..."
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 2, 4, 4, 3
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 40, 40, 40
+
+
+def quote(value: object, limit: int = 40) -> str:
+    """``value`` as Python spells it (``'abc'``, ``[1, 2]``), cut to about ``limit`` characters with an ellipsis.
+
+    For cells, keys and values taken from a file: a 50 MB cell or a list nested
+    10,000 deep is shown by its start, never whole, and never recursed into.
+    """
+    if isinstance(value, str):
+        text = repr(value[: limit + 1])
+        return text if len(value) <= limit else repr(value[:limit]) + ELLIPSIS
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a hostile object's repr may fail in any way; its type still names it
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + ELLIPSIS
+
+
+def shorten(text: str, limit: int = 120) -> str:
+    """``text`` (a path, a list of names) cut in the middle to ``limit`` characters, keeping its start and end."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    head = (limit - len(ELLIPSIS)) * 2 // 5
+    return text[:head] + ELLIPSIS + text[len(text) - (limit - len(ELLIPSIS) - head):]
+
+
+def listing(items: object, limit: int = 80) -> str:
+    """Names joined by commas for a message (``found: a, b, c``), cut to ``limit`` characters."""
+    names = []
+    size = 0
+    for item in items:  # type: ignore[attr-defined]  # any iterable of names
+        name = quote(item, 30) if not isinstance(item, str) else shorten(item, 30)
+        size += len(name) + 2
+        if size > limit:
+            names.append(ELLIPSIS)
+            break
+        names.append(name)
+    return ", ".join(names)
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` on one line (white space runs become one space), cut to ``limit`` characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
+
+
 class EplbError(Exception):
     """Bad input: a file, flag or combination the user must change (exit code 2)."""
 
@@ -59,3 +114,15 @@ class GateFailed(EplbError):
     """A quality gate (``max_imbalance``, ``min_balancedness``) was not met (exit code 1)."""
 
     exit_code = 1
+
+
+class OutputError(EplbError):
+    """Standard output is closed, full or a broken pipe: nothing more can be printed (exit code 2)."""
+
+
+def stdout_failed(exc: OSError) -> OutputError:
+    """The error for a failed write to standard output: a closed pipe, a full disk, a closed descriptor."""
+    if isinstance(exc, BrokenPipeError):
+        return OutputError("standard output was closed by the program reading it (broken pipe); "
+                           "the output is incomplete")
+    return OutputError(f"cannot write to standard output ({exc.strerror or exc}); the output is incomplete")

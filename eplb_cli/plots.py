@@ -33,13 +33,16 @@ DPI = 100
 _BAD = "#d9d9d9"
 
 
-def check_plot(path: str, force: bool = False) -> None:
-    """Fail before any work when ``--plot`` cannot be honoured (no matplotlib, bad name, existing file)."""
+def check_plot(path: str, force: bool = False, reads: Sequence[str | None] = ()) -> None:
+    """Fail before any work when ``--plot`` cannot be honoured (no matplotlib, bad name, existing file).
+
+    ``reads`` are the command's input files, which the plot may not replace.
+    """
     if importlib.util.find_spec("matplotlib") is None:
         raise EplbError(MISSING)
     if Path(path).suffix.lower() not in FORMATS:
         raise EplbError(f"{arg('plot', path)}: give a .png (or .svg, .pdf) file name")
-    check_writable(path, force)
+    check_writable(path, force, reads)
 
 
 def heatmap_size(layers: int, gpus: int) -> tuple[float, float]:

@@ -26,7 +26,7 @@ def convert(src: str, dst: str, *, fmt: str | None = None, input_format: str | N
     placement files that do not record it. Returns a summary for ``--json``.
     """
     if str(dst) != STDIN:
-        check_writable(dst, force)
+        check_writable(dst, force, reads=(src,))
     source = Source(str(src), "file")
     if detect_placement(source) is None:
         trace_writer = trace_format(fmt, "fmt", writing=True) if fmt else trace_writer_for(str(dst))

@@ -78,7 +78,7 @@ def read_statistics(src: Source) -> Trace:
         )
     iters = sorted({i for i, _ in cells})
     layer_ids = sorted({l for _, l in cells})
-    check_cells(len(iters) * len(layer_ids) * experts, source)
+    check_cells(len(iters) * len(layer_ids) * experts, source, len(cells) * experts)
     w_of = {it: k for k, it in enumerate(iters)}
     l_of = {ly: k for k, ly in enumerate(layer_ids)}
     load = torch.zeros(len(iters), len(layer_ids), experts, dtype=torch.float64)
