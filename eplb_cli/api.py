@@ -419,13 +419,18 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
                  previous: str | None = None, seed: int = 0, device: str = "cpu", threads: int | None = 1,
                  reading: TraceOptions | None = None, max_imbalance: float | None = None,
                  min_balancedness: float | None = None, plot: str | None = None, force: bool = False,
-                 strict: bool = False, warn: Warn | None = None) -> ReplayReport:
-    """``eplb replay``: walk ``trace`` as a server would (see :mod:`eplb_cli.planning.replay`)."""
+                 strict: bool = False, warn: Warn | None = None,
+                 progress: Callable[[int], Callable[[str], None]] | None = None) -> ReplayReport:
+    """``eplb replay``: walk ``trace`` as a server would (see :mod:`eplb_cli.planning.replay`).
+
+    ``progress(total)`` returns a callback called as each rebalance starts.
+    """
     from .device import check_device
     from .planning.forecast import parse_forecast
-    from .planning.replay import check_previous, parse_bytes, replay
+    from .planning.replay import check_previous, check_threads, parse_bytes, replay
 
     check_device(device)
+    check_threads(threads)
     check_gate_limits(max_imbalance, min_balancedness)
     fc = parse_forecast(forecast)
     get_strategy(strategy)
@@ -440,7 +445,7 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
         check_previous(old, tr, topo, previous, trace)
     result = replay(tr, topo, every=every, forecast=fc, strategy=strategy, history=history, start=start,
                     migration_aware=migration_aware, max_moves=max_moves, expert_bytes=size, previous=old,
-                    seed=seed, device=device, threads=threads)
+                    seed=seed, device=device, threads=threads, progress=progress)
     s = result.summary
     found_gates = gates(s["served_gpu_imbalance"], s["served_balancedness"], max_imbalance, min_balancedness)
     if plot:

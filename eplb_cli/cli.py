@@ -329,13 +329,14 @@ def replay(
     """Replay a trace as a server would: plan from a forecast every N windows, serve the next ones, count moves."""
     from . import api, report
 
-    rep = api.replay_trace(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
-                           strategy=strategy, every=every, history=history, forecast=forecast, start=start,
-                           migration_aware=migration_aware, max_moves=max_moves, expert_bytes=expert_bytes,
-                           previous=previous, seed=seed, device=device, threads=threads,
-                           reading=_reading(input_format, window, windows), max_imbalance=max_imbalance,
-                           min_balancedness=min_balancedness, plot=plot, force=force, strict=strict,
-                           warn=_warner(quiet, trace))
+    with _Progress(sys.stderr.isatty() and not quiet, "replay") as progress:
+        rep = api.replay_trace(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
+                               strategy=strategy, every=every, history=history, forecast=forecast, start=start,
+                               migration_aware=migration_aware, max_moves=max_moves, expert_bytes=expert_bytes,
+                               previous=previous, seed=seed, device=device, threads=threads,
+                               reading=_reading(input_format, window, windows), max_imbalance=max_imbalance,
+                               min_balancedness=min_balancedness, plot=plot, force=force, strict=strict,
+                               warn=_warner(quiet, trace), progress=progress.start)
     if json_out:
         _out(report.replay_json(rep, flag))
     elif not quiet:
@@ -456,11 +457,12 @@ def _flush_stdout() -> None:
 
 def _silence_stdout() -> None:
     """After standard output failed, send what is left of it to /dev/null so Python's exit stays quiet."""
-    if sys.stdout is None or sys.stdout is not sys.__stdout__:
+    stream = sys.__stdout__
+    if stream is None or sys.stdout is not stream:
         return
     try:
         null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
+        os.dup2(null, stream.fileno())
         os.close(null)
     except (OSError, ValueError):
         pass

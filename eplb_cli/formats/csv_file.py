@@ -33,6 +33,7 @@ from .arrays import as_trace
 from .base import PlacementFormat, TraceFormat, csv_columns
 from .jsonio import EXACT_INT
 from .limits import check_cells
+from .maps import int_table
 from .source import Source, first_line
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ def read_long(src: Source) -> Trace:
     missing = [c for c in ("layer", "expert", "load") if c not in df.columns]
     if missing:
         raise EplbError(
-            f"{source}: CSV lacks column {', '.join(missing)} (found: {', '.join(df.columns)}); "
+            f"{source}: CSV lacks column {', '.join(missing)} (found: {listing(df.columns)}); "
             "long CSV needs layer,expert,load and optionally window"
         )
     wcol = _window_column(df, source)
@@ -223,7 +224,7 @@ def read_wide(src: Source) -> Trace:
     df, lines = _load_csv_frame(src.data(), source)
     if "layer" not in df.columns:
         raise EplbError(
-            f"{source}: CSV lacks column layer (found: {', '.join(df.columns)}); "
+            f"{source}: CSV lacks column layer (found: {listing(df.columns)}); "
             "wide CSV needs layer then one column per expert (e0,e1,...)"
         )
     wcol = _window_column(df, source)
@@ -340,8 +341,11 @@ def read_placement(src: Source) -> tuple[torch.Tensor, dict]:
     head = [c.strip().lower() for c in rows[0]]
     missing = [c for c in ("layer", "slot", "expert") if c not in head]
     if missing:
-        raise EplbError(f"{source}: CSV header lacks {', '.join(missing)} (found: {', '.join(head)}); "
+        raise EplbError(f"{source}: CSV header lacks {', '.join(missing)} (found: {listing(head)}); "
                         f"expected {','.join(PLACEMENT_COLUMNS)}")
+    twice = [c for c in dict.fromkeys(head) if c and head.count(c) > 1]
+    if twice:
+        raise EplbError(f"{source}: CSV header gives column {quote(twice[0])} twice; keep one")
     if len(rows) < 2:
         raise EplbError(f"{source}: CSV has a header but no rows")
     cols = [c for c in PLACEMENT_COLUMNS if c in head]
@@ -352,6 +356,9 @@ def read_placement(src: Source) -> tuple[torch.Tensor, dict]:
             values.append([int(row[i].strip()) for i in idx])
         except (ValueError, IndexError):
             raise EplbError(f"{source}: line {n}: {','.join(cols)} must all be integers") from None
+        if any(abs(v) >= MAX_ID for v in values[-1]):
+            raise EplbError(f"{source}: line {n}: {','.join(cols)} holds a number beyond 2**53; "
+                            "ids and slots are far smaller, fix that row")
     table = torch.tensor(values, dtype=torch.int64)
     col = {c: table[:, k] for k, c in enumerate(cols)}
     if bool((col["layer"] < 0).any() | (col["slot"] < 0).any() | (col["expert"] < -1).any()):
@@ -365,7 +372,7 @@ def read_placement(src: Source) -> tuple[torch.Tensor, dict]:
         raise EplbError(f"{source}: a (layer, slot) pair appears twice; give every (layer, slot) once")
     phy2log = torch.empty(layers * slots, dtype=torch.int64)
     phy2log[cell] = col["expert"]
-    phy2log = phy2log.view(layers, slots)
+    phy2log = int_table(phy2log.view(layers, slots), source, "expert")
     meta: dict = {}
     if "gpu" in col:
         meta.update(_csv_topology(col, phy2log, slots, source))

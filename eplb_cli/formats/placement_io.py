@@ -15,9 +15,10 @@ import torch
 
 from ..errors import EplbError, arg
 from ..placement import Placement
-from ..topology import Topology
+from ..topology import Topology, meta_count
 from .atomic import check_writable, write_bytes_atomic
 from .base import PlacementFormat
+from .maps import check_layer_ids
 from .registry import (
     PLACEMENT_FORMATS,
     detect_placement,
@@ -75,7 +76,7 @@ def read_placement_source(src: Source, *, input_format: str | None = None,
     if "gpus" not in info:
         raise EplbError(f"{src.name}: the file does not say how many GPUs it was made for "
                         f"({reader.name} files hold no topology); pass {arg('gpus')}")
-    if int(info["slots"]) != phy2log.shape[1]:
+    if meta_count(info, "slots", src.name) != phy2log.shape[1]:
         raise EplbError(f"{src.name}: metadata says {info['slots']} slots but phy2log has {phy2log.shape[1]}")
     topo = Topology.from_dict(info, source=src.name)
     placement = Placement(phy2log, topo).validate(source=src.name)
@@ -84,6 +85,11 @@ def read_placement_source(src: Source, *, input_format: str | None = None,
                                or not torch.equal(stored.to(torch.int64), placement.logcnt)):
         raise EplbError(f"{src.name}: stored logcnt disagrees with phy2log; the file is corrupt")
     out = {k: v for k, v in meta.items() if not k.startswith("_") and k not in TOPOLOGY_KEYS}
+    if "layer_ids" in out:
+        ids = check_layer_ids(out["layer_ids"], src.name)
+        if len(ids) != placement.layers:
+            raise EplbError(f"{src.name}: metadata layer_ids lists {len(ids)} ids for {placement.layers} layers; "
+                            "re-export the file")
     out["file_format"] = reader.name
     return placement, out
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import EplbError, quote
+from ..errors import EplbError, listing, quote
 from ..placement import Placement
 from ..trace import Trace, check_values, parse_window_range
 from .base import PlacementFormat, TraceFormat
@@ -272,7 +272,7 @@ def read_trace(src: Source, window: int | None = None, windows: str | None = Non
 def _read_trace_stream(fh: io.BufferedIOBase, size: int, source: str, window: int | None, windows: str | None) -> Trace:
     tensors, strings = read_header(fh, source)
     if "load" not in tensors:
-        names = ", ".join(sorted(tensors)) or "none"
+        names = listing(sorted(tensors)) or "none"
         raise EplbError(f"{source}: no tensor named 'load' (found: {names}); save the trace under the name 'load'")
     info = tensors["load"]
     meta = _trace_meta(strings, source)
@@ -356,7 +356,7 @@ def read_placement(src: Source) -> tuple[torch.Tensor, dict]:
     with src.open() as fh:
         tensors, strings = read_header(fh, src.name)
         if "phy2log" not in tensors:
-            found = ", ".join(sorted(tensors)) or "none"
+            found = listing(sorted(tensors)) or "none"
             raise EplbError(f"{src.name}: no 'phy2log' tensor (found: {found}); is this a placement written by eplb?")
         check_extent(tensors, src.size(), src.name)
         values = {name: read_tensor(fh, info, src.name) for name, info in tensors.items() if name in ("phy2log", "logcnt")}

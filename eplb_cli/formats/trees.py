@@ -46,9 +46,12 @@ def check_tree(doc: Any, source: str, given: int, per: str = "byte") -> None:
 
     Iterative, so a document nested 100,000 deep costs no recursion.
     """
+    limit_given = max(given, 1)
+    if not isinstance(doc, (list, tuple, dict)):
+        check_cells(_leaf_size(doc, source), source, limit_given, "its aliases or shared objects expand to", per)
+        return
     sizes: dict[int, int] = {}
     open_nodes: set[int] = set()
-    limit_given = max(given, 1)
     stack: list[tuple[Any, tuple[Any, ...], bool]] = [(doc, (), False)]
     while stack:
         node, path, done = stack.pop()

@@ -19,6 +19,7 @@ their windows.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -36,6 +37,11 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g"
           "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 
 
+MAX_BYTES = float(1 << 63)
+"""Sizes at or beyond this are no expert's weights (and would overflow 64-bit byte counts)."""
+MAX_THREADS = 1024
+
+
 def parse_bytes(text: str, param: str = "expert_bytes") -> int:
     """Parse a size such as ``44040192``, ``42MiB`` or ``1.5GB`` into bytes."""
     raw = text.strip().lower().replace(" ", "")
@@ -47,7 +53,10 @@ def parse_bytes(text: str, param: str = "expert_bytes") -> int:
         value = float("nan")
     if unit not in _UNITS or not value >= 0 or value == float("inf"):
         raise EplbError(f"{arg(param, text)}: expected a size in bytes such as 44040192, 42MiB or 1.5GB")
-    return round(value * _UNITS[unit])
+    size = value * _UNITS[unit]
+    if size >= MAX_BYTES:
+        raise EplbError(f"{arg(param, text)}: more than 2**63 bytes; give the weight bytes of one expert replica")
+    return round(size)
 
 
 @dataclass
@@ -78,6 +87,12 @@ class ReplayResult:
 
     def to_dict(self) -> dict:
         return {"rebalances": [asdict(r) for r in self.rebalances], "summary": dict(self.summary)}
+
+
+def check_threads(threads: int | None) -> None:
+    """``threads`` must be a thread count torch can set (None leaves torch's own)."""
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise EplbError(f"{arg('threads', threads)}: must be between 1 and {MAX_THREADS}")
 
 
 def rebalance_windows(windows: int, every: int, start: int | None = None) -> list[tuple[int, int]]:
@@ -111,30 +126,32 @@ def replay(
     seed: int = 0,
     device: str = "cpu",
     threads: int | None = 1,
+    progress: Callable[[int], Callable[[str], None]] | None = None,
 ) -> ReplayResult:
     """Walk ``trace`` window by window, rebalancing every ``every`` windows (see the module doc).
 
     ``threads`` sets torch's intra-op threads for the run (restored after):
     a replay is many small tensor operations, where handing work to other
     threads costs more than it saves, and on a busy machine several times
-    more. None leaves torch's setting alone.
+    more. None leaves torch's setting alone. ``progress(total)`` returns a
+    callback called as each rebalance starts (the CLI draws a bar with it).
     """
-    if threads is not None and threads < 1:
-        raise EplbError(f"{arg('threads', threads)}: must be >= 1")
+    check_threads(threads)
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         return _replay(trace, topo, every=every, forecast=forecast, strategy=strategy, history=history, start=start,
                        migration_aware=migration_aware, max_moves=max_moves, expert_bytes=expert_bytes,
-                       previous=previous, seed=seed, device=device)
+                       previous=previous, seed=seed, device=device, progress=progress)
     finally:
         torch.set_num_threads(before)
 
 
 def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, strategy: str, history: int | None,
             start: int | None, migration_aware: bool, max_moves: int | None, expert_bytes: int | None,
-            previous: Placement | None, seed: int, device: str) -> ReplayResult:
+            previous: Placement | None, seed: int, device: str,
+            progress: Callable[[int], Callable[[str], None]] | None = None) -> ReplayResult:
     """The replay loop itself (see :func:`replay`)."""
     if history is not None and history < 1:
         raise EplbError(f"{arg('history', history)}: must be >= 1 window")
@@ -150,7 +167,11 @@ def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, str
     total = ServedTally()
     moved = {"moves": 0, "moves_intra_node": 0, "moves_inter_node": 0}
     t_start = time.perf_counter()
-    for first, end in rebalance_windows(trace.windows, every, start):
+    spans = rebalance_windows(trace.windows, every, start)
+    step = progress(len(spans)) if progress is not None else None
+    for first, end in spans:
+        if step is not None:
+            step(f"window {first}")
         lo = 0 if history is None else max(0, first - history)
         future = load[first:end]
         predicted = forecast.predict(load[lo:first], future)
