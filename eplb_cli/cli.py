@@ -16,7 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import EplbError, OutputError, one_line, stdout_failed
+from .errors import EplbError, OutputError, one_line
+from .output import print_stdout, stdout_failed
 
 app = typer.Typer(
     name="eplb",
@@ -70,15 +71,7 @@ def _out(text: str, to_stderr: bool = False) -> None:
     if to_stderr:
         typer.echo(text, err=True)
         return
-    if sys.stdout is None:
-        raise OutputError("cannot print the results: standard output is closed; redirect it (> FILE) or pass --quiet")
-    from . import interrupts
-
-    interrupts.note_stdout()
-    try:
-        typer.echo(text)
-    except OSError as exc:
-        raise stdout_failed(exc) from None
+    print_stdout(text, "cannot print the results: standard output is closed; redirect it (> FILE) or pass --quiet")
 
 
 def _warner(quiet: bool, source: str) -> Callable[[str], None]:

@@ -24,7 +24,8 @@ def arg(name: str, value: object = _NO_VALUE) -> str:
     """A reference to parameter ``name`` (with the value it had, or one to use) inside an error message."""
     if value is _NO_VALUE:
         return f"{_OPEN}{name}{_CLOSE}"
-    return f"{_OPEN}{name}{_SEP}{value}{_CLOSE}"
+    text = shorten(str(value), 80)  # a value from a file or a pasted flag may be huge: its ends name it
+    return f"{_OPEN}{name}{_SEP}{text}{_CLOSE}"
 
 
 def python_style(name: str, value: str | None) -> str:
@@ -65,6 +66,11 @@ def quote(value: object, limit: int = 40) -> str:
     except Exception:  # a hostile object's repr may fail in any way; its type still names it
         text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[:limit] + ELLIPSIS
+
+
+def count_text(n: int) -> str:
+    """A count for a message: ``1,234`` when it is of any sensible size, ``1e+100`` when it is not."""
+    return f"{n:,}" if abs(n) < 10**15 else f"{float(n):.3g}"
 
 
 def shorten(text: str, limit: int = 120) -> str:
@@ -119,10 +125,3 @@ class GateFailed(EplbError):
 class OutputError(EplbError):
     """Standard output is closed, full or a broken pipe: nothing more can be printed (exit code 2)."""
 
-
-def stdout_failed(exc: OSError) -> OutputError:
-    """The error for a failed write to standard output: a closed pipe, a full disk, a closed descriptor."""
-    if isinstance(exc, BrokenPipeError):
-        return OutputError("standard output was closed by the program reading it (broken pipe); "
-                           "the output is incomplete")
-    return OutputError(f"cannot write to standard output ({exc.strerror or exc}); the output is incomplete")

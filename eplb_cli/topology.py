@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .errors import EplbError, arg, quote
+from .errors import EplbError, arg, count_text, quote
 
 POLICIES = ("auto", "hierarchical", "global")
 MAX_GPUS = 1 << 12
@@ -128,14 +128,16 @@ def resolve(
     if experts < 1:
         raise EplbError("the trace has no experts; a load trace needs at least one expert per layer")
     if experts > MAX_SLOTS:
-        raise EplbError(f"the trace has {experts:,} experts, more than the {MAX_SLOTS:,} slots eplb plans for; "
-                        "check the trace's expert ids or columns")
+        raise EplbError(f"{count_text(experts)} experts: more than the {MAX_SLOTS:,} slots eplb plans for; "
+                        "check the expert ids (or the trace's columns)")
     if gpus < 1:
         raise EplbError(f"{arg('gpus', gpus)}: needs at least one GPU")
     if gpus > MAX_GPUS:
         raise EplbError(f"{arg('gpus', gpus)}: more than the {MAX_GPUS} GPUs eplb plans for; check the number")
     if nodes < 1:
         raise EplbError(f"{arg('nodes', nodes)}: needs at least one node")
+    if nodes > MAX_GPUS:
+        raise EplbError(f"{arg('nodes', nodes)}: more than the {MAX_GPUS} nodes eplb plans for; check the number")
     if gpus % nodes:
         near = [n for n in _divisors(gpus) if n <= max(nodes, 1)][-1]
         raise EplbError(
@@ -147,6 +149,9 @@ def resolve(
     if redundant is not None:
         if redundant < 0:
             raise EplbError(f"{arg('redundant', redundant)}: must be >= 0")
+        if redundant > MAX_SLOTS:
+            raise EplbError(f"{arg('redundant', redundant)}: more than the {MAX_SLOTS} slots eplb plans for; "
+                            "check the number")
         slots = experts + redundant
         if slots % gpus:
             raise EplbError(
@@ -160,7 +165,7 @@ def resolve(
         if derived and redundant is None:
             raise EplbError(f"{experts:,} experts plus one redundant slot per GPU make {slots:,} slots, more than the "
                             f"{MAX_SLOTS:,} eplb plans for; pass {arg('redundant', 0)} or fewer {arg('gpus')}")
-        raise EplbError(f"{slots} slots: more than the {MAX_SLOTS} eplb plans for; check {arg('slots')} / {arg('redundant')}")
+        raise EplbError(f"{count_text(slots)} slots: more than the {MAX_SLOTS} eplb plans for; check {arg('slots')} / {arg('redundant')}")
     if slots < experts:
         raise EplbError(
             f"{arg('slots', slots)} is fewer than the {experts} experts: every expert needs a slot; "

@@ -30,7 +30,7 @@ def why_not_array(values: Any, what: str, table: str = "array of numbers") -> st
     reason = _first_problem(values, what)
     if reason.startswith("!"):  # a number too large: the shape is fine, say only that
         return reason[1:]
-    return f"{what} is not a rectangular {table}: {reason}"
+    return f"{reason}; {what} must be a rectangular {table}"
 
 
 def _first_problem(values: Any, what: str) -> str:
@@ -48,23 +48,22 @@ def _first_problem(values: Any, what: str) -> str:
         depth = len(path)
         if depth < len(shape):
             if not isinstance(node, (list, tuple)):
-                return f"{where} is {quote(node)} where a list of {shape[depth]} belongs; every row must have the same length"
+                return f"{where} is {quote(node, 20)} where a list of {shape[depth]} belongs"
             if len(node) != shape[depth]:
-                return (f"{where} has {len(node)} entries but {what + '[0]' * depth} has {shape[depth]}; "
-                        "every row must have the same length")
+                return f"{where} has {len(node)} entries but {what + '[0]' * depth} has {shape[depth]}"
             stack.extend(((*path, i), child) for i, child in reversed(list(enumerate(node))))
             continue
         if isinstance(node, bool):
-            return f"{where} is {str(node).lower()}, where a number belongs; fix that entry"
+            return f"{where} is {str(node).lower()}, not a number"
         if isinstance(node, int):
             if not -INT64_MAX - 1 <= node <= INT64_MAX:
-                return f"!{where} is {quote(node)}, beyond the 64-bit integer range; check the export"
+                return f"!{where} is {quote(node, 30)}, beyond the 64-bit integer range; check the export"
             continue
         if isinstance(node, float):
             continue
         kind = "text" if isinstance(node, str) else type(node).__name__
-        return f"{where} is {kind} {quote(node)}, not a number; fix that entry"
-    return "every row must have the same length"
+        return f"{where} is {kind} {quote(node, 20)}, not a number"
+    return f"{what} has rows of different lengths"
 
 
 def as_trace(load: Any, source: str, meta: dict | None = None, what: str = "load") -> Trace:

@@ -19,13 +19,13 @@ import errno
 import glob
 import os
 import stat
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .. import interrupts
-from ..errors import EplbError, OutputError, arg, shorten, stdout_failed
+from ..errors import EplbError, arg, shorten
+from ..output import write_stdout
 
 _TAG = ".eplb-"
 
@@ -302,19 +302,6 @@ def write_bytes_atomic(path: str | Path, data: bytes, force: bool = False) -> No
         raise _failed(p, exc, existed) from None
     finally:
         os.close(fd)
-
-
-def write_stdout(data: bytes) -> None:
-    """Write ``data`` to standard output; a closed, full or broken one is an :class:`OutputError`."""
-    stream = getattr(sys.stdout, "buffer", None) if sys.stdout is not None else None
-    if stream is None:
-        raise OutputError("-: standard output is closed; give a file name instead of -")
-    interrupts.note_stdout()
-    try:
-        stream.write(data)
-        stream.flush()
-    except OSError as exc:
-        raise stdout_failed(exc) from None
 
 
 def write_with(path: str | Path, writer: Callable[[Path], None], force: bool = False) -> None:

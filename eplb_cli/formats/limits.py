@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import EplbError, arg
+from ..errors import EplbError, arg, count_text
 
 GIB = float(1 << 30)
 MAX_INPUT_BYTES = 1 << 30
@@ -151,15 +151,20 @@ def cells_limit(given: int) -> int:
     return max(given * CELLS_PER_VALUE, MIN_CELLS) if value is None else value
 
 
-def check_cells(cells: int, source: str, given: int, what: str = "ids imply", per: str = "row") -> None:
-    """Refuse when a small input expands to ``cells`` values: ``what`` says how, ``per`` what ``given`` counts."""
+def check_cells(cells: int, source: str, given: int, what: str = "ids imply", per: str = "row",
+                unit: str = "load cells", fix: str = "check the ids") -> None:
+    """Refuse when a small input expands to ``cells`` values.
+
+    ``what`` says how ("ids imply"), ``per`` what ``given`` counts ("row"),
+    ``unit`` what is counted and ``fix`` what the user should look at.
+    """
     limit = cells_limit(given)
     if cells <= limit:
         return
-    rule = ("EPLB_MAX_CELLS" if env_limit("EPLB_MAX_CELLS") is not None
-            else f"{CELLS_PER_VALUE} per {per} given, at least {MIN_CELLS:,}")
-    raise EplbError(f"{source}: {what} {cells:,} load cells from {given:,} {per}(s), too many: the limit is {limit:,} "
-                    f"({rule}); check the ids, or set EPLB_MAX_CELLS higher to allow it")
+    rule = "EPLB_MAX_CELLS" if env_limit("EPLB_MAX_CELLS") is not None else f"{CELLS_PER_VALUE} per {per}, at least 2**20"
+    plural = "" if given == 1 else "s"
+    raise EplbError(f"{source}: {what} {count_text(cells)} {unit} from {given:,} {per}{plural}: too many (limit {limit:,}: "
+                    f"{rule}); {fix}, or raise EPLB_MAX_CELLS")
 
 
 def check_output(output: str, estimate: int, given: int) -> None:
@@ -175,9 +180,9 @@ def check_output(output: str, estimate: int, given: int) -> None:
 
 
 def size_text(n: int) -> str:
-    """Bytes in GiB, MiB or KiB, one decimal."""
-    for unit, scale in (("GiB", GIB), ("MiB", float(1 << 20))):
+    """Bytes in GiB, MiB or KiB, one decimal (plain bytes below 1 KiB)."""
+    for unit, scale in (("GiB", GIB), ("MiB", float(1 << 20)), ("KiB", 1024.0)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
-    return f"{n / 1024:.1f} KiB"
+    return f"{n} bytes"
 

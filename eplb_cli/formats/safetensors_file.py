@@ -38,7 +38,7 @@ from ..trace import Trace, check_values, parse_window_range
 from .base import PlacementFormat, TraceFormat
 from .jsonio import DuplicateKey, unique_pairs
 from .limits import check_memory
-from .maps import int_table
+from .maps import check_layer_ids, int_table
 from .source import Source
 
 MAX_HEADER = 100_000_000
@@ -289,6 +289,9 @@ def _read_trace_stream(fh: io.BufferedIOBase, size: int, source: str, window: in
     if len(info.shape) == 2:
         info = dataclasses.replace(info, shape=(1, *info.shape))
     steps, layers, experts = info.shape
+    if len(meta.get("layer_ids", [None] * layers)) != layers:
+        raise EplbError(f"{source}: metadata layer_ids lists {len(meta['layer_ids'])} ids for {layers} layers; "
+                        "fix or remove it")
     if experts % meta.get("groups", 1):
         raise EplbError(
             f"{source}: metadata groups={meta['groups']} does not divide the {experts} experts; fix or remove it"
@@ -323,6 +326,13 @@ def _trace_meta(meta: dict[str, str], source: str) -> dict:
                 raise EplbError(f"{source}: metadata {key}={quote(out[key])} is not an integer; fix or remove it") from None
     if "groups" in out and out["groups"] < 1:
         raise EplbError(f"{source}: metadata groups={out['groups']} must be >= 1; fix or remove it")
+    if "layer_ids" in out:
+        try:
+            ids = json.loads(out["layer_ids"], object_pairs_hook=unique_pairs)
+        except (json.JSONDecodeError, RecursionError, DuplicateKey):
+            raise EplbError(f"{source}: metadata layer_ids={quote(out['layer_ids'])} is not a JSON list of layer ids; "
+                            "fix or remove it") from None
+        out["layer_ids"] = check_layer_ids(ids, source, "metadata layer_ids")
     return out
 
 

@@ -23,6 +23,11 @@ from ..errors import EplbError, quote, shorten
 from .limits import check_cells
 
 
+def _check_count(count: int, source: str, given: int, per: str) -> None:
+    check_cells(count, source, given, "aliases, shared objects or stride-0 tensors expand to", per=per,
+                unit="values", fix="write the data out plainly")
+
+
 def _children(node: Any) -> list[Any]:
     if isinstance(node, dict):
         return [*node.keys(), *node.values()]
@@ -48,7 +53,7 @@ def check_tree(doc: Any, source: str, given: int, per: str = "byte") -> None:
     """
     limit_given = max(given, 1)
     if not isinstance(doc, (list, tuple, dict)):
-        check_cells(_leaf_size(doc, source), source, limit_given, "its aliases or shared objects expand to", per)
+        _check_count(_leaf_size(doc, source), source, limit_given, per)
         return
     sizes: dict[int, int] = {}
     open_nodes: set[int] = set()
@@ -62,7 +67,7 @@ def check_tree(doc: Any, source: str, given: int, per: str = "byte") -> None:
                 total += sizes[id(child)] if isinstance(child, (list, tuple, dict)) else _leaf_size(child, source)
             sizes[key] = total
             open_nodes.discard(key)
-            check_cells(total, source, limit_given, "its aliases or shared objects expand to", per)
+            _check_count(total, source, limit_given, per)
             continue
         if key in sizes:
             continue
