@@ -126,7 +126,7 @@ def test_interrupt_during_a_plan_keeps_the_old_placement(long_trace: Path, tmp_p
                   "--json"], tmp_path)
     wait_until_read(proc, long_trace)
     proc.send_signal(signal.SIGINT)
-    returncode, stdout, stderr = finish(proc)
+    returncode, _, stderr = finish(proc)
     if returncode == 0:
         pytest.skip("the plan finished before the signal landed")
     assert returncode == 130 and stderr == "eplb: interrupted; nothing was written\n", stderr

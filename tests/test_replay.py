@@ -127,3 +127,31 @@ def test_parse_bytes(text, value):
 def test_parse_bytes_rejects(text):
     with pytest.raises(EplbError, match="expert_bytes"):
         parse_bytes(text)
+
+
+@pytest.mark.parametrize("text", ["1e308MiB", "9223372036854775808", "1e19"])
+def test_parse_bytes_rejects_sizes_no_expert_has(text):
+    with pytest.raises(EplbError, match=r"more than 2\*\*63 bytes"):
+        parse_bytes(text)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1025, 10**11])
+def test_threads_out_of_range(threads):
+    tr = read_trace(SMALL)
+    with pytest.raises(EplbError, match=f"threads={threads}: must be between 1 and 1024"):
+        replay(tr, resolve(tr.experts, 4), every=1, forecast=parse_forecast("last"), threads=threads)
+
+
+def test_progress_counts_every_rebalance():
+    tr = read_trace(SMALL)
+    seen: list[str] = []
+    totals: list[int] = []
+
+    def progress(total: int):
+        totals.append(total)
+        return seen.append
+
+    res = replay(tr, resolve(tr.experts, 4), every=2, forecast=parse_forecast("last"), strategy="deepseek",
+                 progress=progress)
+    assert totals == [len(res.rebalances)] == [2]
+    assert seen == ["window 2", "window 4"]

@@ -24,8 +24,11 @@ from .limits import check_cells
 
 
 def _check_count(count: int, source: str, given: int, per: str) -> None:
-    check_cells(count, source, given, "aliases, shared objects or stride-0 tensors expand to", per=per,
+    check_cells(count, source, given, "aliases, shared objects or stride-0 tensors expand to at least", per=per,
                 unit="values", fix="write the data out plainly")
+
+
+_NO_KEY = object()
 
 
 def _children(node: Any) -> list[Any]:
@@ -49,7 +52,8 @@ def _path_text(path: tuple[Any, ...]) -> str:
 def check_tree(doc: Any, source: str, given: int, per: str = "byte") -> None:
     """Refuse ``doc`` (parsed from ``given`` units of input) when it is a bomb or holds booleans as numbers.
 
-    Iterative, so a document nested 100,000 deep costs no recursion.
+    Iterative, so a document nested 100,000 deep costs no recursion; where a
+    value sits is kept as a link to its parent and spelled out only for a message.
     """
     limit_given = max(given, 1)
     if not isinstance(doc, (list, tuple, dict)):
@@ -57,9 +61,18 @@ def check_tree(doc: Any, source: str, given: int, per: str = "byte") -> None:
         return
     sizes: dict[int, int] = {}
     open_nodes: set[int] = set()
-    stack: list[tuple[Any, tuple[Any, ...], bool]] = [(doc, (), False)]
+    frames: list[tuple[int, Any]] = [(-1, None)]  # (parent frame, key in the parent) of each container met
+
+    def where(frame: int, key: Any = _NO_KEY) -> str:
+        path = [] if key is _NO_KEY else [key]
+        while frame > 0:
+            frame, name = frames[frame]
+            path.append(name)
+        return _path_text(tuple(reversed(path)))
+
+    stack: list[tuple[Any, int, bool]] = [(doc, 0, False)]
     while stack:
-        node, path, done = stack.pop()
+        node, frame, done = stack.pop()
         key = id(node)
         if done:
             total = 1
@@ -72,22 +85,23 @@ def check_tree(doc: Any, source: str, given: int, per: str = "byte") -> None:
         if key in sizes:
             continue
         if key in open_nodes:
-            raise EplbError(f"{source}: {_path_text(path)} contains itself (a recursive alias or reference); "
+            raise EplbError(f"{source}: {where(frame)} contains itself (a recursive alias or reference); "
                             "write the data out plainly")
         open_nodes.add(key)
-        stack.append((node, path, True))
+        stack.append((node, frame, True))
         is_list = isinstance(node, (list, tuple))
         items = enumerate(node) if is_list else node.items()
         for name, child in items:
             if is_list and isinstance(child, bool):
-                raise EplbError(f"{source}: {_path_text((*path, name))} is {str(child).lower()}, but loads and ids "
+                raise EplbError(f"{source}: {where(frame, name)} is {str(child).lower()}, but loads and ids "
                                 "are real numbers; write 1 or 0 if that is what it means")
             if isinstance(child, (list, tuple, dict)) and id(child) not in sizes:
-                stack.append((child, (*path, name), False))
+                frames.append((frame, name))
+                stack.append((child, len(frames) - 1, False))
         if not is_list:
             for name in node:
                 if isinstance(name, (list, tuple, dict)):
-                    raise EplbError(f"{source}: {_path_text(path)} has a key that is a list or mapping; "
+                    raise EplbError(f"{source}: {where(frame)} has a key that is a list or mapping; "
                                     "keys must be names or numbers")
 
 

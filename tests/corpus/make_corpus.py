@@ -117,7 +117,6 @@ def trace_files() -> dict[str, bytes]:
     """Unreadable traces, by file name."""
     good = st_load(good_load())
     huge = [10_000_000, 94, 512]
-    deep = {"load": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
     files = {
         "st-truncated-data.safetensors": good[:-10],
         "st-truncated-header.safetensors": good[:20],
