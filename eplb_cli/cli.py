@@ -392,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    interrupts.begin_command()
     try:
         with warnings.catch_warnings():
             if not debug:  # library warnings would break the one-line stderr contract

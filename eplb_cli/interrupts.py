@@ -115,6 +115,12 @@ def message(signum: int = signal.SIGINT) -> str:
     return f"eplb: {what}; {done}"
 
 
+def begin_command() -> None:
+    """Forget the outputs noted by an earlier command in this process (signals stay as they are)."""
+    _state.written = []
+    _state.stdout_used = False
+
+
 def reset() -> None:
     """Forget signals and outputs noted so far (for callers that run several commands in one process)."""
     _state.__init__()  # type: ignore[misc]  # re-run the initialiser on the one shared instance

@@ -80,9 +80,9 @@ def _header(data: bytes, source: str) -> list[str]:
 
 def _load_csv_frame(data: bytes, source: str) -> tuple[pd.DataFrame, list[int]]:
     """Parse CSV bytes (numbers natively, text kept for messages); return the frame and row line numbers."""
+    _header(data, source)
     import pandas as pd
 
-    _header(data, source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)

@@ -133,7 +133,9 @@ def _strict_loader() -> type:
     if _LOADER is None:
         import yaml
 
-        class StrictLoader(yaml.SafeLoader):
+        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML was built with it
+
+        class StrictLoader(base):  # type: ignore[valid-type,misc]  # chosen at run time
             def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
                 seen: set = set()
                 for key_node, _ in node.value:
@@ -174,6 +176,8 @@ def read_yaml(src: Source) -> tuple[torch.Tensor, dict]:
     except RecursionError:
         raise EplbError(f"{source}: YAML nested too deeply; a placement is a mapping of layer ids to lists") from None
     except yaml.YAMLError as exc:
+        if "nesting depth" in str(exc):  # libyaml's own limit, reached before Python's
+            raise EplbError(f"{source}: YAML nested too deeply; a placement is a mapping of layer ids to lists") from None
         raise EplbError(f"{source}: not valid YAML ({' '.join(str(exc).split())[:120]})") from None
     check_tree(doc, source, len(data))
     if not isinstance(doc, dict):
