@@ -45,6 +45,16 @@ def run() -> None:
     if late is not None and code == 0:  # a signal some code swallowed: still not a success
         code = 128 + late
         _say(interrupts.message(late))
+    if late is not None:
+        # Interrupted: every temporary file is gone (``finally`` blocks ran while the signal unwound), so
+        # leave at once instead of spending a second tearing down torch; only the standard streams need flushing.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
     sys.exit(code)
 
 
