@@ -8,6 +8,7 @@ every argument error finish before torch loads.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -16,7 +17,8 @@ from typing import Annotated, Any
 import typer
 
 from . import validation
-from .errors import EplbError, render
+from .errors import EplbError, OutputError, one_line, render
+from .output import print_stdout, stdout_failed
 
 app = typer.Typer(
     name="eplb",
@@ -69,7 +71,12 @@ PlotOpt = Annotated[str | None, typer.Option("--plot", help=f"Also draw a figure
 
 
 def _out(text: str, to_stderr: bool = False) -> None:
-    typer.echo(render(text, flag_style), err=to_stderr)
+    """Print ``text`` (parameters named as flags); a closed, full or broken standard output is an :class:`OutputError`."""
+    text = render(text, flag_style)
+    if to_stderr:
+        typer.echo(text, err=True)
+        return
+    print_stdout(text, "cannot print the results: standard output is closed; redirect it (> FILE) or pass --quiet")
 
 
 def _warner(quiet: bool, source: str) -> Callable[[str], None]:
@@ -479,7 +486,13 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning errors into one line and an exit code."""
+    """Entry point: run the app, turning errors into one line and an exit code.
+
+    Every line it prints goes through :func:`_say`, which keeps it to one line
+    of at most :data:`~eplb_cli.errors.MAX_MESSAGE` characters.
+    """
+    from . import interrupts
+
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         app(args=["--help"], prog_name="eplb", standalone_mode=False)
@@ -487,48 +500,97 @@ def main(argv: list[str] | None = None) -> int:
                    err=True)
         return 2
     debug = "--debug" in args
+    interrupts.begin_command()
     try:
         with warnings.catch_warnings():
             if not debug:  # library warnings would break the one-line stderr contract
                 warnings.simplefilter("ignore")
             code = app(args=args, prog_name="eplb", standalone_mode=False)
-        if code == 130:  # typer turns Ctrl-C into a return value of 130 when not standalone
-            typer.echo("eplb: interrupted", err=True)
+        if code == 130:  # typer turns a Ctrl-C it caught into a return value of 130 when not standalone
+            _say(interrupts.message())
+            return 130
+        _flush_stdout()
         return code if isinstance(code, int) else 0
+    except interrupts.Interrupted as exc:
+        _say(interrupts.message(exc.signum))
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        _say(interrupts.message())
+        return 130
     except EplbError as exc:
         if debug:
             raise
-        typer.echo(f"eplb: error: {exc.render(flag_style)}", err=True)
+        if isinstance(exc, OutputError):
+            _silence_stdout()
+        _say(f"eplb: error: {exc.render(flag_style)}")
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        typer.echo("eplb: interrupted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        typer.echo("eplb: interrupted", err=True)
-        return 130
     except MemoryError:
         if debug:
             raise
-        typer.echo("eplb: error: out of memory; use --windows or --window to read less of the trace", err=True)
+        _say(f"eplb: error: {_memory_message(None)}")
         return 2
-    except BrokenPipeError:
-        return 0
     except Exception as exc:
         if _is_usage_error(exc):
-            typer.echo(f"eplb: error: {_usage_message(exc)}", err=True)
+            _say(f"eplb: error: {_usage_message(exc)}")
             return 2
         if "can't allocate memory" in str(exc) or type(exc).__name__ == "OutOfMemoryError":
             if debug:
                 raise
-            typer.echo("eplb: error: out of memory; use --windows or --window to read less of the trace, "
-                       "or fewer slots", err=True)
+            _say(f"eplb: error: {_memory_message(exc)}")
             return 2
         if debug:  # a bug: still one line, with a way to get the details
             raise
-        typer.echo(f"eplb: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)".replace("\n", " "), err=True)
+        _say(f"eplb: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)")
         return 3
+
+
+def _say(line: str) -> None:
+    """Print one line on stderr, cut to the message length limit."""
+    typer.echo(one_line(line), err=True)
+
+
+def _flush_stdout() -> None:
+    """Push out what is still buffered for standard output, so a full disk or closed pipe is reported now."""
+    if sys.stdout is not None:
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            raise stdout_failed(exc) from None
+
+
+def _silence_stdout() -> None:
+    """After standard output failed, send what is left of it to /dev/null so Python's exit stays quiet."""
+    stream = sys.__stdout__
+    if stream is None or sys.stdout is not stream:
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
+
+
+def _memory_message(exc: Exception | None) -> str:
+    """What to say when an allocation failed: advice to read less only when the request could ever fit."""
+    import re
+
+    asked = re.search(r"allocate (\d+) bytes", str(exc or ""))
+    total = _physical_memory()
+    if asked and total and int(asked.group(1)) > total:
+        return (f"this input asks for {int(asked.group(1)) / (1 << 30):.1f} GiB in one piece, more than this machine "
+                "has; a size or id in it is probably wrong")
+    return ("out of memory; read less of the trace with --windows A:B or --window N, "
+            "or run on a machine with more memory")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _is_usage_error(exc: Exception) -> bool:
@@ -545,8 +607,10 @@ def _usage_message(exc: Exception) -> str:
 
 
 def run() -> None:
-    """Console-script wrapper."""
-    sys.exit(main())
+    """Console-script wrapper (the ``eplb`` script itself is :func:`eplb_cli.entry.run`)."""
+    from .entry import run as entry_run
+
+    entry_run()
 
 
 if __name__ == "__main__":

@@ -33,9 +33,12 @@ DPI = 100
 _BAD = "#d9d9d9"
 
 
-def check_plot(path: str, force: bool = False) -> None:
-    """Fail before any work when ``--plot`` cannot be honoured (no matplotlib, bad name, existing file)."""
-    plot_file(path, force)
+def check_plot(path: str, force: bool = False, reads: Sequence[str | None] = ()) -> None:
+    """Fail before any work when ``--plot`` cannot be honoured (no matplotlib, bad name, existing file).
+
+    ``reads`` are the command's input files, which the plot may not replace.
+    """
+    plot_file(path, force, reads)
 
 
 def heatmap_size(layers: int, gpus: int) -> tuple[float, float]:

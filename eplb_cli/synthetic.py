@@ -13,6 +13,7 @@ import math
 import torch
 
 from .errors import EplbError, arg
+from .strategies.base import torch_seed
 from .trace import Trace
 
 
@@ -41,7 +42,7 @@ def generate(
     from one ``torch.Generator`` seeded with ``seed``: same arguments, same trace.
     """
     _check_args(layers, experts, windows, skew, drift, tokens, groups)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    gen = torch.Generator(device="cpu").manual_seed(torch_seed(seed))
     dtype = torch.float64
 
     layer_sigma = skew * (0.5 + torch.rand(layers, 1, generator=gen, dtype=dtype))

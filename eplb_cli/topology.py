@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .errors import EplbError, arg
+from .errors import EplbError, arg, count_text, quote
 
 POLICIES = ("auto", "hierarchical", "global")
 MAX_GPUS = 1 << 12
@@ -66,21 +66,38 @@ class Topology:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "placement") -> Topology:
-        """Rebuild and re-validate a topology read from a file."""
+        """Rebuild and re-validate a topology read from a file.
+
+        Strict: every count must be a whole number (not ``true``, ``4.5``,
+        ``"4"`` or ``1e400``), so a damaged file is named, never truncated.
+        """
+        policy = d.get("policy", "global")
+        if not isinstance(policy, str):
+            raise EplbError(f"{source}: metadata policy is {quote(policy)}; it must be one of {', '.join(POLICIES)}")
+        excluded = d.get("excluded_gpus", [])
+        if not isinstance(excluded, list):
+            raise EplbError(f"{source}: metadata excluded_gpus is {quote(excluded)}; it must be a list of GPU ids")
+        counts = {key: meta_count(d, key, source, default) for key, default in
+                  (("experts", None), ("gpus", None), ("nodes", 1), ("slots", None), ("groups", 1))}
+        failed = [meta_count({"excluded_gpus": g}, "excluded_gpus", source, minimum=0) for g in excluded]
         try:
-            return resolve(
-                experts=int(d["experts"]),
-                gpus=int(d["gpus"]),
-                nodes=int(d.get("nodes", 1)),
-                slots=int(d["slots"]),
-                groups=int(d.get("groups", 1)),
-                policy=str(d.get("policy", "global")),
-                exclude_gpus=[int(g) for g in d.get("excluded_gpus", [])],
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EplbError(f"{source}: topology metadata is incomplete or not numeric ({exc})") from None
+            return resolve(policy=policy, exclude_gpus=failed, **counts)
         except EplbError as exc:
             raise EplbError(f"{source}: topology metadata is inconsistent: {exc}") from None
+
+
+def meta_count(d: dict, key: str, source: str, default: int | None = None, minimum: int = 1) -> int:
+    """``d[key]`` as a whole number >= ``minimum`` (``default`` when absent), or an error naming the key."""
+    if key not in d:
+        if default is None:
+            raise EplbError(f"{source}: topology metadata is incomplete: it lacks {key}; re-export the placement")
+        return default
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EplbError(f"{source}: metadata {key} is {quote(value)}; it must be a whole number")
+    if value < minimum:
+        raise EplbError(f"{source}: metadata {key} is {value}; it must be >= {minimum}")
+    return value
 
 
 def _round_up(x: int, m: int) -> int:
@@ -110,6 +127,9 @@ def resolve(
     """
     if experts < 1:
         raise EplbError("the trace has no experts; a load trace needs at least one expert per layer")
+    if experts > MAX_SLOTS:
+        raise EplbError(f"{count_text(experts)} experts: more than the {MAX_SLOTS:,} slots eplb plans for; "
+                        "check the expert ids (or the trace's columns)")
     check_cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
     if redundant is not None:
         slots = experts + redundant
@@ -118,10 +138,14 @@ def resolve(
                 f"{arg('redundant', redundant)} gives {slots} slots, which do not divide over {gpus} GPUs: "
                 f"use {arg('redundant', _round_up(slots, gpus) - experts)}"
             )
+    derived = slots is None
     if slots is None:
         slots = _round_up(experts + gpus, gpus)
     if slots > MAX_SLOTS:
-        raise EplbError(f"{slots} slots: more than the {MAX_SLOTS} eplb plans for; check {arg('slots')} / {arg('redundant')}")
+        if derived and redundant is None:
+            raise EplbError(f"{experts:,} experts plus one redundant slot per GPU make {slots:,} slots, more than the "
+                            f"{MAX_SLOTS:,} eplb plans for; pass {arg('redundant', 0)} or fewer {arg('gpus')}")
+        raise EplbError(f"{count_text(slots)} slots: more than the {MAX_SLOTS} eplb plans for; check {arg('slots')} / {arg('redundant')}")
     if slots < experts:
         raise EplbError(
             f"{arg('slots', slots)} is fewer than the {experts} experts: every expert needs a slot; "
@@ -173,12 +197,17 @@ def check_cluster(gpus: int, nodes: int = 1, slots: int | None = None, redundant
         raise EplbError(f"{arg('gpus', gpus)}: more than the {MAX_GPUS} GPUs eplb plans for; check the number")
     if nodes < 1:
         raise EplbError(f"{arg('nodes', nodes)}: needs at least one node")
+    if nodes > MAX_GPUS:
+        raise EplbError(f"{arg('nodes', nodes)}: more than the {MAX_GPUS} nodes eplb plans for; check the number")
     if gpus % nodes:
         raise EplbError(f"{arg('gpus', gpus)} do not divide over {nodes} nodes: use {_choices('nodes', _divisors(gpus))}")
     if slots is not None and redundant is not None:
         raise EplbError(f"{arg('slots')} and {arg('redundant')} both given: pass only one of them")
     if redundant is not None and redundant < 0:
         raise EplbError(f"{arg('redundant', redundant)}: must be >= 0")
+    if redundant is not None and redundant > MAX_SLOTS:
+        raise EplbError(f"{arg('redundant', redundant)}: more than the {MAX_SLOTS} slots eplb plans for; "
+                        "check the number")
     if groups is not None and groups < 1:
         raise EplbError(f"{arg('groups', groups)}: must be >= 1 (the model's expert groups)")
     if policy not in POLICIES:

@@ -100,8 +100,13 @@ def bin_sum(load: torch.Tensor, every: int) -> torch.Tensor:
     return out.index_add_(0, bins, load)
 
 
+MAX_LOAD = float(1 << 63)
+"""Largest load eplb accepts: engines count tokens in 64-bit integers, and loads this far below float64's
+range can be summed over any trace and squared without overflowing."""
+
+
 def check_values(load: torch.Tensor, source: str) -> None:
-    """Reject NaN, inf and negative loads, in one pass and without a temporary the size of ``load``."""
+    """Reject NaN, inf, negative and absurdly large loads, in one pass and without a temporary the size of ``load``."""
     if load.numel() == 0 or load.dtype == torch.bool:
         return
     low, high = torch.aminmax(load)
@@ -109,6 +114,9 @@ def check_values(load: torch.Tensor, source: str) -> None:
         raise EplbError(f"{source}: load contains NaN or inf; fix or drop those entries")
     if bool(low < 0):
         raise EplbError(f"{source}: load contains negative values; loads are token counts and must be >= 0")
+    if float(high) >= MAX_LOAD:
+        raise EplbError(f"{source}: load holds {float(high):.4g}, at or beyond 2**63 (about 9.2e18); loads are "
+                        "token counts, and sums of values this large overflow: check the export or rescale it")
 
 
 def validate_load(load: object, source: str) -> torch.Tensor:

@@ -88,15 +88,18 @@ def plot_hint() -> str:
     return "pip install 'eplb-cli[plot]'"
 
 
-def plot_file(plot: str | None, force: bool) -> None:
-    """``--plot`` can be honoured: matplotlib is there, the name is a figure's, the file may be written."""
+def plot_file(plot: str | None, force: bool, reads: Sequence[str | None] = ()) -> None:
+    """``--plot`` can be honoured: matplotlib is there, the name is a figure's, the file may be written.
+
+    ``reads`` are the command's input files, which the plot may not replace.
+    """
     if not plot:
         return
     if importlib.util.find_spec("matplotlib") is None:
         raise EplbError(f"{arg('plot')} needs matplotlib: {plot_hint()}")
     if Path(plot).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise EplbError(f"{arg('plot', plot)}: give a .png (or .svg, .pdf) file name")
-    check_writable(plot, force)
+    check_writable(plot, force, reads)
 
 
 def reading(trace: str, input_format: str | None, window: int | None, windows: str | None) -> None:
@@ -114,11 +117,12 @@ def cluster(gpus: int, nodes: int = 1, slots: int | None = None, redundant: int 
     check_cluster(gpus, nodes, slots, redundant, groups, policy, gpu_list(exclude_gpus))
 
 
-def placement_output(output: str | None, fmt: str | None, force: bool) -> None:
-    """A placement to write: its format is known from ``fmt`` or the extension, and the file may be written."""
+def placement_output(output: str | None, fmt: str | None, force: bool, reads: Sequence[str | None] = ()) -> None:
+    """A placement to write: its format is known from ``fmt`` or the extension, and the file may be written
+    (it is none of ``reads``, the command's inputs)."""
     if output:
         catalog.placement_output(output, fmt)
-        check_writable(output, force)
+        check_writable(output, force, reads)
 
 
 def plan_options(trace: str, *, device: str = "cpu", input_format: str | None = None, window: int | None = None,
@@ -127,8 +131,10 @@ def plan_options(trace: str, *, device: str = "cpu", input_format: str | None = 
                  max_moves: int | str | None = None) -> None:
     """``eplb plan``: everything but the cluster (:func:`cluster`) that is known before the trace is read."""
     device_name(device)
-    placement_output(output, fmt, force)
-    plot_file(plot, force)
+    placement_output(output, fmt, force, (trace,))  # replacing --previous in place is allowed
+    plot_file(plot, force, (trace, previous))
+    if output and plot and str(output) != "-" and Path(output).absolute() == Path(plot).absolute():
+        raise EplbError(f"{arg('plot', plot)}: is also the placement output; give the figure another name")
     non_negative(layer=layer)
     move_budget(max_moves)
     if previous is None and max_moves is not None:
@@ -145,7 +151,7 @@ def evaluate_options(placement: str, trace: str, *, gpus: int | None = None, nod
                      min_balancedness: float | None = None, plot: str | None = None, force: bool = False) -> None:
     """``eplb evaluate``: the options known before the files are read."""
     gate_limits(max_imbalance, min_balancedness)
-    plot_file(plot, force)
+    plot_file(plot, force, (placement, trace))
     positive(gpus=gpus, nodes=nodes, groups=groups)
     non_negative(layer=layer)
     gpu_list(exclude_gpus)
@@ -164,12 +170,13 @@ def replay_options(trace: str, *, every: int | list[int] = 1, history: int | Non
     gate_limits(max_imbalance, min_balancedness)
     for interval in every if isinstance(every, list) else [every]:
         positive(every=interval)
-    positive(history=history, threads=threads)
+    positive(history=history)
+    threads_count(threads)
     move_budget(max_moves)
     if min_gain is not None and not min_gain < 1.0:
         raise EplbError(f"{arg('min_gain', min_gain)}: must be below 1 (a relative gain; 0.01 skips rebalances that "
                         "gain under 1%)")
-    plot_file(plot, force)
+    plot_file(plot, force, (trace, previous))
     if previous is not None:
         Source(str(previous), "placement file")
     reading(trace, input_format, window, windows)
@@ -185,7 +192,7 @@ def compare_options(trace: str, strategies: str | Sequence[str], *, repeat: int 
     names = [n.strip() for n in strategies.split(",") if n.strip()] if isinstance(strategies, str) else list(strategies)
     if not names:
         raise EplbError(f"{arg('strategies')}: give at least one strategy, e.g. deepseek,balanced")
-    plot_file(plot, force)
+    plot_file(plot, force, (trace,))
     reading(trace, input_format, window, windows)
     return names
 
@@ -210,7 +217,7 @@ def convert_options(src: str, dst: str, *, fmt: str | None = None, input_format:
                                 f"({', '.join(e.name for e in catalog.TRACES if e.writable)}) or a placement format "
                                 f"({', '.join(e.name for e in catalog.PLACEMENTS)})")
     if str(dst) != catalog.STDIN:
-        check_writable(dst, force)
+        check_writable(dst, force, reads=(src,))
     Source(str(src), "file")
 
 
@@ -259,3 +266,13 @@ def intervals(text: str | int) -> list[int]:
         raise EplbError(f"{arg('every', text)}: expected a number of windows >= 1 (e.g. 4) or several to compare "
                         "(e.g. 1,2,4,8)")
     return values
+
+
+MAX_THREADS = 1024
+"""Most torch threads a run may ask for."""
+
+
+def threads_count(threads: int | None) -> None:
+    """``threads`` must be a thread count torch can set (None leaves torch's own)."""
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise EplbError(f"{arg('threads', threads)}: must be between 1 and {MAX_THREADS}")

@@ -242,3 +242,51 @@ def test_standard_input_is_named_dash(capsys, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
     code, _, err = run(capsys, "plan", "-", "--gpus", 4)
     assert code == 2 and err.startswith("eplb: error: -: standard input is empty")
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["replay", SMALL, "--gpus", 4, "--threads", 10**11], "--threads 100000000000: must be between 1 and 1024"),
+        (["replay", SMALL, "--gpus", 4, "--expert-bytes", "1e308MiB"], "more than 2**63 bytes"),
+        (["plan", SMALL, "--gpus", 4, "--windows", "x" * 100_000], "--windows xxx"),
+        (["plan", SMALL, "--gpus", 10**100], "--gpus 1000"),
+        (["plan", SMALL, "--gpus", 4, "--nodes", 10**100], "--nodes 1000"),
+        (["plan", SMALL, "--gpus", 4, "--redundant", 10**100], "--redundant 1000"),
+    ],
+)
+def test_out_of_range_flags_are_short_one_line_errors(capsys, args, needle):
+    """Numbers and text no flag can hold: exit 2 (never 3), one line of at most 300 characters."""
+    code, _out, err = run(capsys, *args)
+    assert_one_line_error(code, err, needle)
+    assert len(err.strip()) <= 300
+
+
+def test_generate_takes_any_integer_seed(tmp_path, capsys):
+    for seed in (-1, 2**64, 10**30):
+        out = tmp_path / f"t{seed}.csv"
+        code, _out, err = run(capsys, "generate", out, "--layers", 2, "--experts", 4, "--windows", 2, "--seed", seed)
+        assert code == 0, err
+
+
+def test_every_message_is_cut_to_one_line_of_300_characters(monkeypatch, capsys):
+    """The last resort in main(): whatever a message holds (newlines, megabytes), one line of at most 300."""
+    from eplb_cli import api
+    from eplb_cli.errors import EplbError
+
+    def loud(*args, **kwargs):
+        raise EplbError("first line\nsecond line " + "y" * 5000)
+
+    monkeypatch.setattr(api, "inspect_file", loud)
+    code, _out, err = run(capsys, "inspect", SMALL)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("eplb: error: first line second line yyy") and len(err.strip()) == 300
+
+
+def test_memory_advice_only_when_memory_is_the_cause():
+    from eplb_cli.cli import _memory_message
+
+    huge = RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                        f"{1 << 60} bytes. Error code 12 (Cannot allocate memory)")
+    assert "a size or id in it is probably wrong" in _memory_message(huge)
+    assert "--windows" not in _memory_message(huge)
+    small = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 4096 bytes.")
+    assert "--windows" in _memory_message(small) and "--windows" in _memory_message(None)

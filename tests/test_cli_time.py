@@ -301,4 +301,4 @@ def test_ctrl_c_ends_with_one_line_and_130(capsys, monkeypatch):
     monkeypatch.setattr(eplb_cli.planning.replay, "replay", interrupted)
     code, out, err = run(capsys, "replay", SMALL, *TOPO)
     assert code == 130 and out == ""
-    assert [line for line in err.splitlines() if line.strip()] == ["eplb: interrupted"]
+    assert [line for line in err.splitlines() if line.strip()] == ["eplb: interrupted; nothing was written"]

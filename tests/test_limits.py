@@ -58,3 +58,45 @@ def test_cgroup_v1_limit_and_unlimited(tmp_path: Path) -> None:
     (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
     assert limits._cgroup_headroom(proc, root) is None
     assert limits._cgroup_headroom(tmp_path / "missing", root) is None
+
+
+def test_environment_limits_parse_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EPLB_MAX_INPUT_BYTES", raising=False)
+    assert limits.max_input_bytes() == limits.MAX_INPUT_BYTES
+    for text, value in (("4G", 4 << 30), ("512k", 512 << 10), ("1000", 1000), (" 2M ", 2 << 20)):
+        monkeypatch.setenv("EPLB_MAX_INPUT_BYTES", text)
+        assert limits.max_input_bytes() == value
+    for bad in ("lots", "-5", "1.5G", "9" * 30):
+        monkeypatch.setenv("EPLB_MAX_INPUT_BYTES", bad)
+        with pytest.raises(EplbError, match=r"EPLB_MAX_INPUT_BYTES=.*expected a whole number"):
+            limits.max_input_bytes()
+
+
+def test_cells_limit_scales_with_what_the_input_spells_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EPLB_MAX_CELLS", raising=False)
+    assert limits.cells_limit(1) == limits.MIN_CELLS
+    assert limits.cells_limit(100_000) == 100_000 * limits.CELLS_PER_VALUE
+    limits.check_cells(limits.MIN_CELLS, "t.csv", 1)
+    with pytest.raises(EplbError, match=r"^t\.csv: ids imply 1,048,577 load cells from 1 row: too many "
+                                        r"\(limit 1,048,576: 64 per row, at least 2\*\*20\); check the ids, "
+                                        r"or raise EPLB_MAX_CELLS$"):
+        limits.check_cells(limits.MIN_CELLS + 1, "t.csv", 1)
+    monkeypatch.setenv("EPLB_MAX_CELLS", "10")
+    assert limits.cells_limit(10**9) == 10
+    with pytest.raises(EplbError, match=r"limit 10: EPLB_MAX_CELLS"):
+        limits.check_cells(11, "t.csv", 10**9)
+
+
+def test_output_and_archive_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EPLB_MAX_OUTPUT_BYTES", raising=False)
+    monkeypatch.delenv("EPLB_MAX_INPUT_BYTES", raising=False)
+    limits.check_output("o.csv", 1 << 20, 10)
+    limits.check_output("o.csv", 16 << 20, 1 << 20)
+    with pytest.raises(EplbError, match=r"o\.csv: would be at least 16\.0 MiB of text from 10 bytes of input"):
+        limits.check_output("o.csv", 16 << 20, 10)
+    monkeypatch.setenv("EPLB_MAX_OUTPUT_BYTES", "32M")
+    limits.check_output("o.csv", 16 << 20, 10)
+    assert limits.archive_limit(10) == 1 << 20
+    assert limits.archive_limit(1 << 30) == 4 << 30
+    monkeypatch.setenv("EPLB_MAX_INPUT_BYTES", "5")
+    assert limits.archive_limit(1 << 30) == 5

@@ -195,3 +195,22 @@ def test_intervals_serve_the_same_windows_and_report_progress():
     assert {r.summary["served_windows"] for r in results} == {tr.windows - 2}
     total = sum(len(r.rebalances) for r in results)
     assert calls == [(i, total) for i in range(1, total + 1)]
+@pytest.mark.parametrize("text", ["1e308MiB", "9223372036854775808", "1e19"])
+def test_parse_bytes_rejects_sizes_no_expert_has(text):
+    with pytest.raises(EplbError, match=r"more than 2\*\*63 bytes"):
+        parse_bytes(text)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1025, 10**11])
+def test_threads_out_of_range(threads):
+    tr = read_trace(SMALL)
+    with pytest.raises(EplbError, match=f"threads={threads}: must be between 1 and 1024"):
+        replay(tr, resolve(tr.experts, 4), every=1, forecast=parse_forecast("last"), threads=threads)
+
+
+def test_progress_counts_every_rebalance():
+    tr = read_trace(SMALL)
+    calls: list[tuple[int, int]] = []
+    res = replay(tr, resolve(tr.experts, 4), every=2, forecast=parse_forecast("last"), strategy="deepseek",
+                 progress=lambda done, total: calls.append((done, total)))
+    assert len(res.rebalances) == 2 and calls == [(1, 2), (2, 2)]

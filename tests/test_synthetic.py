@@ -95,3 +95,12 @@ def test_shipped_traces_match_the_generator(name: str, spec: dict) -> None:
     t = read_trace(str(ROOT / "traces" / name))
     assert torch.equal(t.load, generate(**spec).load)
     assert t.meta == {"model": "synthetic", "seed": spec["seed"], "groups": spec["groups"]}
+
+
+@pytest.mark.parametrize("seed", [-1, -(2**63), 2**64 - 1, 2**64, 10**30, -(10**30)])
+def test_any_integer_is_a_seed(seed: int) -> None:
+    """Seeds torch cannot take are reduced modulo 2**64 (deterministically), never an overflow error."""
+    t = generate(2, 4, 2, seed, tokens=100)
+    assert torch.equal(generate(2, 4, 2, seed, tokens=100).load, t.load)
+    if seed >= 2**64:
+        assert torch.equal(generate(2, 4, 2, seed % 2**64, tokens=100).load, t.load)

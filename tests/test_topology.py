@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from eplb_cli.errors import EplbError
@@ -72,3 +74,30 @@ def test_suggestions_name_values_a_user_can_set():
         resolve(256, 32, 4, groups=2, policy="hierarchical")
     assert str(err.value).endswith("use policy=global, or nodes=1 or 2")
     assert "groups=" not in str(err.value)
+@pytest.mark.parametrize("key, value, needle", [
+    ("gpus", True, "metadata gpus is True; it must be a whole number"),
+    ("gpus", 2.5, "metadata gpus is 2.5"),
+    ("gpus", float("inf"), "metadata gpus is inf"),
+    ("gpus", "32", "metadata gpus is '32'"),
+    ("nodes", -1, "metadata nodes is -1; it must be >= 1"),
+    ("slots", None, "metadata slots is None"),
+    ("policy", 3, "metadata policy is 3"),
+    ("excluded_gpus", "3", "metadata excluded_gpus is '3'"),
+    ("excluded_gpus", [1.5], "metadata excluded_gpus is 1.5"),
+])
+def test_from_dict_is_strict_about_numbers(key: str, value: object, needle: str) -> None:
+    """A damaged file is named, never truncated or coerced: no int(2.5), int("32"), int(True) or int(inf)."""
+    good = resolve(256, 32).as_dict()
+    with pytest.raises(EplbError, match=re.escape(f"x.json: {needle}")):
+        Topology.from_dict(good | {key: value}, source="x.json")
+
+
+def test_too_many_experts_is_not_blamed_on_slots() -> None:
+    with pytest.raises(EplbError, match=r"^40,000 experts: more than the 32,768 slots eplb plans for"):
+        resolve(40_000, 8)
+    with pytest.raises(EplbError, match=r"^32,760 experts plus one redundant slot per GPU make 32,784 slots.*"
+                                        r"pass redundant=0"):
+        resolve(32_760, 16)
+    assert resolve(32_760, 8, redundant=0).slots == 32_760
+    with pytest.raises(EplbError, match=r"^40,000 slots: more than the 32768 eplb plans for; check slots"):
+        resolve(16, 8, slots=40_000)

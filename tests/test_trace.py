@@ -99,3 +99,13 @@ def test_every_command_with_warnings_has_strict_and_quiet() -> None:
     for func in warning:
         params = inspect.signature(func).parameters
         assert "strict" in params and "quiet" in params, func.__name__
+
+
+@pytest.mark.parametrize("value", [1.7e308, 2.0**63, 1e30])
+def test_loads_beyond_int64_counts_are_refused(value: float) -> None:
+    """Finite but huge: sums of such loads overflow to inf in the planner, so they are refused up front."""
+    from eplb_cli.trace import Trace
+
+    with pytest.raises(EplbError, match=r"^t: load holds .* at or beyond 2\*\*63"):
+        Trace(torch.tensor([[value, 1.0]], dtype=torch.float64), "t")
+    Trace(torch.tensor([[2.0**62, 1.0]], dtype=torch.float64), "t")

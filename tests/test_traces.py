@@ -551,3 +551,73 @@ def test_real_traces(
     if zero_layers:
         assert bool(t.zero_layers()[:zero_layers].all())
     assert t.load.dtype == torch.float64 and bool((t.total().sum(-1)[zero_layers:] > 0).all())
+
+
+EXTREME = st.sampled_from([0.0, 5e-324, 1e-300, 0.1, 1 / 3, 2.0**53 + 2, 1e18, 2.0**63 - 1024, 123456789.125])
+
+
+@pytest.mark.parametrize("fmt", WRITE_FORMATS)
+@settings(max_examples=20, deadline=None)
+@given(values=st.lists(EXTREME, min_size=6, max_size=6), groups=st.sampled_from([None, 1, 3]))
+def test_extreme_values_and_meta_round_trip(fmt: str, values: list[float], groups: int | None,
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Denormals, values past 2**53 and up to just below the 2**63 cap: every writer's file reads back exactly."""
+    load = torch.tensor(values, dtype=torch.float64).reshape(1, 2, 3)
+    path = tmp_path_factory.mktemp(fmt) / f"t{EXTENSION[fmt]}"
+    write_trace(Trace(load, meta={"groups": groups} if groups else {}), str(path), fmt)
+    back = read_trace(str(path))
+    assert torch.equal(back.load, load)
+    if fmt == "safetensors" and groups:
+        assert back.groups == groups
+
+
+@pytest.mark.parametrize("dtype, numpy_type", [("U16", "<u2"), ("U32", "<u4"), ("U64", "<u8")])
+def test_unsigned_safetensors_are_read(dtype: str, numpy_type: str, tmp_path: Path) -> None:
+    """Unsigned counts are plausible exports (torch has no reductions for them): read as exact integers."""
+    import numpy as np
+
+    counts = np.array([[0, 7, 65535], [1, 2, 3]], dtype=numpy_type)
+    header = json.dumps({"load": {"dtype": dtype, "shape": [2, 3], "data_offsets": [0, counts.nbytes]}}).encode()
+    path = tmp_path / "u.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + counts.tobytes())
+    assert read_trace(str(path)).load[0].tolist() == [[0, 7, 65535], [1, 2, 3]]
+
+
+def test_csv_columns_given_twice_are_refused(tmp_path: Path) -> None:
+    """pandas would rename the second 'load' to 'load.1' and read the first silently."""
+    for header in ("layer,expert,load,load", "layer,expert,Load,load ", "layer,e0,e0", "window,layer,expert,load,window"):
+        path = tmp_path / "t.csv"
+        path.write_text(header + "\n" + ",".join(["1"] * len(header.split(","))) + "\n")
+        expect_error(path, match="twice")
+
+
+def test_csv_ids_beyond_float_precision_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    for big in (2**53, 2**63, 2**64):
+        path.write_text(f"layer,expert,load\n0,{big},1\n")
+        expect_error(path, match=f"line 2: expert '{big}' is not an id eplb can hold")
+
+
+def test_wide_csv_reads_all_columns_at_once_like_one_by_one(tmp_path: Path) -> None:
+    """The block conversion of expert columns equals the column-by-column reading, including the error cell."""
+    load = torch.arange(3 * 40, dtype=torch.float64).reshape(1, 3, 40)
+    path = tmp_path / "w.csv"
+    write_trace(Trace(load), str(path), "csv-wide")
+    assert torch.equal(read_trace(str(path)).load, load)
+    text = path.read_text().splitlines()
+    cells = text[2].split(",")
+    cells[17] = "oops"
+    path.write_text("\n".join([*text[:2], ",".join(cells)]) + "\n")
+    expect_error(path, match="line 3: e16 'oops' is not a finite, non-negative number")
+
+
+def test_layer_ids_in_safetensors_metadata(tmp_path: Path) -> None:
+    from eplb_cli.formats.safetensors_file import encode
+
+    path = tmp_path / "t.safetensors"
+    path.write_bytes(encode({"load": torch.ones(1, 3, 2)}, {"layer_ids": "[3, 4, 9]"}))
+    assert read_trace(str(path)).meta["layer_ids"] == [3, 4, 9]
+    for ids, needle in (("[3, 4]", "lists 2 ids for 3 layers"), ("[4, 3, 9]", "must increase"),
+                        ("three", "not a JSON list")):
+        path.write_bytes(encode({"load": torch.ones(1, 3, 2)}, {"layer_ids": ids}))
+        expect_error(path, match=needle)

@@ -8,8 +8,12 @@ covers both, and a trace never silently becomes a placement or back.
 
 from __future__ import annotations
 
-from ..errors import EplbError
+from pathlib import Path
+
+from ..errors import EplbError, shorten
+from ..trace import Trace
 from .atomic import check_writable
+from .limits import check_memory, check_output
 from .placement_io import launch_settings, read_placement_source, save_placement, writer_for
 from .registry import detect_placement, trace_format, trace_writer_for
 from .source import STDIN, Source
@@ -17,6 +21,28 @@ from .trace_io import read_trace_source, write_trace
 
 CARRIED_META = ("strategy", "source", "layer_ids", "all_layers")
 """Placement metadata worth keeping across formats (the writers that can hold it do)."""
+TEXT_BYTES_PER_CELL = {"csv": 6, "csv-wide": 2, "sglang": 2, "vllm": 2}
+"""Fewest bytes each text trace format spends on one load value (``l,e,v`` and a newline; ``v,``)."""
+TEXT_MEMORY_PER_CELL = 120
+"""Peak bytes per load value while a text writer builds its output (Python numbers and strings)."""
+
+
+def check_text_output(trace: Trace, fmt: str, dst: str, source: Source) -> None:
+    """Refuse a text output far larger than its input (a sparse CSV made dense), before writing any of it."""
+    per_cell = TEXT_BYTES_PER_CELL.get(fmt)
+    if per_cell is None:
+        return
+    cells = trace.load.numel()
+    name = "standard output" if dst == STDIN else shorten(dst)
+    check_output(name, cells * per_cell, _input_bytes(source))
+    check_memory(name, cells * TEXT_MEMORY_PER_CELL, "to write as text", "write .safetensors instead")
+
+
+def _input_bytes(source: Source) -> int:
+    """Bytes of the input: the file, the stream, or the files of a dump folder."""
+    if source.is_folder:
+        return sum(p.stat().st_size for p in Path(source.path).iterdir() if p.is_file())
+    return source.size()
 
 
 def convert(src: str, dst: str, *, fmt: str | None = None, input_format: str | None = None, force: bool = False,
@@ -30,11 +56,12 @@ def convert(src: str, dst: str, *, fmt: str | None = None, input_format: str | N
     for ``--json``, with the engine's launch settings (``engine``).
     """
     if str(dst) != STDIN:
-        check_writable(dst, force)
+        check_writable(dst, force, reads=(src,))
     source = Source(str(src), "file")
     if detect_placement(source) is None:
         trace_writer = trace_format(fmt, "fmt", writing=True) if fmt else trace_writer_for(str(dst))
         trace = read_trace_source(source, trace_format(input_format) if input_format else None)
+        check_text_output(trace, trace_writer.name, str(dst), source)
         write_trace(trace, dst, trace_writer.name, force=force)
         return {
             "kind": "trace", "input": str(src), "output": str(dst), "format": trace_writer.name,

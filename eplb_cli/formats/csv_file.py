@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import EplbError
+from ..errors import EplbError, listing, quote
 from ..placement import Placement
+from ..topology import MAX_SLOTS
 from ..trace import Trace
 from .arrays import as_trace
 from .base import PlacementFormat, TraceFormat, csv_columns
 from .jsonio import EXACT_INT
 from .limits import check_cells
+from .maps import int_table
 from .source import Source, first_line
 
 if TYPE_CHECKING:
@@ -45,8 +47,41 @@ _EXPERT_COLUMN = re.compile(r"^(?:e|expert[_ ]?)?(\d+)$", re.IGNORECASE)
 # ---------------------------------------------------------------- traces
 
 
+MAX_COLUMNS = MAX_SLOTS + 2
+"""Widest CSV eplb parses: one column per expert (no model has more experts than eplb has slots) plus two."""
+MAX_ID = 1 << 53
+"""Largest layer, expert or window id: ids are read as float64, which holds every integer below this exactly."""
+
+
+def _header(data: bytes, source: str) -> list[str]:
+    """The column names of the first line, lower-cased and trimmed, checked before pandas parses anything.
+
+    A header with 200,000 columns takes pandas minutes to parse; it is refused
+    here in microseconds. A name given twice is refused too (pandas would
+    rename the second ``load.1`` and the file would be read wrongly).
+    """
+    line = data.lstrip(b"\r\n").split(b"\n", 1)[0]
+    if line.count(b",") >= MAX_COLUMNS:
+        raise EplbError(f"{source}: CSV header has {line.count(b',') + 1:,} columns; eplb reads at most "
+                        f"{MAX_COLUMNS:,} (one per expert, up to the {MAX_SLOTS:,} slots it plans for, plus layer and "
+                        "window); check the file")
+    try:
+        names = next(csv.reader([line.decode("utf-8-sig").rstrip("\r")]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return []  # pandas names the problem
+    columns = [c.strip().lower() for c in names]
+    seen: dict[str, int] = {}
+    for k, name in enumerate(columns):
+        if name in seen and name:
+            raise EplbError(f"{source}: CSV header gives column {quote(name)} twice (columns {seen[name] + 1} and "
+                            f"{k + 1}); keep one")
+        seen[name] = k
+    return columns
+
+
 def _load_csv_frame(data: bytes, source: str) -> tuple[pd.DataFrame, list[int]]:
     """Parse CSV bytes (numbers natively, text kept for messages); return the frame and row line numbers."""
+    _header(data, source)
     import pandas as pd
 
     try:
@@ -64,7 +99,7 @@ def _load_csv_frame(data: bytes, source: str) -> tuple[pd.DataFrame, list[int]]:
     if len(df) == 0:
         raise EplbError(f"{source}: CSV has a header but no rows; give at least one load row")
     if len(set(df.columns)) != len(df.columns):
-        raise EplbError(f"{source}: CSV header repeats a column ({', '.join(df.columns)}); give each column once")
+        raise EplbError(f"{source}: CSV header repeats a column ({listing(df.columns)}); give each column once")
     return df, lines
 
 
@@ -78,37 +113,57 @@ def _window_column(df: pd.DataFrame, source: str) -> str | None:
 
 def _numbers(df: pd.DataFrame, col: str, lines: list[int], source: str, *, ids: bool) -> torch.Tensor:
     """Column ``col`` as float64, rejecting blanks, text, NaN, inf, negatives (and fractions for ids)."""
+    return _number_block(df, [col], lines, source, ids=ids)[:, 0]
+
+
+def _number_block(df: pd.DataFrame, cols: list[str], lines: list[int], source: str, *, ids: bool) -> torch.Tensor:
+    """Columns ``cols`` as float64 [rows, len(cols)], checked like :func:`_numbers`, converted in one step.
+
+    Numeric columns (the usual case) are converted together; only columns
+    pandas could not read as numbers are coerced one by one.
+    """
+    import numpy as np
     import pandas as pd
 
-    column = df[col]
-    if pd.api.types.is_bool_dtype(column):
-        values = pd.Series(float("nan"), index=column.index)
-    elif pd.api.types.is_numeric_dtype(column):
-        values = column
-    else:
-        values = pd.to_numeric(column, errors="coerce")
-    tensor = torch.from_numpy(values.to_numpy(dtype="float64", na_value=float("nan")).copy())
+    out = np.empty((len(df), len(cols)), dtype="float64")
+    dtypes = df.dtypes[cols].tolist()
+    numeric = [k for k, d in enumerate(dtypes) if pd.api.types.is_numeric_dtype(d) and not pd.api.types.is_bool_dtype(d)]
+    if numeric:
+        out[:, numeric] = df[[cols[k] for k in numeric]].to_numpy(dtype="float64", na_value=float("nan"))
+    for k, dtype in enumerate(dtypes):
+        if k in numeric:
+            continue
+        if pd.api.types.is_bool_dtype(dtype):
+            out[:, k] = float("nan")
+        else:
+            coerced = pd.to_numeric(df[cols[k]], errors="coerce")
+            out[:, k] = coerced.to_numpy(dtype="float64", na_value=float("nan"))
+    tensor = torch.from_numpy(out)
     bad = ~torch.isfinite(tensor) | (tensor < 0)
     if ids:
-        bad |= tensor != tensor.floor()
+        bad |= (tensor != tensor.floor()) | (tensor >= MAX_ID)
     if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        need = "a non-negative integer id" if ids else "a finite, non-negative number"
-        raise EplbError(f"{source}: line {lines[i]}: {col} {_cell_text(column.iloc[i])} is not {need}; fix that row")
+        i, k = (int(v) for v in bad.nonzero()[0])
+        col, value = cols[k], float(tensor[i, k])
+        if ids and value >= MAX_ID and value == value and value != float("inf"):
+            need = "an id eplb can hold (ids are below 2**53; one this large is surely a typo)"
+        else:
+            need = "a non-negative integer id" if ids else "a finite, non-negative number"
+        raise EplbError(f"{source}: line {lines[i]}: {col} {_cell_text(df[col].iloc[i])} is not {need}; fix that row")
     return tensor
 
 
 def _cell_text(value: Any) -> str:
-    """A CSV cell as the user typed it, near enough for an error message."""
+    """A CSV cell as the user typed it, near enough for an error message (cut: a cell may be megabytes)."""
     import pandas as pd
 
     if isinstance(value, str):
-        return repr(value.strip())
+        return quote(value.strip())
     if pd.isna(value):
         return "(empty or NaN)"
     if isinstance(value, float) and value.is_integer():
-        return repr(str(int(value)))
-    return repr(str(value))
+        return quote(str(int(value)))
+    return quote(str(value))
 
 
 def _ids(values: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -134,7 +189,7 @@ def read_long(src: Source) -> Trace:
     missing = [c for c in ("layer", "expert", "load") if c not in df.columns]
     if missing:
         raise EplbError(
-            f"{source}: CSV lacks column {', '.join(missing)} (found: {', '.join(df.columns)}); "
+            f"{source}: CSV lacks column {', '.join(missing)} (found: {listing(df.columns)}); "
             "long CSV needs layer,expert,load and optionally window"
         )
     wcol = _window_column(df, source)
@@ -142,7 +197,7 @@ def read_long(src: Source) -> Trace:
     l_idx, layers = _ids(_numbers(df, "layer", lines, source, ids=True))
     e_idx, experts = _ids(_numbers(df, "expert", lines, source, ids=True))
     load = _numbers(df, "load", lines, source, ids=False)
-    check_cells(windows * layers * experts, source)
+    check_cells(windows * layers * experts, source, len(df))
     flat = (w_idx * layers + l_idx) * experts + e_idx
     _reject_duplicates(flat, lines, source, "(window, layer, expert)" if wcol else "(layer, expert)")
     out = torch.zeros(windows * layers * experts, dtype=torch.float64)
@@ -170,7 +225,7 @@ def read_wide(src: Source) -> Trace:
     df, lines = _load_csv_frame(src.data(), source)
     if "layer" not in df.columns:
         raise EplbError(
-            f"{source}: CSV lacks column layer (found: {', '.join(df.columns)}); "
+            f"{source}: CSV lacks column layer (found: {listing(df.columns)}); "
             "wide CSV needs layer then one column per expert (e0,e1,...)"
         )
     wcol = _window_column(df, source)
@@ -181,22 +236,24 @@ def read_wide(src: Source) -> Trace:
         match = _EXPERT_COLUMN.match(col)
         if match is None:
             raise EplbError(
-                f"{source}: column {col!r} is not an expert column; name expert columns 0,1,... or e0,e1,..."
+                f"{source}: column {quote(col)} is not an expert column; name expert columns 0,1,... or e0,e1,..."
             )
         eid = int(match.group(1))
         if eid in expert_cols:
-            raise EplbError(f"{source}: columns {expert_cols[eid]!r} and {col!r} both name expert {eid}; keep one")
+            raise EplbError(f"{source}: columns {quote(expert_cols[eid])} and {quote(col)} both name expert {eid}; "
+                            "keep one")
         expert_cols[eid] = col
     if not expert_cols:
         raise EplbError(f"{source}: CSV has no expert columns; add columns e0,e1,... with the loads")
     experts = max(expert_cols) + 1
+    check_cells(experts, source, len(expert_cols), "expert column names imply", "column")
     w_idx, windows = _window_ids(df, wcol, lines, source)
     l_idx, layers = _ids(_numbers(df, "layer", lines, source, ids=True))
-    check_cells(windows * layers * experts, source)
+    check_cells(windows * layers * experts, source, len(df) * len(expert_cols))
     _reject_duplicates(w_idx * layers + l_idx, lines, source, "(window, layer)" if wcol else "layer")
     rows = torch.zeros(len(df), experts, dtype=torch.float64)
-    for eid, col in expert_cols.items():
-        rows[:, eid] = _numbers(df, col, lines, source, ids=False)
+    ids = list(expert_cols)
+    rows[:, ids] = _number_block(df, [expert_cols[e] for e in ids], lines, source, ids=False)
     out = torch.zeros(windows * layers, experts, dtype=torch.float64)
     out[w_idx * layers + l_idx] = rows
     return as_trace(out.reshape(windows, layers, experts), source)
@@ -285,8 +342,11 @@ def read_placement(src: Source) -> tuple[torch.Tensor, dict]:
     head = [c.strip().lower() for c in rows[0]]
     missing = [c for c in ("layer", "slot", "expert") if c not in head]
     if missing:
-        raise EplbError(f"{source}: CSV header lacks {', '.join(missing)} (found: {', '.join(head)}); "
+        raise EplbError(f"{source}: CSV header lacks {', '.join(missing)} (found: {listing(head)}); "
                         f"expected {','.join(PLACEMENT_COLUMNS)}")
+    twice = [c for c in dict.fromkeys(head) if c and head.count(c) > 1]
+    if twice:
+        raise EplbError(f"{source}: CSV header gives column {quote(twice[0])} twice; keep one")
     if len(rows) < 2:
         raise EplbError(f"{source}: CSV has a header but no rows")
     cols = [c for c in PLACEMENT_COLUMNS if c in head]
@@ -297,6 +357,9 @@ def read_placement(src: Source) -> tuple[torch.Tensor, dict]:
             values.append([int(row[i].strip()) for i in idx])
         except (ValueError, IndexError):
             raise EplbError(f"{source}: line {n}: {','.join(cols)} must all be integers") from None
+        if any(abs(v) >= MAX_ID for v in values[-1]):
+            raise EplbError(f"{source}: line {n}: {','.join(cols)} holds a number beyond 2**53; "
+                            "ids and slots are far smaller, fix that row")
     table = torch.tensor(values, dtype=torch.int64)
     col = {c: table[:, k] for k, c in enumerate(cols)}
     if bool((col["layer"] < 0).any() | (col["slot"] < 0).any() | (col["expert"] < -1).any()):
@@ -311,7 +374,7 @@ def read_placement(src: Source) -> tuple[torch.Tensor, dict]:
         raise EplbError(f"{source}: a (layer, slot) pair appears twice; give every (layer, slot) once")
     phy2log = torch.empty(layers * slots, dtype=torch.int64)
     phy2log[cell] = col["expert"]
-    phy2log = phy2log.view(layers, slots)
+    phy2log = int_table(phy2log.view(layers, slots), source, "expert")
     meta: dict = {"layer_ids": ids.tolist()}
     if "gpu" in col:
         meta.update(_csv_topology(col, phy2log, slots, source))

@@ -1,9 +1,23 @@
-"""Memory checks the readers run before they parse a file, and the caps on what a file may ask for.
+"""Memory checks the readers run before they parse a file, and the caps on what a small file may ask for.
 
 A reader weighs what a file will need (its declared tensor size, or its size
 times a measured parse factor) against the memory this process can still
 allocate, and fails with one line before the work instead of running the
 machine out of memory.
+
+Three caps stop a small input from asking for far more than it holds; each
+refusal names the cap and the environment variable that lifts it:
+
+``EPLB_MAX_INPUT_BYTES`` (default 1 GiB)
+    bytes read from a stream (standard input, a pipe, ``<(...)``); for a
+    ``.pt`` archive, what its entries unpack to (default: 4 times the file,
+    at least 1 MiB, since torch.save stores them uncompressed).
+``EPLB_MAX_CELLS`` (default: 64 per value the input spells out, at least 2**20)
+    values that ids, column names, YAML aliases or shared pickle objects
+    expand to: a CSV row ``0,99999999,1`` would otherwise make a dense trace of
+    10**8 cells, and ten nested YAML aliases a billion list entries.
+``EPLB_MAX_OUTPUT_BYTES`` (default: 16 times the input, at least 1 MiB)
+    text ``convert`` writes: a sparse CSV becomes a dense table.
 """
 
 from __future__ import annotations
@@ -11,11 +25,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import EplbError, arg
+from ..errors import EplbError, arg, count_text
 
 GIB = float(1 << 30)
-MAX_CELLS = 1 << 28
-"""Largest W*L*E a reader will allocate: ids beyond this are surely a typo."""
+MAX_INPUT_BYTES = 1 << 30
+"""Default of ``EPLB_MAX_INPUT_BYTES``."""
+CELLS_PER_VALUE = 64
+MIN_CELLS = 1 << 20
+"""Default of ``EPLB_MAX_CELLS``: this many cells per value given, and never fewer than ``MIN_CELLS``."""
+OUTPUT_RATIO = 16
+MIN_OUTPUT = 1 << 20
+"""Default of ``EPLB_MAX_OUTPUT_BYTES``: this many times the input, and never less than ``MIN_OUTPUT``."""
 PARSE_FACTOR = {"json": 16, "csv": 14, "torch": 4, "yaml": 16}
 """Peak memory over file size when parsing each container (measured: JSON 16x, CSV 14x)."""
 
@@ -92,18 +112,77 @@ def check_memory(source: str, needed: int, doing: str = "to load", advice: str =
     avail = available_memory()
     if avail is None or needed <= avail:
         return
-    raise EplbError(f"{source}: needs about {_size(needed)} {doing} but only {_size(avail)} is available; {advice}")
+    raise EplbError(f"{source}: needs about {size_text(needed)} {doing} but only {size_text(avail)} is available; {advice}")
 
 
-def check_cells(cells: int, source: str) -> None:
-    """Refuse absurd dense shapes caused by a stray huge id."""
-    if cells > MAX_CELLS:
-        raise EplbError(f"{source}: ids imply {cells} load cells (too many); check the layer and expert ids")
+def env_limit(name: str) -> int | None:
+    """The value of environment variable ``name`` (bytes or a count; ``K``/``M``/``G`` suffixes), or None when unset."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(text[-1].lower(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit() or len(digits) > 20:
+        raise EplbError(f"environment variable {name}={text[:40]!r}: expected a whole number, e.g. 4G or 100000000")
+    return int(digits) * scale
 
 
-def _size(n: int) -> str:
-    """Bytes in GiB, MiB or KiB, one decimal."""
-    for unit, scale in (("GiB", GIB), ("MiB", float(1 << 20))):
+def max_input_bytes() -> int:
+    """Most bytes read from a stream or unpacked from an archive (``EPLB_MAX_INPUT_BYTES``)."""
+    value = env_limit("EPLB_MAX_INPUT_BYTES")
+    return MAX_INPUT_BYTES if value is None else value
+
+
+def archive_limit(size: int) -> int:
+    """Most bytes a ``size``-byte archive may unpack to: ``EPLB_MAX_INPUT_BYTES`` if set, else 4x, at least 1 MiB."""
+    value = env_limit("EPLB_MAX_INPUT_BYTES")
+    return max(4 * size, 1 << 20) if value is None else value
+
+
+def input_too_big(source: str, what: str, limit: int) -> EplbError:
+    """The refusal for input beyond ``EPLB_MAX_INPUT_BYTES``."""
+    return EplbError(f"{source}: {what}, more than the limit of {size_text(limit)} (EPLB_MAX_INPUT_BYTES); "
+                     "set EPLB_MAX_INPUT_BYTES higher to allow it")
+
+
+def cells_limit(given: int) -> int:
+    """Most values an input that spells out ``given`` values (rows, list entries, bytes) may expand to."""
+    value = env_limit("EPLB_MAX_CELLS")
+    return max(given * CELLS_PER_VALUE, MIN_CELLS) if value is None else value
+
+
+def check_cells(cells: int, source: str, given: int, what: str = "ids imply", per: str = "row",
+                unit: str = "load cells", fix: str = "check the ids") -> None:
+    """Refuse when a small input expands to ``cells`` values.
+
+    ``what`` says how ("ids imply"), ``per`` what ``given`` counts ("row"),
+    ``unit`` what is counted and ``fix`` what the user should look at.
+    """
+    limit = cells_limit(given)
+    if cells <= limit:
+        return
+    rule = "EPLB_MAX_CELLS" if env_limit("EPLB_MAX_CELLS") is not None else f"{CELLS_PER_VALUE} per {per}, at least 2**20"
+    plural = "" if given == 1 else "s"
+    raise EplbError(f"{source}: {what} {count_text(cells)} {unit} from {given:,} {per}{plural}: too many (limit {limit:,}: "
+                    f"{rule}); {fix}, or raise EPLB_MAX_CELLS")
+
+
+def check_output(output: str, estimate: int, given: int) -> None:
+    """Refuse a text output of about ``estimate`` bytes made from ``given`` bytes of input, beyond the cap."""
+    value = env_limit("EPLB_MAX_OUTPUT_BYTES")
+    limit = max(given * OUTPUT_RATIO, MIN_OUTPUT) if value is None else value
+    if estimate <= limit:
+        return
+    rule = "EPLB_MAX_OUTPUT_BYTES" if value is not None else f"{OUTPUT_RATIO} times the input, at least {size_text(MIN_OUTPUT)}"
+    raise EplbError(f"{output}: would be at least {size_text(estimate)} of text from {size_text(given)} of input, more than "
+                    f"the limit of {size_text(limit)} ({rule}); write .safetensors instead, or set "
+                    "EPLB_MAX_OUTPUT_BYTES higher to allow it")
+
+
+def size_text(n: int) -> str:
+    """Bytes in GiB, MiB or KiB, one decimal (plain bytes below 1 KiB)."""
+    for unit, scale in (("GiB", GIB), ("MiB", float(1 << 20)), ("KiB", 1024.0)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
-    return f"{n / 1024:.1f} KiB"
+    return f"{n} bytes"
+

@@ -15,10 +15,11 @@ import torch
 
 from ..errors import EplbError, arg
 from ..placement import Placement
-from ..topology import Topology
+from ..topology import Topology, meta_count
 from .atomic import check_writable, write_bytes_atomic
 from .base import PlacementFormat
 from .launch import fits_line
+from .maps import check_layer_ids
 from .registry import (
     PLACEMENT_FORMATS,
     detect_placement,
@@ -88,10 +89,15 @@ def read_placement_source(src: Source, *, input_format: str | None = None, defau
                         f"pass {arg('gpus')}")
     if not known:
         info.update(gpus=1, nodes=1)
-    if int(info["slots"]) != phy2log.shape[1]:
+    if meta_count(info, "slots", src.name) != phy2log.shape[1]:
         raise EplbError(f"{src.name}: metadata says {info['slots']} slots but phy2log has {phy2log.shape[1]}")
     topo = Topology.from_dict(info, source=src.name)
     ids = meta.get("layer_ids")
+    if ids is not None:
+        ids = meta["layer_ids"] = check_layer_ids(ids, src.name)
+        if len(ids) != phy2log.shape[0]:
+            raise EplbError(f"{src.name}: metadata layer_ids lists {len(ids)} ids for {phy2log.shape[0]} layers; "
+                            "re-export the file")
     placement = Placement(phy2log, topo, tuple(ids) if ids is not None else None).validate(source=src.name)
     stored = meta.get("_logcnt")
     if stored is not None and (stored.shape != placement.logcnt.shape

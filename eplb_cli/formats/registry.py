@@ -7,7 +7,7 @@ each list it has formats for.
 
 from __future__ import annotations
 
-from ..errors import EplbError, arg
+from ..errors import EplbError, arg, listing
 from . import catalog, csv_file, safetensors_file, sglang, trtllm, vllm, vllm_ascend
 from .base import PlacementFormat, TraceFormat, container_of, csv_header_line, is_text
 from .jsonio import keys_found
@@ -126,7 +126,7 @@ def _no_trace_format(src: Source, container: str) -> EplbError:
         line = csv_header_line(src.head())
         if not line or not is_text(src.head()):
             return EplbError(f"{src.name}: not a UTF-8 CSV file; save it as UTF-8 text")
-        columns = ", ".join(c.strip().strip('"').lower() for c in line.split(","))
+        columns = listing(c.strip().strip('"').lower() for c in line.split(","))
         return EplbError(
             f"{src.name}: CSV header has no 'layer' column (found: {columns}); use {' or '.join(hints)}"
         )

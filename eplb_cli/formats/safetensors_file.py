@@ -33,12 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import EplbError
+from ..errors import EplbError, listing, quote
 from ..placement import Placement
 from ..trace import Trace, check_values, parse_window_range
 from .base import PlacementFormat, TraceFormat
+from .jsonio import DuplicateKey, unique_pairs
 from .limits import check_memory
-from .maps import int_table
+from .maps import check_layer_ids, int_table
 from .source import Source
 
 MAX_HEADER = 100_000_000
@@ -104,8 +105,13 @@ def read_header(fh: io.BufferedIOBase, source: str) -> tuple[dict[str, TensorInf
     if len(raw) < size:
         raise EplbError(f"{source}: truncated safetensors file (header says {size} bytes); re-export it")
     try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        header = json.loads(raw, object_pairs_hook=unique_pairs)
+    except DuplicateKey as exc:
+        raise EplbError(f"{source}: safetensors header names {quote(exc.key)} twice; the file is corrupt, "
+                        "re-export it") from None
+    except RecursionError:
+        raise EplbError(f"{source}: not a safetensors file (header nested too deeply); check the file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise EplbError(
             f"{source}: not a safetensors file (unreadable header); check the file and its format"
         ) from None
@@ -121,17 +127,17 @@ def read_header(fh: io.BufferedIOBase, source: str) -> tuple[dict[str, TensorInf
 
 def _tensor_info(name: str, entry: object, start: int, source: str) -> TensorInfo:
     """Check one header entry: known dtype, non-negative shape, offsets that match the shape."""
-    bad = f"{source}: safetensors header entry {name!r}"
+    bad = f"{source}: safetensors header entry {quote(name)}"
     if not isinstance(entry, dict):
         raise EplbError(f"{bad} is not an object; re-export the file")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
-        raise EplbError(f"{bad} has dtype {dtype!r}, which eplb cannot read; save it as F32, F64 or an integer type")
-    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise EplbError(f"{bad} has shape {shape!r}; a shape is a list of non-negative integers")
+        raise EplbError(f"{bad} has dtype {quote(dtype)}, which eplb cannot read; save it as F32, F64 or an integer type")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(_is_count(d) for d in shape):
+        raise EplbError(f"{bad} has shape {quote(shape)}; a shape is a short list of non-negative integers")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
             and offsets[0] <= offsets[1]):
-        raise EplbError(f"{bad} has data_offsets {offsets!r}; expected [begin, end] with begin <= end")
+        raise EplbError(f"{bad} has data_offsets {quote(offsets)}; expected [begin, end] with begin <= end")
     declared = math.prod(shape) * _ITEMSIZE[dtype]
     if offsets[1] - offsets[0] != declared:
         raise EplbError(
@@ -154,7 +160,7 @@ def check_extent(tensors: dict[str, TensorInfo], file_size: int, source: str) ->
     for info in tensors.values():
         if info.end > file_size:
             raise EplbError(
-                f"{source}: truncated safetensors file ({info.name!r} needs bytes up to {info.end}, "
+                f"{source}: truncated safetensors file ({quote(info.name)} needs bytes up to {info.end}, "
                 f"the file has {file_size}); re-export it"
             )
     spans = sorted((info.begin, info.end) for info in tensors.values())
@@ -180,14 +186,28 @@ def read_rows(fh: io.BufferedIOBase, info: TensorInfo, row0: int, row1: int, sou
     buf = bytearray(count * info.itemsize)
     got = fh.readinto(buf)
     if got != len(buf):
-        raise EplbError(f"{source}: truncated safetensors file (data of {info.name!r} ends early); re-export it")
+        raise EplbError(f"{source}: truncated safetensors file (data of {quote(info.name)} ends early); re-export it")
     shape = (row1 - row0, *info.shape[1:])
     if info.dtype == "BF16":
         bits = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
         return torch.from_numpy(bits.view(np.float32)).reshape(shape)
     array = np.frombuffer(buf, dtype=_NUMPY_DTYPES[info.dtype])
+    if info.dtype in _WIDE_UNSIGNED:
+        return _unsigned_as_int64(array, info, source).reshape(shape)
     native = array.dtype.newbyteorder("=")
     return torch.from_numpy(array.astype(native, copy=False)).reshape(shape)
+
+
+_WIDE_UNSIGNED = ("U16", "U32", "U64")
+"""Unsigned types torch barely supports (no min, max or sum on CPU): read as int64, which holds their values."""
+
+
+def _unsigned_as_int64(array: np.ndarray, info: TensorInfo, source: str) -> torch.Tensor:
+    """U16/U32/U64 values as int64; a U64 value beyond int64 is an error naming the tensor."""
+    if info.dtype == "U64" and array.size and int(array.max()) >= 1 << 63:
+        raise EplbError(f"{source}: {quote(info.name)} holds the unsigned value {int(array.max())}, beyond the int64 "
+                        "range eplb computes in; token counts and expert ids are far smaller, check the export")
+    return torch.from_numpy(array.astype(np.int64))
 
 
 def read_tensor(fh: io.BufferedIOBase, info: TensorInfo, source: str) -> torch.Tensor:
@@ -253,7 +273,7 @@ def read_trace(src: Source, window: int | None = None, windows: str | None = Non
 def _read_trace_stream(fh: io.BufferedIOBase, size: int, source: str, window: int | None, windows: str | None) -> Trace:
     tensors, strings = read_header(fh, source)
     if "load" not in tensors:
-        names = ", ".join(sorted(tensors)) or "none"
+        names = listing(sorted(tensors)) or "none"
         raise EplbError(f"{source}: no tensor named 'load' (found: {names}); save the trace under the name 'load'")
     info = tensors["load"]
     meta = _trace_meta(strings, source)
@@ -270,6 +290,9 @@ def _read_trace_stream(fh: io.BufferedIOBase, size: int, source: str, window: in
     if len(info.shape) == 2:
         info = dataclasses.replace(info, shape=(1, *info.shape))
     steps, layers, experts = info.shape
+    if len(meta.get("layer_ids", [None] * layers)) != layers:
+        raise EplbError(f"{source}: metadata layer_ids lists {len(meta['layer_ids'])} ids for {layers} layers; "
+                        "fix or remove it")
     if experts % meta.get("groups", 1):
         raise EplbError(
             f"{source}: metadata groups={meta['groups']} does not divide the {experts} experts; fix or remove it"
@@ -301,9 +324,16 @@ def _trace_meta(meta: dict[str, str], source: str) -> dict:
             try:
                 out[key] = int(out[key])
             except (TypeError, ValueError):
-                raise EplbError(f"{source}: metadata {key}={out[key]!r} is not an integer; fix or remove it") from None
+                raise EplbError(f"{source}: metadata {key}={quote(out[key])} is not an integer; fix or remove it") from None
     if "groups" in out and out["groups"] < 1:
         raise EplbError(f"{source}: metadata groups={out['groups']} must be >= 1; fix or remove it")
+    if "layer_ids" in out:
+        try:
+            ids = json.loads(out["layer_ids"], object_pairs_hook=unique_pairs)
+        except (json.JSONDecodeError, RecursionError, DuplicateKey):
+            raise EplbError(f"{source}: metadata layer_ids={quote(out['layer_ids'])} is not a JSON list of layer ids; "
+                            "fix or remove it") from None
+        out["layer_ids"] = check_layer_ids(ids, source, "metadata layer_ids")
     return out
 
 
@@ -337,14 +367,17 @@ def read_placement(src: Source) -> tuple[torch.Tensor, dict]:
     with src.open() as fh:
         tensors, strings = read_header(fh, src.name)
         if "phy2log" not in tensors:
-            found = ", ".join(sorted(tensors)) or "none"
+            found = listing(sorted(tensors)) or "none"
             raise EplbError(f"{src.name}: no 'phy2log' tensor (found: {found}); is this a placement written by eplb?")
         check_extent(tensors, src.size(), src.name)
         values = {name: read_tensor(fh, info, src.name) for name, info in tensors.items() if name in ("phy2log", "logcnt")}
-    try:
-        meta = {k: json.loads(v) for k, v in strings.items()}
-    except (json.JSONDecodeError, TypeError, AttributeError, RecursionError):
-        raise EplbError(f"{src.name}: placement metadata is not valid JSON") from None
+    meta = {}
+    for key, value in strings.items():
+        try:
+            meta[key] = json.loads(value, object_pairs_hook=unique_pairs)
+        except (json.JSONDecodeError, TypeError, AttributeError, RecursionError, DuplicateKey):
+            raise EplbError(f"{src.name}: placement metadata {quote(key)} is not valid JSON "
+                            f"({quote(value)}); re-export the file") from None
     if "logcnt" in values:
         meta["_logcnt"] = values["logcnt"]
     return int_table(values["phy2log"], src.name, "phy2log"), meta

@@ -42,10 +42,10 @@ from typing import Any
 
 import torch
 
-from ..errors import EplbError
+from ..errors import EplbError, listing
 from ..placement import Placement
 from ..trace import Trace
-from .arrays import as_trace, list_tensor
+from .arrays import as_trace, list_tensor, why_not_array
 from .base import PlacementFormat, TraceFormat
 from .jsonio import json_bytes, nested_numbers
 from .launch import settings
@@ -63,7 +63,7 @@ _TOPOLOGY_KEYS = ("experts", "slots", "gpus", "nodes", "groups", "policy", "excl
 def _stat_trace(obj: Any, source: str) -> Trace:
     """``{"logical_count": [L, E] or [steps, L, E]}`` (parsed JSON or a .pt dict)."""
     if not isinstance(obj, dict) or "logical_count" not in obj:
-        found = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else type(obj).__name__
+        found = listing(list(obj)[:8]) if isinstance(obj, dict) else type(obj).__name__
         raise EplbError(f"{source}: no 'logical_count' key (found: {found}); give an SGLang expert-distribution dump")
     meta = {}
     if isinstance(obj.get("model"), str):
@@ -112,21 +112,16 @@ def is_per_pass_folder(src: Source) -> bool:
 def _per_pass_logical(dump: Any, name: str) -> list[tuple[int | None, torch.Tensor]]:
     """``(forward_pass_id, logical count [L, E])`` for every record of one dump."""
     if not isinstance(dump, dict) or "records" not in dump or "last_physical_to_logical_map" not in dump:
-        found = ", ".join(map(str, list(dump)[:8])) if isinstance(dump, dict) else type(dump).__name__
+        found = listing(list(dump)[:8]) if isinstance(dump, dict) else type(dump).__name__
         raise EplbError(
             f"{name}: not an SGLang per_pass dump "
             f"(needs 'records' and 'last_physical_to_logical_map', found: {found}); "
             "record with --expert-distribution-recorder-mode per_pass"
         )
-    try:
-        phy2log = torch.as_tensor(dump["last_physical_to_logical_map"]).to(torch.int64)
-    except (TypeError, ValueError, RuntimeError):
-        raise EplbError(f"{name}: last_physical_to_logical_map is not an integer array; re-dump it") from None
-    if phy2log.dim() != 2 or 0 in phy2log.shape or bool((phy2log < 0).any()):
-        raise EplbError(
-            f"{name}: last_physical_to_logical_map must be non-negative ints [layers, slots], "
-            f"got shape {tuple(phy2log.shape)}; re-dump it"
-        )
+    phy2log = int_table(dump["last_physical_to_logical_map"], name, "last_physical_to_logical_map")
+    if bool((phy2log < 0).any()):
+        raise EplbError(f"{name}: last_physical_to_logical_map holds -1; a dump's map has an expert in every slot, "
+                        "re-dump it")
     records = dump["records"]
     if not isinstance(records, list):
         raise EplbError(f"{name}: 'records' must be a list; re-dump it")
@@ -135,10 +130,11 @@ def _per_pass_logical(dump: Any, name: str) -> list[tuple[int | None, torch.Tens
     for i, rec in enumerate(records):
         if not isinstance(rec, dict) or "global_physical_count" not in rec:
             raise EplbError(f"{name}: records[{i}] has no 'global_physical_count'; re-dump it")
+        values = rec["global_physical_count"]
         try:
-            count = list_tensor(rec["global_physical_count"]).to(torch.float64)
-        except (TypeError, ValueError, RuntimeError):
-            raise EplbError(f"{name}: records[{i}].global_physical_count is not a numeric array; re-dump it") from None
+            count = list_tensor(values).to(torch.float64)
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            raise EplbError(f"{name}: {why_not_array(values, f'records[{i}].global_physical_count')}") from None
         if count.shape != phy2log.shape:
             raise EplbError(
                 f"{name}: records[{i}].global_physical_count has shape {tuple(count.shape)} but the map has "
@@ -146,7 +142,7 @@ def _per_pass_logical(dump: Any, name: str) -> list[tuple[int | None, torch.Tens
             )
         logical = torch.zeros(phy2log.shape[0], experts, dtype=torch.float64).scatter_add_(1, phy2log, count)
         fid = rec.get("forward_pass_id")
-        out.append((int(fid) if isinstance(fid, int) else None, logical))
+        out.append((fid if isinstance(fid, int) and not isinstance(fid, bool) else None, logical))
     return out
 
 
@@ -176,7 +172,7 @@ def _per_pass_trace(dumps: list[tuple[str, Any]], source: str) -> Trace:
 def _map(doc: object, source: str) -> tuple[torch.Tensor, dict]:
     """``{"physical_to_logical_map": ...}``; topology keys that older eplb files stored beside it are kept."""
     if not isinstance(doc, dict) or "physical_to_logical_map" not in doc:
-        found = ", ".join(map(str, list(doc)[:8])) if isinstance(doc, dict) else type(doc).__name__
+        found = listing(list(doc)[:8]) if isinstance(doc, dict) else type(doc).__name__
         raise EplbError(
             f"{source}: no 'physical_to_logical_map' (SGLang) or 'layer_list' (vLLM-Ascend) key "
             f"(found: {found or 'none'}); give a placement file"

@@ -26,11 +26,12 @@ layer index and raises KeyError for a missing one, and its ``setup`` requires
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import torch
 
-from ..errors import EplbError
+from ..errors import EplbError, quote
 from ..placement import Placement
 from ..trace import Trace
 from .arrays import as_trace
@@ -40,6 +41,7 @@ from .limits import check_cells
 from .maps import int_table, require_full
 from .safetensors_file import check_extent, read_header, read_rows
 from .source import Source
+from .trees import check_tree
 
 # ---------------------------------------------------------------- expert statistics (traces)
 
@@ -67,7 +69,7 @@ def read_statistics(src: Source) -> Trace:
                 match = re.fullmatch(r"(\d+)_(\d+)", key)
                 if match is None:
                     raise EplbError(
-                        f"{name}: key {key!r} is not '<iteration>_<layer>'; give TensorRT-LLM statistic files"
+                        f"{name}: key {quote(key)} is not '<iteration>_<layer>'; give TensorRT-LLM statistic files"
                     )
                 if info.shape != (experts,):
                     raise EplbError(
@@ -83,7 +85,7 @@ def read_statistics(src: Source) -> Trace:
         )
     iters = sorted({i for i, _ in cells})
     layer_ids = sorted({l for _, l in cells})
-    check_cells(len(iters) * len(layer_ids) * experts, source)
+    check_cells(len(iters) * len(layer_ids) * experts, source, len(cells) * experts)
     w_of = {it: k for k, it in enumerate(iters)}
     l_of = {ly: k for k, ly in enumerate(layer_ids)}
     load = torch.zeros(len(iters), len(layer_ids), experts, dtype=torch.float64)
@@ -113,24 +115,76 @@ def write_yaml(p: Placement, extra: dict, name: str) -> bytes:
 def _yaml_key(key: object, source: str) -> int:
     """A layer id key of initial_global_assignments (an int, or digits as text)."""
     if isinstance(key, bool) or not (isinstance(key, int) or (isinstance(key, str) and key.strip().isdigit())):
-        raise EplbError(f"{source}: initial_global_assignments key {key!r} is not a layer id (a non-negative integer)")
+        raise EplbError(f"{source}: initial_global_assignments key {quote(key)} is not a layer id "
+                        "(a non-negative integer)")
     value = int(key)
     if value < 0:
         raise EplbError(f"{source}: initial_global_assignments key {value} is not a layer id (a non-negative integer)")
     return value
 
 
+class _DuplicateYamlKey(Exception):
+    def __init__(self, key: object, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+_LOADER: type | None = None
+
+
+def _strict_loader() -> type:
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML was built with it
+
+        class StrictLoader(base):  # type: ignore[valid-type,misc]  # chosen at run time
+            def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+                seen: set = set()
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        if key in seen:
+                            raise _DuplicateYamlKey(key, key_node.start_mark.line + 1)
+                        seen.add(key)
+                    except TypeError:  # an unhashable key: the base class names it
+                        break
+                return super().construct_mapping(node, deep)
+
+        _LOADER = StrictLoader
+    return _LOADER
+
+
 def read_yaml(src: Source) -> tuple[torch.Tensor, dict]:
-    """TensorRT-LLM's YAML; layers in increasing id order, the ids kept in meta."""
+    """TensorRT-LLM's YAML; layers in increasing id order, the ids kept in meta.
+
+    Strict: a key given twice, an alias that expands far beyond the file
+    (billion laughs), nesting deeper than Python's stack, and ``true``/``false``
+    among the expert ids are errors that name the place.
+    """
     source = src.name
     try:
         import yaml
     except ImportError:
         raise EplbError(f"{source}: reading TensorRT-LLM YAML needs PyYAML: pip install pyyaml") from None
+    src.parse_cost("yaml")
+    data = src.data()
     try:
-        doc = yaml.safe_load(src.data())
+        doc = yaml.load(data, Loader=_strict_loader())  # a SafeLoader subclass: no tags run code
+    except _DuplicateYamlKey as exc:
+        raise EplbError(f"{source}: line {exc.line}: key {quote(exc.key)} appears twice in one mapping; "
+                        "keep one") from None
+    except RecursionError:
+        raise EplbError(f"{source}: YAML nested too deeply; a placement is a mapping of layer ids to lists") from None
     except yaml.YAMLError as exc:
+        if "nesting depth" in str(exc):  # libyaml's own limit, reached before Python's
+            raise EplbError(f"{source}: YAML nested too deeply; a placement is a mapping of layer ids to lists") from None
         raise EplbError(f"{source}: not valid YAML ({' '.join(str(exc).split())[:120]})") from None
+    check_tree(doc, source, len(data))
     if not isinstance(doc, dict):
         raise EplbError(f"{source}: expected a YAML mapping with num_slots and initial_global_assignments")
     assign = doc.get("initial_global_assignments")
@@ -141,10 +195,12 @@ def read_yaml(src: Source) -> tuple[torch.Tensor, dict]:
         )
     if not isinstance(assign, dict) or not assign:
         raise EplbError(f"{source}: initial_global_assignments must map layer ids to lists of expert ids")
-    keyed = sorted((_yaml_key(k, source), v) for k, v in assign.items())
+    keyed = sorted(((_yaml_key(k, source), v) for k, v in assign.items()), key=lambda kv: kv[0])
     ids = [k for k, _ in keyed]
     if len(set(ids)) != len(ids):
-        raise EplbError(f"{source}: initial_global_assignments repeats a layer id")
+        twice = next(k for k, n in pairwise(ids) if k == n)
+        raise EplbError(f"{source}: initial_global_assignments gives layer {twice} twice (as a number and as text?); "
+                        "keep one")
     width = None
     for layer, row in keyed:
         if not isinstance(row, list):
@@ -155,7 +211,7 @@ def read_yaml(src: Source) -> tuple[torch.Tensor, dict]:
     phy2log = int_table([row for _, row in keyed], source, "initial_global_assignments")
     slots = doc.get("num_slots", phy2log.shape[1])
     if isinstance(slots, bool) or not isinstance(slots, int) or slots != phy2log.shape[1]:
-        raise EplbError(f"{source}: num_slots is {slots!r} but each layer lists {phy2log.shape[1]} experts")
+        raise EplbError(f"{source}: num_slots is {quote(slots)} but each layer lists {phy2log.shape[1]} experts")
     return phy2log, {"slots": slots, "layer_ids": ids}
 
 

@@ -15,9 +15,11 @@ The entries are MoE layers, in order: ``AscendRoutedExperts.init_eplb``
 file holds exactly the MoE layers: a 61-entry file for DeepSeek-V3 (dense
 layers 0-2 included, as eplb wrote before it kept layer ids) gives every MoE
 layer the plan of the layer three below it and the MTP layer the plan of
-layer 58. ``layer_id`` carries the model id, for people and for eplb.
-Told apart from SGLang's JSON by its ``layer_list`` key on read; written with
-``--format vllm-ascend``.
+layer 58. ``layer_id`` carries the model id, for people and for eplb, so it
+must be a non-negative integer that increases with the entries, as the
+engine reads them; devices are read in ``device_id`` order. Told apart from
+SGLang's JSON by its ``layer_list`` key on read; written with ``--format
+vllm-ascend``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from itertools import pairwise
 
 import torch
 
-from ..errors import EplbError
+from ..errors import EplbError, quote
 from ..placement import Placement
 from .base import PlacementFormat
 from .jsonio import json_bytes
@@ -62,14 +64,14 @@ def _ascend_layer(layer: object, i: int, source: str) -> list:
     devices = layer["device_list"]
     count = layer.get("device_count", len(devices))
     if isinstance(count, bool) or not isinstance(count, int) or count != len(devices) or not devices:
-        raise EplbError(f"{where}: device_count is {count!r} but device_list has {len(devices)} devices")
+        raise EplbError(f"{where}: device_count is {quote(count)} but device_list has {len(devices)} devices")
     if not all(isinstance(d, dict) and isinstance(d.get("device_expert"), list) for d in devices):
         raise EplbError(f"{where}: every device needs a 'device_expert' list of expert ids")
-    if all("device_id" in d for d in devices):
-        order = sorted(range(len(devices)), key=lambda k: devices[k]["device_id"] if isinstance(devices[k]["device_id"], int) else -1)
-        if [devices[k]["device_id"] for k in order] != list(range(len(devices))):
-            raise EplbError(f"{where}: device_id values must be 0..{len(devices) - 1}, each once")
-        devices = [devices[k] for k in order]
+    if any("device_id" in d for d in devices):
+        ids = [d.get("device_id") for d in devices]
+        if any(isinstance(x, bool) or not isinstance(x, int) for x in ids) or sorted(ids) != list(range(len(devices))):
+            raise EplbError(f"{where}: device_id values must be the integers 0..{len(devices) - 1}, each once")
+        devices = [devices[k] for k in sorted(range(len(devices)), key=ids.__getitem__)]
     local = {len(d["device_expert"]) for d in devices}
     if len(local) != 1:
         raise EplbError(f"{where}: devices hold different numbers of experts ({sorted(local)}); each needs the same")
@@ -85,18 +87,26 @@ def read_map(src: Source) -> tuple[torch.Tensor, dict]:
     layers = doc["layer_list"]
     count = doc.get("moe_layer_count", len(layers))
     if isinstance(count, bool) or not isinstance(count, int) or count != len(layers):
-        raise EplbError(f"{source}: moe_layer_count is {count!r} but layer_list has {len(layers)} layers")
+        raise EplbError(f"{source}: moe_layer_count is {quote(count)} but layer_list has {len(layers)} layers")
     tables = [_ascend_layer(layer, i, source) for i, layer in enumerate(layers)]
     shapes = {(len(t), len(t[0])) for t in tables}
     if len(shapes) != 1:
-        raise EplbError(f"{source}: layers differ in devices or experts per device ({sorted(shapes)}); each needs the same")
+        raise EplbError(f"{source}: layers differ in devices or experts per device ({sorted(shapes)[:4]}); "
+                        "each needs the same")
     gpus = len(tables[0])
-    phy2log = int_table([[e for dev in t for e in dev] for t in tables], source, "device_expert")
-    ids = [layer.get("layer_id", i) for i, layer in enumerate(layers)]
     meta: dict = {"gpus": gpus}
-    if all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in ids) and all(
-            b > a for a, b in pairwise(ids)):
+    if any("layer_id" in layer for layer in layers):
+        ids = [layer.get("layer_id") for layer in layers]
+        for i, x in enumerate(ids):
+            if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+                raise EplbError(f"{source}: layer_list[{i}].layer_id is {quote(x)}; layer ids are non-negative "
+                                "integers")
+        for i, (a, b) in enumerate(pairwise(ids), start=1):
+            if b <= a:
+                raise EplbError(f"{source}: layer_list[{i}].layer_id is {b} after {a}; vLLM-Ascend reads the "
+                                "entries in order (MoE layer 0, 1, ...), so their layer ids must increase")
         meta["layer_ids"] = ids
+    phy2log = int_table([[e for dev in t for e in dev] for t in tables], source, "device_expert")
     return phy2log, meta
 
 

@@ -37,12 +37,17 @@ from ..placement import Placement
 from ..strategies import get_strategy, plan
 from ..topology import Topology
 from ..trace import Trace
+from ..validation import threads_count
 from .budget import MoveBudget
 from .forecast import Forecast
 from .migration import check_compatible, follow
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+MAX_BYTES = float(1 << 63)
+"""Sizes at or beyond this are no expert's weights (and would overflow 64-bit byte counts)."""
 
 
 def parse_bytes(text: str, param: str = "expert_bytes") -> int:
@@ -56,7 +61,10 @@ def parse_bytes(text: str, param: str = "expert_bytes") -> int:
         value = float("nan")
     if unit not in _UNITS or not value >= 0 or value == float("inf"):
         raise EplbError(f"{arg(param, text)}: expected a size in bytes such as 44040192, 42MiB or 1.5GB")
-    return round(value * _UNITS[unit])
+    size = value * _UNITS[unit]
+    if size >= MAX_BYTES:
+        raise EplbError(f"{arg(param, text)}: more than 2**63 bytes; give the weight bytes of one expert replica")
+    return round(size)
 
 
 @dataclass
@@ -106,8 +114,6 @@ def replay_intervals(trace: Trace, topo: Topology, intervals: list[int], *, star
         step = None if progress is None else (lambda done, _, before=before: progress(before + done, total))
         results.append(replay(trace, topo, every=every, start=first, progress=step, **kwargs))
     return results
-
-
 def rebalance_windows(windows: int, every: int, start: int | None = None) -> list[tuple[int, int]]:
     """``(first, end)`` of the windows each rebalance serves; raises when none is left to serve."""
     if every < 1:
@@ -150,8 +156,7 @@ def replay(
     more. None leaves torch's setting alone. ``progress(done, total)`` is
     called after each rebalance.
     """
-    if threads is not None and threads < 1:
-        raise EplbError(f"{arg('threads', threads)}: must be >= 1")
+    threads_count(threads)
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
