@@ -44,8 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -55,10 +55,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 from engine_baselines import engine_planners  # noqa: E402
 
 import eplb_cli  # noqa: E402
+from eplb_cli.formats import read_trace  # noqa: E402
 from eplb_cli.metrics import gpu_loads, lower_bound  # noqa: E402
 from eplb_cli.placement import Placement  # noqa: E402
 from eplb_cli.topology import Topology, resolve  # noqa: E402
-from eplb_cli.traces import read_trace  # noqa: E402
 
 SHAPES = [
     ("288/32 global", dict(gpus=32, nodes=4, slots=288), "global"),

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, SMALL
 
 import eplb_cli
 from eplb_cli.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = ROOT / "traces" / "small.safetensors"
 README_WEIGHT = [[90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86],
                  [20, 107, 104, 64, 19, 197, 187, 157, 172, 86, 16, 27]]
 README_PHY2LOG = [[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1],
@@ -76,7 +75,7 @@ def test_public_names_resolve() -> None:
 
 
 def test_import_is_light() -> None:
-    code = ("import sys, eplb_cli; heavy = {'pandas', 'matplotlib', 'tabulate', 'yaml', 'typer'};"
+    code = ("import sys, eplb_cli; heavy = {'pandas', 'matplotlib', 'tabulate', 'yaml', 'typer', 'numba'};"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr

@@ -11,9 +11,10 @@ thread count.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from types import ModuleType
-from typing import Callable
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ def by_rows(rows: int, work: Callable[[slice], tuple[np.ndarray, ...]]) -> tuple
     if _pool is None or _pool._max_workers < parts - 1:
         _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="eplb-rows")
     edges = [rows * k // parts for k in range(parts + 1)]
-    blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    blocks = [slice(a, b) for a, b in pairwise(edges)]
     pending = [_pool.submit(work, block) for block in blocks[1:]]
     done = [work(blocks[0])] + [future.result() for future in pending]
     return tuple(np.concatenate(parts_) for parts_ in zip(*done))

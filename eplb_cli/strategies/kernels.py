@@ -29,11 +29,13 @@ over rows); the other functions work on one row.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
-_JIT = {"cache": True, "nogil": True}
-_INLINE = {"cache": True, "nogil": True, "inline": "always"}
+_JIT: dict[str, Any] = {"cache": True, "nogil": True}
+_INLINE: dict[str, Any] = {"cache": True, "nogil": True, "inline": "always"}
 """Small helpers are inlined where they are called: a call that passes arrays costs reference counting."""
 TOL = 1e-12
 """A move must bring the busiest bin below ``top * (1 - TOL)``, so rounding can never make it cycle."""

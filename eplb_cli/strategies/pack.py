@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .arrays import as_floats, kernels, to_tensor
+from .base import torch_seed
 from .refine import dedupe
 
 PACKERS = ("lpt", "rounds", "snake", "kk", "restarts", "diverse")
@@ -83,7 +84,7 @@ def multipliers(rows: int, count: int, m: int, seed: int, noise: float = 0.1) ->
     Deterministic for a seed: the normals come from a CPU ``torch.Generator``.
     """
     gen = torch.Generator()
-    gen.manual_seed(seed)
+    gen.manual_seed(torch_seed(seed))
     eps = torch.randn(rows, count, m, generator=gen, dtype=torch.float64)
     scale = torch.arange(count, dtype=torch.float64).view(1, count, 1) * (noise / count)
     return torch.exp(eps * scale).numpy()

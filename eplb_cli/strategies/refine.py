@@ -72,7 +72,7 @@ def swap(
     rows, m = w.shape
     cap = m // bins
     place = assign if slots else to_slots(assign, bins)
-    if bins < 2 or rows == 0 or max_iters <= 0 and sweeps <= 0:
+    if bins < 2 or rows == 0 or (max_iters <= 0 and sweeps <= 0):
         return place if slots else assign
     ex = np.zeros((0, 0), np.int64) if experts is None else as_ints(experts)
     low = np.full(rows, -math.inf) if floor is None else as_floats(floor)

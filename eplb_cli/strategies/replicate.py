@@ -22,7 +22,7 @@ def dhondt(w: torch.Tensor, slots: int) -> torch.Tensor:
     whose load is all zero are treated as uniform, so their extra replicas go
     round-robin from expert 0. Negative loads count as zero.
     """
-    rows, n = w.shape
+    n = w.shape[1]
     if slots < n:
         raise ValueError(f"dhondt: {slots} slots cannot hold {n} experts")
     return to_tensor(kernels().dhondt_rows(as_floats(w), slots), w.device)
