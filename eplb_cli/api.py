@@ -57,15 +57,19 @@ FAILURE_MODEL = ("replicas on the failed GPUs are gone; each expert's load is sh
                  "experts with no surviving replica are lost and their tokens served by no GPU (left out of the loads)")
 
 
-def evaluate_failure(placement: Placement, load: torch.Tensor, failed: list[int]) -> tuple[Placement, Score, dict | None]:
+def evaluate_failure(placement: Placement, load: torch.Tensor, failed: list[int],
+                     dispatch: str = "even") -> tuple[Placement, Score, dict | None]:
     """Score ``placement`` on ``load`` [L, E] as it runs once ``failed`` GPUs are gone.
 
     Returns the placement as it runs (failed slots empty), its score, and a
     summary of the loss (lost experts, lost load share, figures before the
     failure); with no failed GPUs, the placement, its score and None.
+    ``dispatch`` is ``even`` or ``lp`` (:mod:`eplb_cli.dispatch`).
     """
     from .metrics import fail_gpus, lost_experts
 
+    if dispatch == "lp":
+        from .dispatch import lp_score as score
     before = score(placement, load)
     if not failed:
         return placement, before, None

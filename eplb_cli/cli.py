@@ -104,6 +104,9 @@ def plan(
     plot: PlotOpt = None,
     previous: Previous = None,
     max_moves: MaxMoves = None,
+    robust: Robust = False,
+    scenarios: Scenarios = None,
+    robust_tolerance: RobustTolerance = 0.05,
     json_out: Json = False,
     quiet: Quiet = False,
     strict: Strict = False,
@@ -129,7 +132,13 @@ def plan(
     if layer is not None and not 0 <= layer < tr.layers:
         raise EplbError(f"--layer {layer}: the trace has layers 0 to {tr.layers - 1}")
     res = api.plan_load(load, topo, strategy, seed=seed, device=device)
-    res, moves = _follow_previous(res, load, tr, trace, previous, max_moves)
+    if robust:
+        res, moves, robust_doc = _robust_plan(res, load, tr, trace, previous, max_moves, scenarios, robust_tolerance)
+    else:
+        if scenarios is not None:
+            raise EplbError("--scenarios needs --robust: it picks the windows the robust plan is made for")
+        res, moves = _follow_previous(res, load, tr, trace, previous, max_moves)
+        robust_doc = None
     if output:
         extra = {"strategy": strategy, "source": trace, **({"layer_ids": tr.meta["layer_ids"]} if "layer_ids" in tr.meta else {})}
         save_placement(res.placement, output, force=force, fmt=fmt, extra=extra)
@@ -145,6 +154,7 @@ def plan(
             "groups": topo.groups, **summary, "runtime_ms": res.runtime_ms, "output": output,
             "excluded_gpus": list(topo.excluded_gpus), "previous": previous,
             **(moves or dict.fromkeys(("moves", "moves_intra_node", "moves_inter_node"))),
+            "robust": robust_doc,
         }
         _out(report.to_json(doc))
         return
@@ -157,6 +167,7 @@ def plan(
         ("cluster", report.topology_line(topo)),
         *report.score_rows(summary),
         *(report.migration_rows(moves, tr.layers, topo.slots) if moves else []),
+        *(report.robust_rows(robust_doc) if robust_doc else []),
         ("runtime", f"{res.runtime_ms:.1f} ms"),
     ]
     if output:
@@ -227,6 +238,7 @@ def compare(
     strategies_: Annotated[str, typer.Option("--strategies", help="Comma-separated strategies; the first is the reference for moves.")] = "deepseek,fast,balanced,thorough",
     repeat: Annotated[int, typer.Option("--repeat", help="Timed runs per strategy (after one warm-up); the median is shown.")] = 5,
     oos_pairs: Annotated[int, typer.Option("--oos-pairs", help="Most (t, t+1) window pairs scored out of sample (evenly spaced); 0 turns it off.")] = 64,
+    dispatch: Dispatch = "even",
     seed: Seed = 0,
     device: Device = "cpu",
     input_format: InputFormat = None,
@@ -245,7 +257,10 @@ def compare(
     from .checks import check_device, load_warnings
     from .compare import compare as run_compare
 
+    from .dispatch import check_dispatch
+
     check_device(device)
+    check_dispatch(dispatch)
     if sum((json_out, csv_out, markdown)) > 1:
         raise EplbError("--json, --csv and --markdown: pick one output style")
     if repeat < 1:
@@ -263,7 +278,7 @@ def compare(
     show = sys.stderr.isatty() and not quiet
     with _progress(len(names), show) as step:
         rows = run_compare(tr, topo, names, repeat=repeat, seed=seed, device=device, oos=oos_pairs > 0,
-                           max_pairs=oos_pairs or None, progress=step)
+                           max_pairs=oos_pairs or None, progress=step, dispatch=dispatch)
     dicts = [r.as_dict() for r in rows]
     if plot:
         from .plots import compare_figure
@@ -271,7 +286,8 @@ def compare(
         compare_figure(dicts, plot, title=f"{Path(trace).name}: {report.topology_line(topo)}", force=force)
     if json_out:
         base = {"policy": topo.policy, "layers": tr.layers, "experts": tr.experts, "windows": tr.windows,
-                "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups, "output": None}
+                "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups, "output": None,
+                "dispatch": dispatch}
         _out(report.to_json({"rows": [base | d for d in dicts]}))
         return
     columns = COMPARE_COLUMNS + (OOS_COLUMNS if rows and rows[0].oos is not None else [])
@@ -286,6 +302,8 @@ def compare(
     head = (f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s); "
             f"{report.topology_line(topo)}; policy {report.policy_line(topo)}")
     notes = ["imb. = max/mean GPU load (1.0 is perfect), mean over layers; gap = sum of max / sum of lower bound - 1."]
+    if dispatch != "even":
+        notes.append(f"dispatch: {report.DISPATCH_LINES[dispatch]}.")
     if pairs:
         notes.append(f"next-window: planned on window t, scored on t+1, averaged over {pairs} pair(s).")
     _out(report.join_blocks([head, table, "\n".join(notes)]))
@@ -317,6 +335,10 @@ class _progress:
 # ---------------------------------------------------------------- evaluate, replay (plans over time)
 Previous = Annotated[Optional[str], typer.Option("--previous", help="The placement served now: keep its replicas where that costs no balance (GPUs relabelled, replicas swapped back) and report the moves.", metavar="PLACEMENT", show_default=False)]
 MaxMoves = Annotated[Optional[int], typer.Option("--max-moves", help="Move at most M replicas per layer from the placement served now, taking the moves that most lower the busiest GPU (fewer moves, some balance lost).", metavar="M", show_default=False)]
+Robust = Annotated[bool, typer.Option("--robust", help="Make the plan scenario-robust: swap replicas to lower the mean over the recorded windows of each window's busiest GPU (see README, robust planning).")]
+Scenarios = Annotated[Optional[int], typer.Option("--scenarios", help="With --robust: use only the last H recorded windows as scenarios (default: all).", metavar="H", show_default=False)]
+RobustTolerance = Annotated[float, typer.Option("--robust-tolerance", help="With --robust: no GPU's load on the forecast may end above (1 + X) x the forecast plan's busiest GPU.", metavar="X")]
+Dispatch = Annotated[str, typer.Option("--dispatch", help="How tokens split over an expert's replicas: even (load / replicas) | lp (the split that minimises each window's busiest GPU, as an LP dispatcher would).")]
 MaxImbalance = Annotated[Optional[float], typer.Option("--max-imbalance", help="CI gate: exit 1 when the mean GPU imbalance (max/mean) is above X.", metavar="X", show_default=False)]
 MinBalancedness = Annotated[Optional[float], typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
 
@@ -357,6 +379,37 @@ def _follow_previous(res, load, tr, trace: str, previous: Optional[str], max_mov
     ms = (time.perf_counter() - t0) * 1e3
     res = dataclasses.replace(res, placement=placement, score=score(placement, load), runtime_ms=res.runtime_ms + ms)
     return res, migration(old, placement)
+
+
+def _robust_plan(res, load, tr, trace: str, previous: Optional[str], max_moves: Optional[int], scenarios: Optional[int],
+                 tolerance: float):
+    """``plan --robust``: the plan made robust on the trace's windows, then (with --previous) followed."""
+    import dataclasses
+    import time
+
+    from .forecast import Forecast
+    from .metrics import migration, score
+    from .migration import check_compatible
+    from .robust import robust_rebalance, robust_summary
+
+    if max_moves is not None and previous is None:
+        raise EplbError("--max-moves needs --previous: moves are counted from the placement served now")
+    if max_moves is not None and max_moves < 0:
+        raise EplbError(f"--max-moves {max_moves}: must be >= 0")
+    if not tolerance >= 0:
+        raise EplbError(f"--robust-tolerance {tolerance}: must be >= 0")
+    topo = res.placement.topology
+    old = None
+    if previous is not None:
+        old = _read_placement_for(previous, tr, trace, {"gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups})
+        check_compatible(old, res.placement, previous, f"--gpus {topo.gpus} --slots {topo.slots}")
+    t0 = time.perf_counter()
+    placement = robust_rebalance(res.placement, old, tr.load, load, Forecast("mean"), scenarios=scenarios,
+                                 tolerance=tolerance, max_moves=max_moves)
+    ms = (time.perf_counter() - t0) * 1e3
+    doc = robust_summary(res.placement, placement, tr.load, load, scenarios=scenarios, tolerance=tolerance)
+    res = dataclasses.replace(res, placement=placement, score=score(placement, load), runtime_ms=res.runtime_ms + ms)
+    return res, (migration(old, placement) if old is not None else None), doc
 
 
 def _check_gates(max_imbalance: Optional[float], min_balancedness: Optional[float]) -> None:
@@ -404,6 +457,7 @@ def evaluate(
     exclude_gpus: Annotated[Optional[str], typer.Option("--exclude-gpus", help="GPUs that fail, e.g. 3,17: name the experts left with no replica and score the load re-spread over the surviving replicas.", show_default=False)] = None,
     max_imbalance: MaxImbalance = None,
     min_balancedness: MinBalancedness = None,
+    dispatch: Dispatch = "even",
     plot: PlotOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --plot file.")] = False,
     json_out: Json = False,
@@ -413,9 +467,11 @@ def evaluate(
     """Score an existing placement on a trace (e.g. the next day's load), optionally as a CI gate."""
     from . import api
     from .checks import load_warnings
+    from .dispatch import check_dispatch
     from .topology import parse_gpu_list
 
     _check_gates(max_imbalance, min_balancedness)
+    check_dispatch(dispatch)
     if plot:
         from .plots import check_plot
 
@@ -438,7 +494,7 @@ def evaluate(
         raise EplbError(f"--exclude-gpus {bad[0]}: {placement} has GPUs 0 to {topo.gpus - 1}")
     if failed and len(set(failed) | set(topo.excluded_gpus)) >= topo.gpus:
         raise EplbError("--exclude-gpus fails every GPU: leave at least one")
-    p, sc, failure = api.evaluate_failure(p, load, failed)
+    p, sc, failure = api.evaluate_failure(p, load, failed, dispatch=dispatch)
     summary = sc.summary()
     gates = _gates(summary["gpu_imbalance"], summary["balancedness"], max_imbalance, min_balancedness)
     if plot:
@@ -450,7 +506,8 @@ def evaluate(
         doc = {
             "placement": placement, "trace": trace, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
             "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups,
-            **summary, "excluded_gpus": list(p.topology.excluded_gpus), "failure": failure, "gates": gates,
+            **summary, "dispatch": dispatch, "excluded_gpus": list(p.topology.excluded_gpus), "failure": failure,
+            "gates": gates,
             "passed": all(g["passed"] for g in gates),
         }
         _out(report.to_json(doc))
@@ -459,6 +516,7 @@ def evaluate(
             ("placement", f"{placement}: {p.layers} layers x {topo.slots} slots"),
             ("trace", f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window{'s' if tr.windows != 1 else ''} summed"),
             ("cluster", report.topology_line(topo)),
+            *([("dispatch", report.DISPATCH_LINES[dispatch])] if dispatch != "even" else []),
         ]
         if failure:
             head += [
@@ -497,6 +555,10 @@ def replay(
     seed: Seed = 0,
     device: Device = "cpu",
     threads: Annotated[int, typer.Option("--threads", help="Torch threads for the replay: its many small tensor operations run fastest on one.")] = 1,
+    robust: Annotated[bool, typer.Option("--robust", help="Make each plan scenario-robust on the history windows, weighted as the forecast weighs them (see README, robust planning).")] = False,
+    scenarios: Scenarios = None,
+    robust_tolerance: RobustTolerance = 0.05,
+    dispatch: Dispatch = "even",
     input_format: InputFormat = None,
     window: Window = None,
     windows: Windows = None,
@@ -513,8 +575,11 @@ def replay(
     from .forecast import parse_forecast
     from .replay import parse_bytes, replay as run_replay
 
+    from .dispatch import check_dispatch
+
     check_device(device)
     _check_gates(max_imbalance, min_balancedness)
+    check_dispatch(dispatch)
     fc = parse_forecast(forecast)
     if plot:
         from .plots import check_plot
@@ -532,7 +597,8 @@ def replay(
         check_previous(old, tr, topo, previous, trace)
     result = run_replay(tr, topo, every=every, forecast=fc, strategy=strategy, history=history, start=start,
                         migration_aware=migration_aware, max_moves=max_moves, expert_bytes=size, previous=old,
-                        seed=seed, device=device, threads=threads)
+                        seed=seed, device=device, threads=threads, robust=robust, scenarios=scenarios,
+                        robust_tolerance=robust_tolerance, dispatch=dispatch)
     s = result.summary
     gates = _gates(s["served_gpu_imbalance"], s["served_balancedness"], max_imbalance, min_balancedness)
     if plot:

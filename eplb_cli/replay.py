@@ -7,13 +7,18 @@ from). At window t the plan is made from the forecast of the history windows
 windows ``[t, t + every)``. Between consecutive rebalances the new plan is
 relabelled and swapped back towards the one being served
 (:mod:`eplb_cli.migration`), and ``max_moves`` caps the replicas it may move
-per layer.
+per layer. With ``robust``, each plan is made scenario-robust on the history
+windows (:mod:`eplb_cli.robust`) before it is followed, and the follow step
+keeps that gain (:func:`eplb_cli.robust.keep_gain`). ``dispatch`` says how
+tokens are split over an expert's replicas when scoring
+(:mod:`eplb_cli.dispatch`).
 
 Figures per rebalance: GPU imbalance in-sample (the plan on its own
 forecast) and served (on the windows it serves), served balancedness, and
 replicas moved. The served figures of all rebalances are pooled over every
 (window, layer) pair with load, so long and short serving periods count by
-their windows.
+their windows; the summary adds the distribution over served windows of each
+window's GPU imbalance (p50, p95, p99, worst).
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .dispatch import check_dispatch, dispatch_gpu_loads
 from .errors import EplbError
 from .forecast import Forecast
-from .metrics import ServedTally, live_gpus, migration, window_gpu_loads
+from .metrics import ServedTally, live_gpus, migration
 from .migration import check_compatible, follow
 from .placement import Placement
+from .robust import ROBUST_TOLERANCE, robust_rebalance, scenario_weights
 from .strategies import get_strategy, plan
 from .topology import Topology
 from .trace import Trace
@@ -111,13 +118,21 @@ def replay(
     seed: int = 0,
     device: str = "cpu",
     threads: int | None = 1,
+    robust: bool = False,
+    scenarios: int | None = None,
+    robust_tolerance: float = ROBUST_TOLERANCE,
+    dispatch: str = "even",
 ) -> ReplayResult:
     """Walk ``trace`` window by window, rebalancing every ``every`` windows (see the module doc).
 
     ``threads`` sets torch's intra-op threads for the run (restored after):
     a replay is many small tensor operations, where handing work to other
     threads costs more than it saves, and on a busy machine several times
-    more. None leaves torch's setting alone.
+    more. None leaves torch's setting alone. ``robust`` plans each
+    rebalance scenario-robust on its history windows (the last ``scenarios``
+    of them, weighted as the forecast weighs them), within
+    ``robust_tolerance`` of the forecast plan on the forecast; ``dispatch``
+    is ``even`` or ``lp`` (:mod:`eplb_cli.dispatch`).
     """
     if threads is not None and threads < 1:
         raise EplbError(f"--threads {threads}: must be >= 1")
@@ -127,15 +142,24 @@ def replay(
     try:
         return _replay(trace, topo, every=every, forecast=forecast, strategy=strategy, history=history, start=start,
                        migration_aware=migration_aware, max_moves=max_moves, expert_bytes=expert_bytes,
-                       previous=previous, seed=seed, device=device)
+                       previous=previous, seed=seed, device=device, robust=robust, scenarios=scenarios,
+                       robust_tolerance=robust_tolerance, dispatch=dispatch)
     finally:
         torch.set_num_threads(before)
 
 
 def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, strategy: str, history: int | None,
             start: int | None, migration_aware: bool, max_moves: int | None, expert_bytes: int | None,
-            previous: Placement | None, seed: int, device: str) -> ReplayResult:
+            previous: Placement | None, seed: int, device: str, robust: bool = False, scenarios: int | None = None,
+            robust_tolerance: float = ROBUST_TOLERANCE, dispatch: str = "even") -> ReplayResult:
     """The replay loop itself (see :func:`replay`)."""
+    check_dispatch(dispatch)
+    if scenarios is not None and not robust:
+        raise EplbError("--scenarios needs --robust: it caps the history windows the robust plan is made for")
+    if robust:
+        scenario_weights(forecast, 1, scenarios)  # fail on the oracle or a bad cap before any work
+        if not robust_tolerance >= 0:
+            raise EplbError(f"--robust-tolerance {robust_tolerance}: must be >= 0")
     if history is not None and history < 1:
         raise EplbError(f"--history {history}: must be >= 1 window")
     if max_moves is not None and max_moves < 0:
@@ -156,11 +180,14 @@ def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, str
         predicted = forecast.predict(load[lo:first], future)
         t0 = time.perf_counter()
         placement = plan(predicted, topo, strat, seed=seed, device=device)
-        if serving is not None and migration_aware:
+        if robust:
+            placement = robust_rebalance(placement, serving if migration_aware else None, load[lo:first], predicted,
+                                         forecast, scenarios=scenarios, tolerance=robust_tolerance, max_moves=max_moves)
+        elif serving is not None and migration_aware:
             placement = follow(serving, placement, predicted, max_moves)
         plan_ms = (time.perf_counter() - t0) * 1e3
-        in_sample = ServedTally().add(window_gpu_loads(placement, predicted.unsqueeze(0)), live)
-        served = ServedTally().add(window_gpu_loads(placement, future), live)
+        in_sample = ServedTally().add(dispatch_gpu_loads(placement, predicted.unsqueeze(0), dispatch), live)
+        served = ServedTally().add(dispatch_gpu_loads(placement, future, dispatch), live)
         total.merge(served)
         moves = migration(serving, placement) if serving is not None else None
         if moves is not None:
@@ -189,10 +216,15 @@ def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, str
         "start": rows[0].window,
         "migration_aware": migration_aware,
         "max_moves": max_moves,
+        "robust": robust,
+        "scenarios": scenarios if robust else None,
+        "robust_tolerance": robust_tolerance if robust else None,
+        "dispatch": dispatch,
         "rebalances": len(rows),
         "served_windows": rows[-1].served_until - rows[0].window,
         "served_gpu_imbalance": total.imbalance,
         "served_gpu_imbalance_worst": total.worst,
+        **total.window_summary(),
         "served_balancedness": total.balancedness,
         "in_sample_gpu_imbalance": float(in_samples.nanmean()),
         **moved,

@@ -215,6 +215,12 @@ def rebalance_table(rebalances: Sequence[dict[str, Any]], with_bytes: bool = Fal
     return rows_table(rows, columns)
 
 
+DISPATCH_LINES = {
+    "even": "even (each replica takes load / replicas)",
+    "lp": "lp (each window's tokens split over replicas to minimise its busiest GPU)",
+}
+
+
 def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     """Summary lines of ``eplb replay``."""
     history = "all earlier windows" if s["history"] is None else f"the last {s['history']} window(s)"
@@ -229,13 +235,31 @@ def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("served GPU imbalance", f"{fmt_ratio(s['served_gpu_imbalance'])} mean, {fmt_ratio(s['served_gpu_imbalance_worst'])} worst "
                                  "(max/mean GPU load over served windows and layers)"),
         ("served balancedness", f"{fmt_ratio(s['served_balancedness'])}   (sum of mean / sum of max GPU load)"),
+        ("per-window imbalance", f"p50 {fmt_ratio(s['served_gpu_imbalance_p50'])}, p95 {fmt_ratio(s['served_gpu_imbalance_p95'])}, "
+                                 f"p99 {fmt_ratio(s['served_gpu_imbalance_p99'])}, worst {fmt_ratio(s['served_gpu_imbalance_worst_window'])} "
+                                 "(each served window's GPU imbalance, over windows)"),
         ("in-sample imbalance", f"{fmt_ratio(s['in_sample_gpu_imbalance'])} mean   (each plan on its own forecast)"),
+        *([("robust", f"scenario-robust on {'the last ' + str(s['scenarios']) if s.get('scenarios') else 'all'} history "
+                      f"window(s), weighted as the forecast weighs them; forecast tolerance "
+                      f"{100 * s['robust_tolerance']:g}%")] if s.get("robust") else []),
+        *([("dispatch", DISPATCH_LINES[s["dispatch"]])] if s.get("dispatch", "even") != "even" else []),
         ("moves", moves),
     ]
     if s.get("bytes_moved") is not None:
         rows.append(("bytes moved", fmt_bytes(s["bytes_moved"])))
     rows.append(("runtime", f"{s['runtime_s']:.2f} s"))
     return rows
+
+
+def robust_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The line that says what ``--robust`` changed."""
+    return [("robust", f"{doc['scenarios']} scenario window(s): their mean busiest GPU {_signed_pct(doc['scenario_peak_change'])}; "
+                       f"busiest GPU on the forecast {_signed_pct(doc['forecast_peak_change'])} "
+                       f"(tolerance {100 * doc['robust_tolerance']:g}%)")]
+
+
+def _signed_pct(x: float) -> str:
+    return f"{100 * x:+.2f}%"
 
 
 def lost_experts_line(lost: Sequence[tuple[int, int]], limit: int = 12) -> str:

@@ -197,15 +197,20 @@ def robust_swaps(placement: Placement, scenarios: torch.Tensor, forecast: torch.
     out = key.clone()
     rows = torch.arange(layers)
     state = [key, gt, gf, cap, share_t, fshare]
-    for turn in range(rounds):
-        taken = _round(*state, gpu_of, gpu_ok, busy, k, e, turn)
-        if not bool(taken.all()):
-            out[rows] = state[0]
-            keep = taken.nonzero().squeeze(1)
-            rows = rows[keep]
-            state = [x.index_select(0, keep) for x in state]
-        if rows.numel() == 0:
-            break
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small operations: other threads cost more than they save
+    try:
+        for turn in range(rounds):
+            taken = _round(*state, gpu_of, gpu_ok, busy, k, e, turn)
+            if not bool(taken.all()):
+                out[rows] = state[0]
+                keep = taken.nonzero().squeeze(1)
+                rows = rows[keep]
+                state = [x.index_select(0, keep) for x in state]
+            if rows.numel() == 0:
+                break
+    finally:
+        torch.set_num_threads(threads)
     out[rows] = state[0]
     return Placement(torch.where(out < e, out, -1), topo)
 
@@ -244,6 +249,43 @@ def keep_gain(old: Placement, robust: Placement, scenarios: torch.Tensor, foreca
     if max_moves is None:
         return back
     return budgeted(old, back, forecast, max_moves)
+
+
+def robust_rebalance(planned: Placement, serving: Placement | None, history: torch.Tensor, forecast_load: torch.Tensor,
+                     forecast: Forecast, *, scenarios: int | None = None, tolerance: float = ROBUST_TOLERANCE,
+                     max_moves: int | None = None) -> Placement:
+    """One robust rebalance: ``planned`` (the forecast's plan) made robust on ``history`` [H, L, E], then followed.
+
+    The scenarios are the last ``scenarios`` history windows (all when None)
+    with the forecast's weights (:func:`scenario_weights`); ``forecast_load``
+    [L, E] is what ``planned`` was made for. With ``serving`` (the placement
+    served now) the result keeps the gain while moving little
+    (:func:`keep_gain`, at most ``max_moves`` per layer when given).
+    """
+    weights = scenario_weights(forecast, history.shape[0], scenarios)
+    robust = robust_swaps(planned, history, forecast_load, weights=weights, tolerance=tolerance)
+    if serving is None:
+        return robust
+    return keep_gain(serving, robust, history, forecast_load, weights=weights, tolerance=tolerance,
+                     reference=planned, max_moves=max_moves)
+
+
+def robust_summary(planned: Placement, robust: Placement, history: torch.Tensor, forecast_load: torch.Tensor, *,
+                   scenarios: int | None = None, weights: torch.Tensor | None = None,
+                   tolerance: float = ROBUST_TOLERANCE) -> dict:
+    """What a robust plan changed: the scenario objective and the busiest GPU on the forecast, summed over layers.
+
+    ``scenario_peak_change`` and ``forecast_peak_change`` are relative
+    changes from ``planned`` to ``robust`` (negative is better).
+    """
+    used = history.shape[0] if scenarios is None else min(scenarios, history.shape[0])
+    scen, w = history[-used:], None if weights is None else weights[-used:]
+    before, after = scenario_objective(planned, scen, w).sum(), scenario_objective(robust, scen, w).sum()
+    f_before = _forecast_gpu_loads(planned, forecast_load).max(dim=1).values.sum()
+    f_after = _forecast_gpu_loads(robust, forecast_load).max(dim=1).values.sum()
+    return {"scenarios": used, "robust_tolerance": tolerance,
+            "scenario_peak_change": float(after / before - 1.0) if before > 0 else 0.0,
+            "forecast_peak_change": float(f_after / f_before - 1.0) if f_before > 0 else 0.0}
 
 
 def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
