@@ -68,9 +68,10 @@ def evaluate_failure(placement: Placement, load: torch.Tensor, failed: list[int]
     """
     from .metrics import fail_gpus, lost_experts
 
-    if dispatch == "lp":
-        from .dispatch import lp_score as score
-    before = score(placement, load)
+    from .dispatch import check_dispatch, lp_score
+
+    scorer = lp_score if check_dispatch(dispatch) == "lp" else score
+    before = scorer(placement, load)
     if not failed:
         return placement, before, None
     broken = fail_gpus(placement, failed)
@@ -82,7 +83,7 @@ def evaluate_failure(placement: Placement, load: torch.Tensor, failed: list[int]
         "lost_load_share": float((load * lost).sum() / load.sum()),
         "gpu_imbalance_before": summary["gpu_imbalance"], "balancedness_before": summary["balancedness"],
     }
-    return broken, score(broken, load), failure
+    return broken, scorer(broken, load), failure
 
 
 def rebalance_experts(weight: torch.Tensor, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int,

@@ -75,12 +75,13 @@ def lp_gpu_loads(placement: Placement, loads: torch.Tensor, max_steps: int | Non
 
 def lp_split(placement: Placement, load: torch.Tensor, max_steps: int | None = None) -> torch.Tensor:
     """The optimal split itself: tokens of each expert sent to each GPU, float64 [L, E, G] for ``load`` [L, E]."""
-    base, y, order = _solve(placement, load, max_steps)
-    topo = placement.topology
+    _, y, order = _solve(placement, load, max_steps)
     per_gpu = _replicas_per_gpu(placement)
     even = per_gpu / per_gpu.sum(dim=2, keepdim=True).clamp(min=1)
     split = load.to(torch.float64).unsqueeze(2) * even
-    return split.scatter(1, order.unsqueeze(2).expand(-1, -1, topo.gpus), y)
+    index = order.unsqueeze(2).expand(-1, -1, split.shape[2])
+    real = (per_gpu > 0).sum(dim=2).gather(1, order) > 1  # padding columns keep their even split
+    return split.scatter(1, index, torch.where(real.unsqueeze(2), y, split.gather(1, index)))
 
 
 def _solve(placement: Placement, loads: torch.Tensor,

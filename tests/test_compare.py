@@ -11,6 +11,7 @@ from eplb_cli.metrics import score
 from eplb_cli.strategies import get_strategy, plan
 from eplb_cli.topology import resolve
 from eplb_cli.trace import Trace
+from eplb_cli.traces import read_trace
 
 SMALL = str(Path(__file__).resolve().parents[1] / "traces" / "small.safetensors")
 
@@ -70,3 +71,15 @@ def test_cli_rejects_bad_strategy_list(capsys):
     code = main(["compare", SMALL, "--gpus", "4", "--strategies", "deepseek,nope"])
     err = capsys.readouterr().err
     assert code == 2 and "--strategy nope" in err and err.count("\n") == 1
+
+
+def test_lp_dispatch_scores_no_worse_than_even():
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4, slots=20)
+    even = compare(tr, topo, ["deepseek"], repeat=1)[0]
+    lp = compare(tr, topo, ["deepseek"], repeat=1, dispatch="lp")[0]
+    assert torch.equal(even.placement.phy2log, lp.placement.phy2log)
+    assert lp.summary["gpu_imbalance"] <= even.summary["gpu_imbalance"] + 1e-12
+    assert lp.summary["lower_bound"] == even.summary["lower_bound"]
+    assert lp.oos["oos_balancedness"] >= even.oos["oos_balancedness"] - 1e-12
+    assert out_of_sample(tr, topo, "deepseek", dispatch="lp")["oos_pairs"] == even.oos["oos_pairs"]
