@@ -405,17 +405,15 @@ def _round(key: torch.Tensor, gt: torch.Tensor, gf: torch.Tensor, cap: torch.Ten
     gain, d = _gain(gt, share_t, top.indices, top.values, ca, cb, gi, gj)
     gain = torch.where(fits, gain, -1.0)
     thr = (_MIN_GAIN * peak.sum(dim=1)).unsqueeze(1)
-    order = torch.sort(gain, dim=1, descending=True, stable=True).indices[:, :_PER_ROUND]
+    best = torch.topk(gain, min(_PER_ROUND, gain.shape[1]), dim=1)
+    order = best.indices
     oi, oj = si.gather(1, order), sj.gather(1, order)  # slots
-    used = torch.zeros(r, slots, dtype=torch.bool)
-    chosen = torch.zeros(r, order.shape[1], dtype=torch.bool)
-    for c in range(order.shape[1]):
-        u, v = oi[:, c:c + 1], oj[:, c:c + 1]
-        busy_u, busy_v = used.gather(1, u), used.gather(1, v)
-        ok = (gain.gather(1, order[:, c:c + 1]) > thr) & ~busy_u & ~busy_v
-        chosen[:, c] = ok.squeeze(1)
-        used.scatter_(1, u, busy_u | ok)
-        used.scatter_(1, v, busy_v | ok)
+    # Take each improving swap that shares no slot with a better improving one.
+    eligible = best.values > thr
+    ends = torch.stack([oi, oj], dim=2)  # [R, C, 2]
+    clash = (ends.unsqueeze(2).unsqueeze(4) == ends.unsqueeze(1).unsqueeze(3)).flatten(3).any(dim=3)  # [R, C, C]
+    earlier = torch.ones(order.shape[1], order.shape[1], dtype=torch.bool).tril(-1)
+    chosen = eligible & ~(clash & earlier & eligible.unsqueeze(1)).any(dim=2)
     take = chosen[:, 0]
     if not bool(take.any()):
         return take
