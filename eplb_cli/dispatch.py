@@ -5,10 +5,14 @@
     model and the one every other figure in eplb uses);
 ``lp``
     the split that minimises the busiest GPU of each window and layer, given
-    the placement. SGLang can dispatch this way (its ``--ep-dispatch-algorithm``
-    ``fake``/``static``/``dynamic`` choices include a per-batch LP over the
-    replicas of each expert); here it is the exact optimum of that LP, so it
-    bounds what any dispatcher can recover from a placement.
+    the placement. SGLang's ``--ep-dispatch-algorithm lp`` sets up this LP per
+    layer (python/sglang/srt/eplb/lp_matrices_prep.py in sgl-project/sglang:
+    minimise t such that every GPU's load, fixed single-replica experts plus
+    the replicated experts' shares, is at most t) and solves it with ECOS
+    (absolute tolerance 3e-2, at most 100 iterations), then sends each token
+    to a replica drawn with the solved shares (expert_location_dispatch.py).
+    Here it is the exact optimum of that LP for each window, so it bounds
+    what such a dispatcher can recover from a placement.
 
 The LP per (window, layer) is a min-max flow: experts with replicas on one GPU
 only put all their load there (a base load b[g]); an expert with replicas on
@@ -22,7 +26,7 @@ is above T, move load along a shortest path of GPUs that share an expert
 replica on h) to a GPU below T; when no GPU below T is reachable, the GPUs
 that are reachable form a closed set whose load cannot leave, so their mean
 load is a better lower bound and T rises to it. At the end every GPU is at
-most T (up to a relative 1e-9), T is a lower bound, so the busiest GPU is
+most T (up to 1e-10 of the mean GPU load), T is a lower bound, so the busiest GPU is
 optimal. Under the hierarchical policy the GPU is still the unit (replicas of
 one expert sit on one node, so the flow stays inside it).
 """
