@@ -71,7 +71,10 @@ def lp_gpu_loads(placement: Placement, loads: torch.Tensor, max_steps: int | Non
     ``loads`` is float [W, L, E] (or [L, E]); returns float64 [W, L, G] (or
     [L, G]). Every expert's load goes to GPUs that hold a replica of it, each
     (window, layer) row gets the split that minimises its busiest GPU, and
-    the total per row is unchanged. See the module doc for the method.
+    the total per row is unchanged. See the module doc for the method;
+    ``max_steps`` bounds its loop (default 4 G (R + G) + 64 for G GPUs and R
+    experts with replicas on several GPUs, far more than it takes), past
+    which the split is feasible but may not be optimal.
     """
     base, y, _ = _solve(placement, loads, max_steps)
     return base + y.sum(dim=-2)

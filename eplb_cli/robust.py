@@ -30,12 +30,13 @@ first-order gain overstates what they achieve once another GPU becomes the
 busiest). The best candidates are ranked exactly on a sample of the scenarios,
 the finalists scored exactly on all of them, and each layer takes the best
 swap, or several on distinct slots when together they beat the best alone.
-All layers run at once; a layer leaves the loop when nothing improves it.
+All layers run at once; a layer leaves the loop when no swap lowers its
+objective by :data:`_MIN_GAIN` of it.
 
 :func:`keep_gain` is the migration-aware follow step for a robust plan: it
-keeps replicas in place where that costs no balance on the forecast
-(:func:`eplb_cli.migration.follow`), then wins back the robust objective
-wherever swapping back gave some of it away.
+keeps replicas in place where that costs no balance on the forecast (relabel
+and swap back, as :func:`eplb_cli.migration.follow` does), then wins back the
+robust objective wherever swapping back gave some of it away.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ _FINALISTS = 8
 """Candidates per layer then scored on every scenario."""
 
 _MIN_GAIN = 1e-4
+"""A swap must lower its layer's objective by this share of it (0.01%): smaller gains are noise, not worth a round."""
+
 _PER_ROUND = 4
 """Most swaps (on distinct slots) a layer takes per round."""
 
