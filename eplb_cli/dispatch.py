@@ -38,6 +38,7 @@ import torch
 from .errors import EplbError
 from .metrics import Score, live_gpus, lower_bound, node_loads, window_gpu_loads
 from .placement import Placement
+from .threads import one_thread
 
 DISPATCH_MODES = ("even", "lp")
 """``--dispatch`` values."""
@@ -121,8 +122,9 @@ def _solve(placement: Placement, loads: torch.Tensor,
     xm = x.gather(2, order.unsqueeze(0).expand(windows, -1, -1)) * real  # [W, L, R]
     y = (xm.unsqueeze(3) * frac).reshape(-1, width, g)  # [W * L, R, G], starts at the even split
     rows = windows * layers
-    _min_max(base.reshape(rows, g), y, adj.unsqueeze(0).expand(windows, -1, -1, -1).reshape(rows, width, g),
-             live_gpus(topo), max_steps)
+    with one_thread():
+        _min_max(base.reshape(rows, g), y, adj.unsqueeze(0).expand(windows, -1, -1, -1).reshape(rows, width, g),
+                 live_gpus(topo), max_steps)
     y = y.view(windows, layers, width, g)
     if flat:
         return base.squeeze(0), y.squeeze(0), order

@@ -48,6 +48,7 @@ from .forecast import Forecast
 from .metrics import live_gpus
 from .migration import budgeted, relabel, swap_back
 from .placement import Placement, replica_counts
+from .threads import one_thread
 
 ROBUST_TOLERANCE = 0.05
 """Default headroom on the forecast: no GPU's forecast load may end above 1.05 x the starting plan's busiest GPU."""
@@ -200,9 +201,7 @@ def robust_swaps(placement: Placement, scenarios: torch.Tensor, forecast: torch.
     out = key.clone()
     rows = torch.arange(layers)
     state = [key, gt, gf, cap, share_t, fshare]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many small operations: other threads cost more than they save
-    try:
+    with one_thread():
         for turn in range(rounds):
             taken = _round(*state, gpu_of, gpu_ok, busy, k, e, turn)
             if not bool(taken.all()):
@@ -212,8 +211,6 @@ def robust_swaps(placement: Placement, scenarios: torch.Tensor, forecast: torch.
                 state = [x.index_select(0, keep) for x in state]
             if rows.numel() == 0:
                 break
-    finally:
-        torch.set_num_threads(threads)
     out[rows] = state[0]
     return Placement(torch.where(out < e, out, -1), topo)
 

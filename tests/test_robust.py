@@ -171,3 +171,16 @@ def test_bad_shapes_and_tolerance():
         robust_swaps(p, torch.ones(3, 2, 8), torch.ones(2, 7))
     with pytest.raises(EplbError, match="--robust-tolerance"):
         robust_swaps(p, torch.ones(3, 2, 8), torch.ones(2, 8), tolerance=-0.1)
+
+
+@pytest.mark.parametrize("strategy", ["deepseek", "fast", "balanced", "thorough", "diverse"])
+def test_every_strategy_plan_can_be_made_robust(strategy):
+    gen = torch.Generator().manual_seed(21)
+    topo = resolve(32, 8, 2, slots=40, groups=4, policy="hierarchical")
+    history = noisy_windows(gen, 16, 3, 32)
+    forecast = history.mean(0)
+    planned = plan(forecast, topo, get_strategy(strategy))
+    out = robust_rebalance(planned, None, history, forecast, parse_forecast("mean")).validate()
+    before, after = scenario_objective(planned, history), scenario_objective(out, history)
+    assert torch.all(after <= before * (1 + 1e-12)) and float(after.sum()) < float(before.sum())
+    assert torch.all(forecast_gpu_max(out, forecast) <= 1.05 * forecast_gpu_max(planned, forecast) * (1 + 1e-12))
