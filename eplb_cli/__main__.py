@@ -1,5 +1,5 @@
 """``python -m eplb_cli`` runs the CLI."""
 
-from .cli import run
+from .entry import run
 
 run()

@@ -1,82 +1,123 @@
-"""The `eplb` command line: parse arguments, call the library, print.
+"""The `eplb` command line: parse arguments, call one :mod:`eplb_cli.api` function, print.
 
-Exit codes: 0 ok, 1 a quality gate failed, 2 bad input (one line on stderr).
-With --json, stdout holds exactly one JSON document and human text goes to stderr.
+Exit codes: 0 ok, 1 a quality gate failed, 2 bad input (one line on stderr),
+3 a bug. With --json, stdout holds exactly one JSON document and human text
+goes to stderr. Nothing heavy is imported at module level: ``eplb --help`` and
+every argument error finish before torch loads.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
-from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
-from . import report
-from .errors import EplbError
+from . import validation
+from .errors import EplbError, OutputError, one_line, render
+from .output import print_stdout, stdout_failed
 
 app = typer.Typer(
     name="eplb",
     help="Expert-parallel load balancing for MoE serving: traces in, placements out, imbalance tables.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich's renderer costs ~0.5 s of imports, reads [plot] as markup and cuts option names at 80 columns.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+FLAG_NAMES = {"fmt": "--format"}
+"""Library parameters whose flag is not ``--`` + the name with dashes."""
+
+
+def flag(name: str) -> str:
+    """The flag for library parameter ``name``."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def flag_style(name: str, value: str | None) -> str:
+    """How an error names a parameter on the command line: ``--gpus 0``, or the bare flag for a switch."""
+    return flag(name) if value in (None, "True") else f"{flag(name)} {value}"
+
 
 # ------------------------------------------------------------ shared options
 TraceArg = Annotated[str, typer.Argument(help="Load trace file or folder (safetensors, CSV, SGLang, vLLM, TensorRT-LLM); - reads stdin.", show_default=False)]
 Gpus = Annotated[int, typer.Option("--gpus", "-g", help="Number of GPUs (expert-parallel ranks).", show_default=False)]
 Nodes = Annotated[int, typer.Option("--nodes", "-n", help="Number of nodes; GPUs divide evenly over them.")]
-Slots = Annotated[Optional[int], typer.Option("--slots", help="Physical expert slots in all (default: experts + one per GPU, rounded to a multiple of GPUs).", show_default=False)]
-Redundant = Annotated[Optional[int], typer.Option("--redundant", help="Redundant slots beyond one per expert (instead of --slots).", show_default=False)]
-Groups = Annotated[Optional[int], typer.Option("--groups", help="Expert groups (DeepSeek-V3: 8); default from the trace, else 1.", show_default=False)]
+Slots = Annotated[int | None, typer.Option("--slots", help="Physical expert slots in all (default: experts + one per GPU, rounded to a multiple of GPUs).", show_default=False)]
+Redundant = Annotated[int | None, typer.Option("--redundant", help="Redundant slots beyond one per expert (instead of --slots).", show_default=False)]
+Groups = Annotated[int | None, typer.Option("--groups", help="Expert groups (DeepSeek-V3: 8); default from the trace, else 1.", show_default=False)]
 Policy = Annotated[str, typer.Option("--policy", help="auto | hierarchical | global. auto = hierarchical when groups > 1, nodes > 1 and groups % nodes == 0.")]
 StrategyOpt = Annotated[str, typer.Option("--strategy", "-s", help="Preset or stage chain; see 'eplb strategies'.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for randomised stages.")]
 Device = Annotated[str, typer.Option("--device", help="Torch device for the strategy: cpu or cuda.")]
-InputFormat = Annotated[Optional[str], typer.Option("--input-format", help="Force the trace format (default: detect).", show_default=False)]
-Window = Annotated[Optional[int], typer.Option("--window", help="Sum every N recorded steps into one window.", show_default=False)]
-Windows = Annotated[Optional[str], typer.Option("--windows", help="Keep windows A:B (Python slice, after --window).", show_default=False)]
-Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Write the placement here: .safetensors (eplb), .json / .pt (SGLang), .yaml (TensorRT-LLM), .csv; --format vllm-ascend for vLLM-Ascend's JSON.", show_default=False)]
-Format = Annotated[Optional[str], typer.Option("--format", help="Output format (default: from the file extension).", show_default=False)]
+InputFormat = Annotated[str | None, typer.Option("--input-format", help="Force the trace format (default: detect).", show_default=False)]
+Window = Annotated[int | None, typer.Option("--window", help="Sum every N recorded steps into one window.", show_default=False)]
+Windows = Annotated[str | None, typer.Option("--windows", help="Keep windows A:B (Python slice, after --window).", show_default=False)]
+Output = Annotated[str | None, typer.Option("--output", "-o", help="Write the placement here: .safetensors (eplb), .json / .pt (SGLang), .yaml (TensorRT-LLM), .csv; --format vllm-ascend or vllm for their JSON. Prints the engine's launch settings.", show_default=False)]
+Format = Annotated[str | None, typer.Option("--format", help="Output format (default: from the file extension).", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print no warnings and no tables (results still go to files / --json).")]
 Strict = Annotated[bool, typer.Option("--strict", help="Treat warnings (zero-load layers or experts) as errors, for CI.")]
-ExcludeGpus = Annotated[Optional[str], typer.Option("--exclude-gpus", help="Failed or drained GPUs, e.g. 3,17: their slots stay empty.", show_default=False)]
-PlotOpt = Annotated[Optional[str], typer.Option("--plot", help="Also draw a figure to FILE.png (needs: pip install 'eplb-cli[plot]').", metavar="FILE.png", show_default=False)]
+ExcludeGpus = Annotated[str | None, typer.Option("--exclude-gpus", help="Failed or drained GPUs, e.g. 3,17: their slots stay empty.", show_default=False)]
+TopK = Annotated[int | None, typer.Option("--topk", help="Experts each token is routed to, for the token span (default: from the trace, or its model: DeepSeek-V3 8, V2-Lite 6, Qwen3 8, Mixtral 2).", show_default=False)]
+TopKGroups = Annotated[int | None, typer.Option("--topk-groups", help="Expert groups a token may draw from (group-limited routing; DeepSeek-V3: 4 of 8 --groups).", show_default=False)]
+PlotOpt = Annotated[str | None, typer.Option("--plot", help=f"Also draw a figure to FILE.png (needs matplotlib: {validation.plot_hint()}).", metavar="FILE.png", show_default=False)]
 
 
 def _out(text: str, to_stderr: bool = False) -> None:
-    typer.echo(text, err=to_stderr)
+    """Print ``text`` (parameters named as flags); a closed, full or broken standard output is an :class:`OutputError`."""
+    text = render(text, flag_style)
+    if to_stderr:
+        typer.echo(text, err=True)
+        return
+    print_stdout(text, "cannot print the results: standard output is closed; redirect it (> FILE) or pass --quiet")
 
 
-def _warn(messages: list[str], quiet: bool, strict: bool, source: str) -> None:
-    """Print warnings to stderr, or fail on the first one under --strict."""
-    if strict and messages:
-        raise EplbError(f"{source}: {messages[0]} (--strict)")
-    if not quiet:
-        for m in messages:
-            typer.echo(f"eplb: warning: {source}: {m}", err=True)
+def _warner(quiet: bool, source: str) -> Callable[[str], None]:
+    """Print each warning about ``source`` on stderr, unless ``quiet``."""
+    def warn(message: str) -> None:
+        if not quiet:
+            typer.echo(f"eplb: warning: {source}: {message}", err=True)
+    return warn
 
 
-def _trace_and_topology(trace: str, input_format: str | None, window: int | None, windows: str | None, gpus: int,
-                        nodes: int, slots: int | None, redundant: int | None, groups: int | None, policy: str,
-                        exclude_gpus: str | None):
-    """Read the trace, then validate the topology flags against it (groups default to the trace's)."""
-    from . import api
-    from .topology import parse_gpu_list, resolve
+def _reading(input_format: str | None, window: int | None, windows: str | None):
+    from .api import TraceOptions
 
-    tr = api.load_trace(trace, input_format, window=window, windows=windows)
-    topo = resolve(tr.experts, gpus, nodes, slots, redundant, groups if groups is not None else tr.groups, policy,
-                   parse_gpu_list(exclude_gpus))
-    return tr, topo
+    return TraceOptions(input_format, window, windows)
+
+
+def _cluster(gpus: int, nodes: int, slots: int | None, redundant: int | None, groups: int | None,
+             policy: str, exclude_gpus: str | None):
+    from .api import ClusterOptions
+
+    return ClusterOptions(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+
+
+def _robust(robust: bool, scenarios: int | None, robust_tolerance: float):
+    from .api import RobustOptions
+
+    return RobustOptions(scenarios, robust_tolerance) if robust else None
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"eplb {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+          version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=_version,
+                                                is_eager=True)] = False) -> None:
     """Expert-parallel load balancing for MoE serving."""
     # --debug is read from argv by main(), which must know it before typer parses anything.
 
@@ -96,7 +137,7 @@ def plan(
     input_format: InputFormat = None,
     window: Window = None,
     windows: Windows = None,
-    layer: Annotated[Optional[int], typer.Option("--layer", help="Show this layer's GPUs and the experts they hold.", show_default=False)] = None,
+    layer: Annotated[int | None, typer.Option("--layer", help="Show this layer's GPUs and the experts they hold.", show_default=False)] = None,
     output: Output = None,
     fmt: Format = None,
     force: Force = False,
@@ -104,75 +145,58 @@ def plan(
     plot: PlotOpt = None,
     previous: Previous = None,
     max_moves: MaxMoves = None,
-    robust: Robust = False,
+    frontier: Annotated[bool, typer.Option("--frontier", help="With --previous: plan under a ladder of move budgets (0% to 50% of all slots, and unlimited) and print what each buys: imbalance, moves, bytes, transfer time.")] = False,
+    expert_bytes: ExpertBytes = None,
+    nvlink_gbps: NvlinkGbps = 450.0,
+    network_gbps: NetworkGbps = 50.0,
+    topk: TopK = None,
+    topk_groups: TopKGroups = None,
+    robust: Annotated[bool, typer.Option("--robust", help="Make the plan scenario-robust: swap replicas to lower the mean over the recorded windows of each window's busiest GPU (see README, robust planning).")] = False,
     scenarios: Scenarios = None,
     robust_tolerance: RobustTolerance = 0.05,
     json_out: Json = False,
     quiet: Quiet = False,
     strict: Strict = False,
 ) -> None:
-    """Compute a placement from a load trace and show how balanced it is."""
-    from . import api
-    from .atomic import check_writable
-    from .checks import check_device, load_warnings
-    from .placement import placement_format, save_placement
+    """Compute a placement from a load trace and show how balanced it is.
 
-    check_device(device)
-    if output:
-        placement_format(output, fmt)
-        check_writable(output, force)
-    if plot:
-        from .plots import check_plot
+    Where both policies apply, the other one's plan is computed too, and one
+    line says what it would reach and what the choice trades.
+    """
+    validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    validation.plan_options(trace, device=device, input_format=input_format, window=window, windows=windows,
+                            layer=layer, output=output, fmt=fmt, force=force, plot=plot, previous=previous,
+                            max_moves=max_moves, robust=robust, scenarios=scenarios, robust_tolerance=robust_tolerance)
+    from . import api, report
 
-        check_plot(plot, force)
-    tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
-                                   policy, exclude_gpus)
-    load = tr.total()
-    _warn(load_warnings(load, trace), quiet, strict, trace)
-    if layer is not None and not 0 <= layer < tr.layers:
-        raise EplbError(f"--layer {layer}: the trace has layers 0 to {tr.layers - 1}")
-    res = api.plan_load(load, topo, strategy, seed=seed, device=device)
-    if robust:
-        res, moves, robust_doc = _robust_plan(res, load, tr, trace, previous, max_moves, scenarios, robust_tolerance)
-    else:
-        if scenarios is not None:
-            raise EplbError("--scenarios needs --robust: it picks the windows the robust plan is made for")
-        res, moves = _follow_previous(res, load, tr, trace, previous, max_moves)
-        robust_doc = None
-    if output:
-        extra = {"strategy": strategy, "source": trace, **({"layer_ids": tr.meta["layer_ids"]} if "layer_ids" in tr.meta else {})}
-        save_placement(res.placement, output, force=force, fmt=fmt, extra=extra)
-    if plot:
-        from .plots import score_heatmap
-
-        score_heatmap(res.score, topo, plot, label=strategy, layer_ids=tr.meta.get("layer_ids"), force=force)
-    summary = res.score.summary()
+    cluster = _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    if frontier:
+        if previous is None:
+            raise EplbError("--frontier needs --previous: budgets are moves from the placement served now")
+        for name, value in (("--max-moves", max_moves), ("--output", output), ("--plot", plot), ("--layer", layer),
+                            ("--robust", robust or None)):
+            if value is not None:
+                raise EplbError(f"--frontier prints one row per budget; drop {name} (plan one budget with --max-moves P%)")
+        front = api.plan_frontier(trace, cluster, previous, strategy=strategy, seed=seed, device=device,
+                                  reading=_reading(input_format, window, windows), expert_bytes=expert_bytes,
+                                  nvlink_gbps=nvlink_gbps, network_gbps=network_gbps, strict=strict,
+                                  warn=_warner(quiet, trace))
+        if json_out:
+            _out(report.frontier_json(front))
+        elif not quiet:
+            _out(report.frontier_text(front))
+        return
+    rep = api.plan_trace(trace, cluster, strategy=strategy, seed=seed, device=device,
+                         reading=_reading(input_format, window, windows), previous=previous, max_moves=max_moves,
+                         expert_bytes=expert_bytes, nvlink_gbps=nvlink_gbps, network_gbps=network_gbps, output=output,
+                         fmt=fmt, force=force, plot=plot, layer=layer, strict=strict, warn=_warner(quiet, trace),
+                         topk=topk, topk_groups=topk_groups, robust=_robust(robust, scenarios, robust_tolerance))
     if json_out:
-        doc = {
-            "strategy": strategy, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
-            "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes,
-            "groups": topo.groups, **summary, "runtime_ms": res.runtime_ms, "output": output,
-            "excluded_gpus": list(topo.excluded_gpus), "previous": previous,
-            **(moves or dict.fromkeys(("moves", "moves_intra_node", "moves_inter_node"))),
-            "robust": robust_doc,
-        }
-        _out(report.to_json(doc))
-        return
-    if quiet:
-        return
-    head = [
-        ("strategy", strategy),
-        ("policy", report.policy_line(topo)),
-        ("trace", f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window{'s' if tr.windows != 1 else ''} summed"),
-        ("cluster", report.topology_line(topo)),
-        *report.score_rows(summary),
-        *(report.migration_rows(moves, tr.layers, topo.slots) if moves else []),
-        *(report.robust_rows(robust_doc) if robust_doc else []),
-        ("runtime", f"{res.runtime_ms:.1f} ms"),
-    ]
-    if output:
-        head.append(("written", output))
-    _out(report.score_report(head, res.placement, res.score, load, layer))
+        _out(report.plan_json(rep, flag))
+    elif not quiet:
+        _out(report.plan_text(rep, layer, flag))
+    if rep.engine and not (json_out or quiet):
+        _out(report.engine_lines(rep.engine), to_stderr=True)
 
 
 @app.command()
@@ -189,41 +213,23 @@ def generate(
     force: Force = False,
 ) -> None:
     """Write a synthetic trace: skewed expert popularity with slow drift, deterministic per seed."""
-    from .atomic import check_writable
-    from .checks import check_memory
-    from .synthetic import generate as make
-    from .traces import write_trace
+    validation.generate_options(output, layers=layers, experts=experts, windows=windows, skew=skew, drift=drift,
+                                groups=groups, fmt=fmt, force=force)
+    from . import api
 
-    for flag, value in (("--layers", layers), ("--experts", experts), ("--windows", windows)):
-        if value < 1:
-            raise EplbError(f"{flag} {value}: must be >= 1")
-    if skew < 0 or drift < 0:
-        raise EplbError("--skew and --drift must be >= 0")
-    check_writable(output, force)
-    binary = (fmt or Path(output).suffix.lstrip(".")).lower() == "safetensors"
-    check_memory(output, layers * experts * windows * (24 if binary else 96), "to generate",
-                 "use fewer --windows, --layers or --experts")
-    tr = make(layers, experts, windows, seed, skew=skew, drift=drift, groups=groups)
-    write_trace(tr, output, fmt, force=force)
+    api.generate_trace(output, layers=layers, experts=experts, windows=windows, seed=seed, skew=skew, drift=drift,
+                       groups=groups, fmt=fmt, force=force)
     _out(f"wrote {output}: {windows} windows x {layers} layers x {experts} experts (seed {seed})", to_stderr=output == "-")
 
 
 @app.command()
 def strategies() -> None:
     """List the strategy presets and the stages a chain can use."""
+    from . import report
     from .strategies import describe_strategies
 
     _out(report.rows_table([{"name": n, "what": d} for n, d in describe_strategies()],
-                           [("name", "strategy"), ("what", "what it does")]))
-
-
-# ---------------------------------------------------------------- compare (strategies side by side)
-COMPARE_COLUMNS = [
-    ("strategy", "strategy"), ("gpu_imbalance", "GPU imb."), ("gpu_imbalance_worst", "worst layer"),
-    ("node_imbalance", "node imb."), ("balancedness", "balancedness"), ("gap", "gap to LB"),
-    ("moves", "moves vs 1st"), ("runtime_ms", "ms (median)"),
-]
-OOS_COLUMNS = [("oos_gpu_imbalance", "next-window imb."), ("oos_balancedness", "next-window bal.")]
+                           [("name", "strategy"), ("what", "what it does")], width=100))
 
 
 @app.command()
@@ -238,13 +244,16 @@ def compare(
     strategies_: Annotated[str, typer.Option("--strategies", help="Comma-separated strategies; the first is the reference for moves.")] = "deepseek,fast,balanced,thorough",
     repeat: Annotated[int, typer.Option("--repeat", help="Timed runs per strategy (after one warm-up); the median is shown.")] = 5,
     oos_pairs: Annotated[int, typer.Option("--oos-pairs", help="Most (t, t+1) window pairs scored out of sample (evenly spaced); 0 turns it off.")] = 64,
-    dispatch: Dispatch = "even",
     seed: Seed = 0,
     device: Device = "cpu",
     input_format: InputFormat = None,
     window: Window = None,
     windows: Windows = None,
     exclude_gpus: ExcludeGpus = None,
+    policies: Annotated[str | None, typer.Option("--policies", help="Run every strategy under each of these policies, e.g. hierarchical,global (instead of --policy), to weigh balance against token span.", show_default=False)] = None,
+    topk: TopK = None,
+    topk_groups: TopKGroups = None,
+    dispatch: Dispatch = "even",
     plot: PlotOpt = None,
     force: Force = False,
     json_out: Json = False,
@@ -254,70 +263,43 @@ def compare(
     strict: Strict = False,
 ) -> None:
     """Run several strategies on the same trace and topology and print one table."""
-    from .checks import check_device, load_warnings
-    from .compare import compare as run_compare
-
-    from .dispatch import check_dispatch
-
-    check_device(device)
-    check_dispatch(dispatch)
     if sum((json_out, csv_out, markdown)) > 1:
         raise EplbError("--json, --csv and --markdown: pick one output style")
-    if repeat < 1:
-        raise EplbError(f"--repeat {repeat}: must be >= 1")
-    if plot:
-        from .plots import check_plot
+    validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    validation.compare_options(trace, strategies_, repeat=repeat, oos_pairs=oos_pairs, device=device,
+                               input_format=input_format, window=window, windows=windows, plot=plot, force=force,
+                               dispatch=dispatch)
+    from . import api, report
 
-        check_plot(plot, force)
-    names = [n.strip() for n in strategies_.split(",") if n.strip()]
-    if not names:
-        raise EplbError("--strategies: give at least one strategy, e.g. deepseek,balanced")
-    tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
-                                   policy, exclude_gpus)
-    _warn(load_warnings(tr.total(), trace), quiet, strict, trace)
     show = sys.stderr.isatty() and not quiet
-    with _progress(len(names), show) as step:
-        rows = run_compare(tr, topo, names, repeat=repeat, seed=seed, device=device, oos=oos_pairs > 0,
-                           max_pairs=oos_pairs or None, progress=step, dispatch=dispatch)
-    dicts = [r.as_dict() for r in rows]
-    if plot:
-        from .plots import compare_figure
-
-        compare_figure(dicts, plot, title=f"{Path(trace).name}: {report.topology_line(topo)}", force=force)
+    with _Progress(show, "strategies") as progress:
+        rep = api.compare_strategies(trace, _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus),
+                                     strategies_, repeat=repeat, oos_pairs=oos_pairs, seed=seed, device=device,
+                                     reading=_reading(input_format, window, windows), plot=plot, force=force,
+                                     strict=strict, warn=_warner(quiet, trace), progress=progress.start,
+                                     policies=policies, topk=topk, topk_groups=topk_groups, dispatch=dispatch)
     if json_out:
-        base = {"policy": topo.policy, "layers": tr.layers, "experts": tr.experts, "windows": tr.windows,
-                "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups, "output": None,
-                "dispatch": dispatch}
-        _out(report.to_json({"rows": [base | d for d in dicts]}))
-        return
-    columns = COMPARE_COLUMNS + (OOS_COLUMNS if rows and rows[0].oos is not None else [])
-    style = "csv" if csv_out else "markdown" if markdown else "simple"
-    table = report.rows_table(dicts, columns, style)
-    if style != "simple":
-        _out(table)
-        return
-    if quiet:
-        return
-    pairs = rows[0].oos["oos_pairs"] if rows and rows[0].oos else 0
-    head = (f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s); "
-            f"{report.topology_line(topo)}; policy {report.policy_line(topo)}")
-    notes = ["imb. = max/mean GPU load (1.0 is perfect), mean over layers; gap = sum of max / sum of lower bound - 1."]
-    if dispatch != "even":
-        notes.append(f"dispatch: {report.DISPATCH_LINES[dispatch]}.")
-    if pairs:
-        notes.append(f"next-window: planned on window t, scored on t+1, averaged over {pairs} pair(s).")
-    _out(report.join_blocks([head, table, "\n".join(notes)]))
+        _out(report.compare_json(rep))
+    elif csv_out or markdown:
+        _out(report.compare_table(rep, "csv" if csv_out else "markdown"))
+    elif not quiet:
+        _out(report.compare_table(rep))
 
 
-class _progress:
+class _Progress:
     """A progress bar on stderr when it is a terminal; a no-op otherwise."""
 
-    def __init__(self, total: int, show: bool) -> None:
-        self.total, self.show, self.bar = total, show, None
+    def __init__(self, show: bool, label: str) -> None:
+        self.show, self.label = show, label
+        self.bar: Any = None
 
-    def __enter__(self):
+    def __enter__(self) -> _Progress:
+        return self
+
+    def start(self, total: int) -> Callable[[str], None]:
+        """Open the bar for ``total`` steps; the callback labels and counts each step."""
         if self.show:
-            self.bar = typer.progressbar(length=self.total, label="strategies", file=sys.stderr)
+            self.bar = typer.progressbar(length=total, label=self.label, file=sys.stderr)
             self.bar.__enter__()
         return self.step
 
@@ -326,135 +308,47 @@ class _progress:
             self.bar.label = label
             self.bar.update(1)
 
+    def advance(self, done: int, total: int) -> None:
+        """Move the bar to ``done`` of ``total`` steps (opened on the first call)."""
+        if not self.show:
+            return
+        if self.bar is None:
+            self.bar = typer.progressbar(length=total, label=self.label, file=sys.stderr, show_eta=True)
+            self.bar.__enter__()
+            self.done = 0
+        self.bar.update(done - self.done)
+        self.done = done
+
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
 
-
 # ---------------------------------------------------------------- evaluate, replay (plans over time)
-Previous = Annotated[Optional[str], typer.Option("--previous", help="The placement served now: keep its replicas where that costs no balance (GPUs relabelled, replicas swapped back) and report the moves.", metavar="PLACEMENT", show_default=False)]
-MaxMoves = Annotated[Optional[int], typer.Option("--max-moves", help="Move at most M replicas per layer from the placement served now, taking the moves that most lower the busiest GPU (fewer moves, some balance lost).", metavar="M", show_default=False)]
-Robust = Annotated[bool, typer.Option("--robust", help="Make the plan scenario-robust: swap replicas to lower the mean over the recorded windows of each window's busiest GPU (see README, robust planning).")]
-Scenarios = Annotated[Optional[int], typer.Option("--scenarios", help="With --robust: use only the last H recorded windows as scenarios (default: all).", metavar="H", show_default=False)]
+Previous = Annotated[str | None, typer.Option("--previous", help="The placement served now: keep its replicas where that costs no balance (GPUs relabelled, replicas swapped back) and report the moves.", metavar="PLACEMENT", show_default=False)]
+MaxMoves = Annotated[str | None, typer.Option("--max-moves", help="Move at most M replicas in each layer (a count, e.g. 64) or at most a share of all slots in total (e.g. 5%, spent in the layers where it lowers the imbalance most) from the placement served now (fewer moves, some balance lost).", metavar="M|P%", show_default=False)]
+ExpertBytes = Annotated[str | None, typer.Option("--expert-bytes", help="Weight bytes of one expert replica (e.g. 44040192 or 42MiB), to report bytes moved and transfer time (plan --frontier: default 42MiB, a DeepSeek-V3 expert in FP8).", show_default=False)]
+NvlinkGbps = Annotated[float, typer.Option("--nvlink-gbps", help="Transfer model: NVLink bandwidth into one GPU, GB/s (H100/H200: 450 each way).", metavar="GB/S")]
+NetworkGbps = Annotated[float, typer.Option("--network-gbps", help="Transfer model: network bandwidth into one GPU, GB/s (one 400 Gb/s NIC: 50).", metavar="GB/S")]
+MaxImbalance = Annotated[float | None, typer.Option("--max-imbalance", help="CI gate: exit 1 when the mean GPU imbalance (max/mean) is above X.", metavar="X", show_default=False)]
+MinBalancedness = Annotated[float | None, typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
+Scenarios = Annotated[int | None, typer.Option("--scenarios", help="With --robust: use only the last H recorded windows as scenarios (default: all).", metavar="H", show_default=False)]
 RobustTolerance = Annotated[float, typer.Option("--robust-tolerance", help="With --robust: no GPU's load on the forecast may end above (1 + X) x the forecast plan's busiest GPU.", metavar="X")]
 Dispatch = Annotated[str, typer.Option("--dispatch", help="How tokens split over an expert's replicas: even (load / replicas) | lp (the split that minimises each window's busiest GPU, as an LP dispatcher would).")]
-MaxImbalance = Annotated[Optional[float], typer.Option("--max-imbalance", help="CI gate: exit 1 when the mean GPU imbalance (max/mean) is above X.", metavar="X", show_default=False)]
-MinBalancedness = Annotated[Optional[float], typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
-
-def _read_placement_for(path: str, tr, trace: str, defaults: dict, flag_gpus: Optional[int] = None):
-    """Read a placement and check that it fits the trace: same layers and experts (exit 2 naming both files)."""
-    from .placement import load_placement
-
-    p = load_placement(path, defaults=defaults)
-    if flag_gpus is not None and p.topology.gpus != flag_gpus:
-        raise EplbError(f"{path}: made for {p.topology.gpus} GPUs but --gpus {flag_gpus} was given; drop --gpus or fix it")
-    if p.layers != tr.layers or p.topology.experts != tr.experts:
-        raise EplbError(
-            f"{path} ({p.layers} layers x {p.topology.experts} experts) does not match {trace} "
-            f"({tr.layers} layers x {tr.experts} experts); give the placement and trace of one model"
-        )
-    return p
-
-
-def _follow_previous(res, load, tr, trace: str, previous: Optional[str], max_moves: Optional[int]):
-    """``plan --previous``: the new plan moved as little as possible from the placement served now."""
-    import dataclasses
-    import time
-
-    from .metrics import migration, score
-    from .migration import check_compatible, follow
-
-    if previous is None:
-        if max_moves is not None:
-            raise EplbError("--max-moves needs --previous: moves are counted from the placement served now")
-        return res, None
-    if max_moves is not None and max_moves < 0:
-        raise EplbError(f"--max-moves {max_moves}: must be >= 0")
-    topo = res.placement.topology
-    old = _read_placement_for(previous, tr, trace, {"gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups})
-    check_compatible(old, res.placement, previous, f"--gpus {topo.gpus} --slots {topo.slots}")
-    t0 = time.perf_counter()
-    placement = follow(old, res.placement, load, max_moves)
-    ms = (time.perf_counter() - t0) * 1e3
-    res = dataclasses.replace(res, placement=placement, score=score(placement, load), runtime_ms=res.runtime_ms + ms)
-    return res, migration(old, placement)
-
-
-def _robust_plan(res, load, tr, trace: str, previous: Optional[str], max_moves: Optional[int], scenarios: Optional[int],
-                 tolerance: float):
-    """``plan --robust``: the plan made robust on the trace's windows, then (with --previous) followed."""
-    import dataclasses
-    import time
-
-    from .forecast import Forecast
-    from .metrics import migration, score
-    from .migration import check_compatible
-    from .robust import robust_rebalance, robust_summary
-
-    if max_moves is not None and previous is None:
-        raise EplbError("--max-moves needs --previous: moves are counted from the placement served now")
-    if max_moves is not None and max_moves < 0:
-        raise EplbError(f"--max-moves {max_moves}: must be >= 0")
-    if not tolerance >= 0:
-        raise EplbError(f"--robust-tolerance {tolerance}: must be >= 0")
-    topo = res.placement.topology
-    old = None
-    if previous is not None:
-        old = _read_placement_for(previous, tr, trace, {"gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups})
-        check_compatible(old, res.placement, previous, f"--gpus {topo.gpus} --slots {topo.slots}")
-    t0 = time.perf_counter()
-    placement = robust_rebalance(res.placement, old, tr.load, load, Forecast("mean"), scenarios=scenarios,
-                                 tolerance=tolerance, max_moves=max_moves)
-    ms = (time.perf_counter() - t0) * 1e3
-    doc = robust_summary(res.placement, placement, tr.load, load, scenarios=scenarios, tolerance=tolerance)
-    res = dataclasses.replace(res, placement=placement, score=score(placement, load), runtime_ms=res.runtime_ms + ms)
-    return res, (migration(old, placement) if old is not None else None), doc
-
-
-def _check_gates(max_imbalance: Optional[float], min_balancedness: Optional[float]) -> None:
-    """Reject gate values no placement could meet or miss."""
-    if max_imbalance is not None and not max_imbalance >= 1.0:
-        raise EplbError(f"--max-imbalance {max_imbalance}: must be >= 1.0 (max/mean GPU load; 1.0 is perfect)")
-    if min_balancedness is not None and not 0.0 < min_balancedness <= 1.0:
-        raise EplbError(f"--min-balancedness {min_balancedness}: must be in (0, 1] (1.0 is perfect)")
-
-
-def _gates(value_imbalance: float, value_balancedness: float, max_imbalance: Optional[float],
-           min_balancedness: Optional[float]) -> list[dict]:
-    """Each requested gate with its limit, the measured value and whether it passed."""
-    out = []
-    if max_imbalance is not None:
-        out.append({"gate": "--max-imbalance", "limit": max_imbalance, "value": value_imbalance,
-                    "passed": bool(value_imbalance <= max_imbalance)})
-    if min_balancedness is not None:
-        out.append({"gate": "--min-balancedness", "limit": min_balancedness, "value": value_balancedness,
-                    "passed": bool(value_balancedness >= min_balancedness)})
-    return out
-
-
-def _enforce(gates: list[dict], what: str) -> None:
-    """Exit 1 (GateFailed) with one line naming the first gate ``what`` missed."""
-    from .errors import GateFailed
-
-    for g in gates:
-        if not g["passed"]:
-            name, side = ("GPU imbalance", "above") if g["gate"] == "--max-imbalance" else ("balancedness", "below")
-            raise GateFailed(f"gate failed: {what}: {name} {g['value']:.4f} is {side} {g['gate']} {g['limit']:g}")
 
 
 @app.command()
 def evaluate(
     placement: Annotated[str, typer.Argument(help="Placement file: .safetensors (eplb), SGLang .json/.pt, TensorRT-LLM .yaml, .csv.", show_default=False)],
     trace: TraceArg,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", "-g", help="GPUs the placement was made for, when the file does not record it (SGLang, TensorRT-LLM).", show_default=False)] = None,
-    nodes: Annotated[Optional[int], typer.Option("--nodes", "-n", help="Nodes, when the file does not record them.", show_default=False)] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", "-g", help="GPUs the placement was made for, when the file does not record it (SGLang, TensorRT-LLM).", show_default=False)] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", "-n", help="Nodes, when the file does not record them.", show_default=False)] = None,
     groups: Groups = None,
     input_format: InputFormat = None,
     window: Window = None,
     windows: Windows = None,
-    layer: Annotated[Optional[int], typer.Option("--layer", help="Show this layer's GPUs and the experts they hold.", show_default=False)] = None,
-    exclude_gpus: Annotated[Optional[str], typer.Option("--exclude-gpus", help="GPUs that fail, e.g. 3,17: name the experts left with no replica and score the load re-spread over the surviving replicas.", show_default=False)] = None,
+    layer: Annotated[int | None, typer.Option("--layer", help="Show this layer's GPUs and the experts they hold.", show_default=False)] = None,
+    exclude_gpus: Annotated[str | None, typer.Option("--exclude-gpus", help="GPUs that fail, e.g. 3,17: name the experts left with no replica and score the load re-spread over the surviving replicas.", show_default=False)] = None,
     max_imbalance: MaxImbalance = None,
     min_balancedness: MinBalancedness = None,
     dispatch: Dispatch = "even",
@@ -464,73 +358,23 @@ def evaluate(
     quiet: Quiet = False,
     strict: Strict = False,
 ) -> None:
-    """Score an existing placement on a trace (e.g. the next day's load), optionally as a CI gate."""
-    from . import api
-    from .checks import load_warnings
-    from .dispatch import check_dispatch
-    from .topology import parse_gpu_list
+    """Score an existing placement on a trace, such as the next day's load; optionally a CI gate."""
+    validation.evaluate_options(placement, trace, gpus=gpus, nodes=nodes, groups=groups, input_format=input_format,
+                                window=window, windows=windows, layer=layer, exclude_gpus=exclude_gpus,
+                                max_imbalance=max_imbalance, min_balancedness=min_balancedness, plot=plot, force=force,
+                                dispatch=dispatch)
+    from . import api, report
 
-    _check_gates(max_imbalance, min_balancedness)
-    check_dispatch(dispatch)
-    if plot:
-        from .plots import check_plot
-
-        check_plot(plot, force)
-    for flag, value in (("--gpus", gpus), ("--nodes", nodes), ("--groups", groups)):
-        if value is not None and value < 1:
-            raise EplbError(f"{flag} {value}: must be >= 1")
-    tr = api.load_trace(trace, input_format, window=window, windows=windows)
-    defaults = {k: v for k, v in (("gpus", gpus), ("nodes", nodes), ("groups", groups if groups is not None else tr.groups))
-                if v is not None}
-    p = _read_placement_for(placement, tr, trace, defaults, gpus)
-    topo = p.topology
-    load = tr.total()
-    _warn(load_warnings(load, trace), quiet, strict, trace)
-    if layer is not None and not 0 <= layer < tr.layers:
-        raise EplbError(f"--layer {layer}: the trace has layers 0 to {tr.layers - 1}")
-    failed = parse_gpu_list(exclude_gpus)
-    bad = [g for g in failed if not 0 <= g < topo.gpus]
-    if bad:
-        raise EplbError(f"--exclude-gpus {bad[0]}: {placement} has GPUs 0 to {topo.gpus - 1}")
-    if failed and len(set(failed) | set(topo.excluded_gpus)) >= topo.gpus:
-        raise EplbError("--exclude-gpus fails every GPU: leave at least one")
-    p, sc, failure = api.evaluate_failure(p, load, failed, dispatch=dispatch)
-    summary = sc.summary()
-    gates = _gates(summary["gpu_imbalance"], summary["balancedness"], max_imbalance, min_balancedness)
-    if plot:
-        from .plots import score_heatmap
-
-        score_heatmap(sc, topo, plot, label=f"{Path(placement).name} on {Path(trace).name}",
-                      layer_ids=tr.meta.get("layer_ids"), force=force)
+    rep = api.evaluate_placement(placement, trace, gpus=gpus, nodes=nodes, groups=groups,
+                                 reading=_reading(input_format, window, windows), layer=layer,
+                                 exclude_gpus=exclude_gpus, max_imbalance=max_imbalance,
+                                 min_balancedness=min_balancedness, plot=plot, force=force, strict=strict,
+                                 warn=_warner(quiet, trace), dispatch=dispatch)
     if json_out:
-        doc = {
-            "placement": placement, "trace": trace, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
-            "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups,
-            **summary, "dispatch": dispatch, "excluded_gpus": list(p.topology.excluded_gpus), "failure": failure,
-            "gates": gates,
-            "passed": all(g["passed"] for g in gates),
-        }
-        _out(report.to_json(doc))
+        _out(report.evaluate_json(rep, flag))
     elif not quiet:
-        head = [
-            ("placement", f"{placement}: {p.layers} layers x {topo.slots} slots"),
-            ("trace", f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window{'s' if tr.windows != 1 else ''} summed"),
-            ("cluster", report.topology_line(topo)),
-            *([("dispatch", report.DISPATCH_LINES[dispatch])] if dispatch != "even" else []),
-        ]
-        if failure:
-            head += [
-                ("failed GPUs", ", ".join(map(str, failure["failed_gpus"]))),
-                ("failure model", failure["model"]),
-                ("lost experts", report.lost_experts_line(failure["lost_experts"])),
-                ("lost load", f"{report.fmt_pct(failure['lost_load_share'])} of all tokens"),
-                ("before failure", f"GPU imbalance {report.fmt_ratio(failure['gpu_imbalance_before'])}, "
-                                   f"balancedness {report.fmt_ratio(failure['balancedness_before'])}"),
-            ]
-        head += report.score_rows(summary)
-        head += [("gate", f"{g['gate']} {g['limit']:g}: {'passed' if g['passed'] else 'FAILED'}") for g in gates]
-        _out(report.score_report(head, p, sc, load, layer))
-    _enforce(gates, f"{placement} on {trace}")
+        _out(report.evaluate_text(rep, flag, layer))
+    api.enforce(rep.gates, f"{placement} on {trace}")
 
 
 @app.command()
@@ -543,14 +387,14 @@ def replay(
     groups: Groups = None,
     policy: Policy = "auto",
     strategy: StrategyOpt = "balanced",
-    every: Annotated[int, typer.Option("--every", help="Rebalance every N windows; each plan serves the N windows after it.", metavar="N")] = 1,
-    history: Annotated[Optional[int], typer.Option("--history", help="Plan from the forecast of the last H windows (default: all windows so far).", metavar="H", show_default=False)] = None,
+    every: Annotated[str, typer.Option("--every", help="Rebalance every N windows; each plan serves the N windows after it. Several (1,2,4,8) print one summary row each, all from the same first window, to choose an interval.", metavar="N[,N...]")] = "1",
+    history: Annotated[int | None, typer.Option("--history", help="Plan from the forecast of the last H windows (default: all windows so far).", metavar="H", show_default=False)] = None,
     forecast: Annotated[str, typer.Option("--forecast", help="last | mean | ema:ALPHA | oracle (plans on the windows it serves: the upper bound).")] = "last",
-    start: Annotated[Optional[int], typer.Option("--start", help="First rebalance at this window (default: N, after N recorded windows).", show_default=False)] = None,
+    start: Annotated[int | None, typer.Option("--start", help="First rebalance at this window (default: N, after N recorded windows).", show_default=False)] = None,
     migration_aware: Annotated[bool, typer.Option("--migration-aware/--no-migration-aware", help="Keep replicas of the plan being served in place where that costs no balance.")] = True,
     max_moves: MaxMoves = None,
-    expert_bytes: Annotated[Optional[str], typer.Option("--expert-bytes", help="Weight bytes of one expert replica (e.g. 44040192 or 42MiB), to report bytes moved.", show_default=False)] = None,
-    previous: Annotated[Optional[str], typer.Option("--previous", help="The placement served before the first rebalance (its moves are counted too).", metavar="PLACEMENT", show_default=False)] = None,
+    expert_bytes: Annotated[str | None, typer.Option("--expert-bytes", help="Weight bytes of one expert replica (e.g. 44040192 or 42MiB), to report bytes moved.", show_default=False)] = None,
+    previous: Annotated[str | None, typer.Option("--previous", help="The placement served before the first rebalance (its moves are counted too).", metavar="PLACEMENT", show_default=False)] = None,
     exclude_gpus: ExcludeGpus = None,
     seed: Seed = 0,
     device: Device = "cpu",
@@ -559,6 +403,7 @@ def replay(
     scenarios: Scenarios = None,
     robust_tolerance: RobustTolerance = 0.05,
     dispatch: Dispatch = "even",
+    min_gain: Annotated[float | None, typer.Option("--min-gain", help="Skip a rebalance whose forecast gain (relative drop of the GPU imbalance on the forecast) is below X, e.g. 0.01; reports the moves saved and the balance lost.", metavar="X", show_default=False)] = None,
     input_format: InputFormat = None,
     window: Window = None,
     windows: Windows = None,
@@ -571,61 +416,42 @@ def replay(
     strict: Strict = False,
 ) -> None:
     """Replay a trace as a server would: plan from a forecast every N windows, serve the next ones, count moves."""
-    from .checks import check_device, load_warnings
-    from .forecast import parse_forecast
-    from .replay import parse_bytes, replay as run_replay
+    intervals = validation.intervals(every)
+    validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    validation.replay_options(trace, every=intervals, history=history, device=device, threads=threads,
+                              input_format=input_format, window=window, windows=windows, max_imbalance=max_imbalance,
+                              min_balancedness=min_balancedness, max_moves=max_moves, previous=previous, plot=plot,
+                              force=force, min_gain=min_gain, robust=robust, scenarios=scenarios,
+                              robust_tolerance=robust_tolerance, dispatch=dispatch)
+    from . import api, report
 
-    from .dispatch import check_dispatch
-
-    check_device(device)
-    _check_gates(max_imbalance, min_balancedness)
-    check_dispatch(dispatch)
-    fc = parse_forecast(forecast)
-    if plot:
-        from .plots import check_plot
-
-        check_plot(plot, force)
-    size = parse_bytes(expert_bytes) if expert_bytes is not None else None
-    tr, topo = _trace_and_topology(trace, input_format, window, windows, gpus, nodes, slots, redundant, groups,
-                                   policy, exclude_gpus)
-    _warn(load_warnings(tr.total(), trace), quiet, strict, trace)
-    old = None
-    if previous is not None:
-        from .replay import check_previous
-
-        old = _read_placement_for(previous, tr, trace, {"gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups})
-        check_previous(old, tr, topo, previous, trace)
-    result = run_replay(tr, topo, every=every, forecast=fc, strategy=strategy, history=history, start=start,
-                        migration_aware=migration_aware, max_moves=max_moves, expert_bytes=size, previous=old,
-                        seed=seed, device=device, threads=threads, robust=robust, scenarios=scenarios,
-                        robust_tolerance=robust_tolerance, dispatch=dispatch)
-    s = result.summary
-    gates = _gates(s["served_gpu_imbalance"], s["served_balancedness"], max_imbalance, min_balancedness)
-    if plot:
-        from .plots import replay_figure
-
-        replay_figure({f"{strategy}, forecast {forecast}": result.to_dict()["rebalances"]}, plot,
-                      title=f"{Path(trace).name}: replay every {every} window(s); {report.topology_line(topo)}",
-                      force=force)
+    cluster = _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
+    common = dict(strategy=strategy, history=history, forecast=forecast, start=start, migration_aware=migration_aware,
+                  max_moves=max_moves, expert_bytes=expert_bytes, previous=previous, seed=seed, device=device,
+                  threads=threads, min_gain=min_gain, reading=_reading(input_format, window, windows), strict=strict,
+                  warn=_warner(quiet, trace), robust=_robust(robust, scenarios, robust_tolerance), dispatch=dispatch)
+    show = sys.stderr.isatty() and not quiet
+    if len(intervals) > 1:
+        for name, value in (("--max-imbalance", max_imbalance), ("--min-balancedness", min_balancedness),
+                            ("--plot", plot)):
+            if value is not None:
+                raise EplbError(f"{name} takes one --every interval; drop it or give one N")
+        with _Progress(show, "replay") as bar:
+            several = api.replay_intervals(trace, cluster, intervals, progress=bar.advance, **common)
+        if json_out:
+            _out(report.intervals_json(several))
+        elif not quiet:
+            _out(report.intervals_text(several))
+        return
+    with _Progress(show, "replay") as bar:
+        rep = api.replay_trace(trace, cluster, every=intervals[0], max_imbalance=max_imbalance,
+                               min_balancedness=min_balancedness, plot=plot, force=force, progress=bar.advance,
+                               **common)
     if json_out:
-        doc = result.to_dict()
-        doc["summary"] = {"trace": trace, "policy": topo.policy, "layers": tr.layers, "experts": tr.experts,
-                          "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes,
-                          "groups": topo.groups, "excluded_gpus": list(topo.excluded_gpus), **s, "gates": gates,
-                          "passed": all(g["passed"] for g in gates)}
-        _out(report.to_json(doc))
+        _out(report.replay_json(rep, flag))
     elif not quiet:
-        head = [
-            ("strategy", strategy),
-            ("policy", report.policy_line(topo)),
-            ("trace", f"{trace}: {tr.layers} layers x {tr.experts} experts, {tr.windows} window(s)"),
-            ("cluster", report.topology_line(topo)),
-            *report.replay_rows(s),
-            *[("gate", f"{g['gate']} {g['limit']:g} (served): {'passed' if g['passed'] else 'FAILED'}") for g in gates],
-        ]
-        table = report.rebalance_table(result.to_dict()["rebalances"], with_bytes=size is not None)
-        _out(report.join_blocks(["Rebalances\n" + table, report.summary_table(head)]))
-    _enforce(gates, f"replay of {trace} (served load)")
+        _out(report.replay_text(rep, flag))
+    api.enforce(rep.gates, f"replay of {trace} (served load)")
 
 
 # ---------------------------------------------------------------- inspect, convert (engine files)
@@ -640,93 +466,153 @@ def inspect(
     top: Annotated[int, typer.Option("--top", help="How many of the hottest experts (and most skewed layers) to list.")] = 10,
     json_out: Json = False,
 ) -> None:
-    """Describe a trace: shape, tokens per layer, zero layers, skew, hottest experts, drift between windows."""
-    from . import api
-    from .inspection import inspect_trace, render
+    """Describe a trace (shape, tokens per layer, zero layers, skew, hottest experts, drift) or a placement file."""
+    validation.inspect_options(trace, input_format=input_format, window=window, windows=windows, top=top)
+    from . import api, report
+    from .inspection import render, render_placement
 
-    if top < 0:
-        raise EplbError(f"--top {top}: must be >= 0")
-    doc = inspect_trace(api.load_trace(trace, input_format, window=window, windows=windows), top=top)
-    _out(report.to_json(doc) if json_out else render(doc, top_layers=min(top, 5)))
+    doc = api.inspect_file(trace, reading=_reading(input_format, window, windows), top=top)
+    if json_out:
+        _out(report.to_json(doc))
+    else:
+        _out(render_placement(doc) if doc.get("kind") == "placement" else render(doc, top_layers=min(top, 5)))
 
 
 @app.command()
 def convert(
     src: Annotated[str, typer.Argument(metavar="IN", help="Trace or placement to read: a file, an engine dump folder, or - for stdin.", show_default=False)],
     dst: Annotated[str, typer.Argument(metavar="OUT", help="File to write, or - for stdout; its extension picks the format unless --format.", show_default=False)],
-    fmt: Annotated[Optional[str], typer.Option("--format", help="Output format. Traces: safetensors, csv, csv-wide, sglang, vllm. Placements: safetensors, sglang, sglang-pt, trtllm, vllm-ascend, csv.", show_default=False)] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Output format. Traces: safetensors, csv, csv-wide, sglang, vllm. Placements: safetensors, sglang, sglang-pt, trtllm, vllm-ascend, vllm, csv.", show_default=False)] = None,
     input_format: InputFormat = None,
-    gpus: Annotated[Optional[int], typer.Option("--gpus", "-g", help="GPUs the placement was made for, when IN does not record it (SGLang, TensorRT-LLM).", show_default=False)] = None,
-    nodes: Annotated[Optional[int], typer.Option("--nodes", "-n", help="Nodes, when IN does not record them.", show_default=False)] = None,
-    groups: Annotated[Optional[int], typer.Option("--groups", help="Expert groups, when IN does not record them.", show_default=False)] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", "-g", help="GPUs the placement was made for, when IN does not record it (engine files) and OUT does (safetensors, csv, vllm-ascend).", show_default=False)] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", "-n", help="Nodes, when IN does not record them.", show_default=False)] = None,
+    groups: Annotated[int | None, typer.Option("--groups", help="Expert groups, when IN does not record them.", show_default=False)] = None,
     force: Force = False,
     json_out: Json = False,
 ) -> None:
     """Convert a trace or a placement between file formats (which one IN is, is read from its content)."""
-    from .convert import convert as run_convert
-
     if json_out and dst == "-":
         raise EplbError("--json with OUT -: both would go to standard output; write OUT to a file")
-    for flag, value in (("--gpus", gpus), ("--nodes", nodes), ("--groups", groups)):
-        if value is not None and value < 1:
-            raise EplbError(f"{flag} {value}: must be >= 1")
-    defaults = {k: v for k, v in (("gpus", gpus), ("nodes", nodes), ("groups", groups)) if v is not None}
-    done = run_convert(src, dst, fmt=fmt, input_format=input_format, force=force, defaults=defaults)
+    validation.convert_options(src, dst, fmt=fmt, input_format=input_format, gpus=gpus, nodes=nodes, groups=groups,
+                               force=force)
+    from . import api, report
+
+    done = api.convert_file(src, dst, fmt=fmt, input_format=input_format, gpus=gpus, nodes=nodes, groups=groups,
+                            force=force)
     if json_out:
         _out(report.to_json(done))
-        return
-    if done["kind"] == "trace":
-        shape = f"trace, {done['windows']} window(s) x {done['layers']} layers x {done['experts']} experts"
     else:
-        shape = (f"placement, {done['layers']} layers x {done['slots']} slots on {done['gpus']} GPUs "
-                 f"(read as {done['input_format']})")
-    _out(f"wrote {dst} ({done['format']}): {shape}", to_stderr=True)
+        _out(report.convert_line(done), to_stderr=True)
+        if done.get("engine"):
+            _out(report.engine_lines(done["engine"]), to_stderr=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning errors into one line and an exit code."""
+    """Entry point: run the app, turning errors into one line and an exit code.
+
+    Every line it prints goes through :func:`_say`, which keeps it to one line
+    of at most :data:`~eplb_cli.errors.MAX_MESSAGE` characters.
+    """
+    from . import interrupts
+
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        app(args=["--help"], prog_name="eplb", standalone_mode=False)
+        typer.echo("eplb: error: no command given; pick one of the commands above, e.g. eplb plan TRACE --gpus 8",
+                   err=True)
+        return 2
     debug = "--debug" in args
+    interrupts.begin_command()
     try:
         with warnings.catch_warnings():
             if not debug:  # library warnings would break the one-line stderr contract
                 warnings.simplefilter("ignore")
-            app(args=args, prog_name="eplb", standalone_mode=False)
-        return 0
+            code = app(args=args, prog_name="eplb", standalone_mode=False)
+        if code == 130:  # typer turns a Ctrl-C it caught into a return value of 130 when not standalone
+            _say(interrupts.message())
+            return 130
+        _flush_stdout()
+        return code if isinstance(code, int) else 0
+    except interrupts.Interrupted as exc:
+        _say(interrupts.message(exc.signum))
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        _say(interrupts.message())
+        return 130
     except EplbError as exc:
         if debug:
             raise
-        typer.echo(f"eplb: error: {exc}", err=True)
+        if isinstance(exc, OutputError):
+            _silence_stdout()
+        _say(f"eplb: error: {exc.render(flag_style)}")
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        typer.echo("eplb: interrupted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        typer.echo("eplb: interrupted", err=True)
-        return 130
     except MemoryError:
         if debug:
             raise
-        typer.echo("eplb: error: out of memory; use --windows or --window to read less of the trace", err=True)
+        _say(f"eplb: error: {_memory_message(None)}")
         return 2
-    except BrokenPipeError:
-        return 0
     except Exception as exc:
         if _is_usage_error(exc):
-            typer.echo(f"eplb: error: {_usage_message(exc)}", err=True)
+            _say(f"eplb: error: {_usage_message(exc)}")
             return 2
         if "can't allocate memory" in str(exc) or type(exc).__name__ == "OutOfMemoryError":
             if debug:
                 raise
-            typer.echo("eplb: error: out of memory; use --windows or --window to read less of the trace, "
-                       "or fewer slots", err=True)
+            _say(f"eplb: error: {_memory_message(exc)}")
             return 2
         if debug:  # a bug: still one line, with a way to get the details
             raise
-        typer.echo(f"eplb: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)".replace("\n", " "), err=True)
+        _say(f"eplb: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)")
         return 3
+
+
+def _say(line: str) -> None:
+    """Print one line on stderr, cut to the message length limit."""
+    typer.echo(one_line(line), err=True)
+
+
+def _flush_stdout() -> None:
+    """Push out what is still buffered for standard output, so a full disk or closed pipe is reported now."""
+    if sys.stdout is not None:
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            raise stdout_failed(exc) from None
+
+
+def _silence_stdout() -> None:
+    """After standard output failed, send what is left of it to /dev/null so Python's exit stays quiet."""
+    stream = sys.__stdout__
+    if stream is None or sys.stdout is not stream:
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
+
+
+def _memory_message(exc: Exception | None) -> str:
+    """What to say when an allocation failed: advice to read less only when the request could ever fit."""
+    import re
+
+    asked = re.search(r"allocate (\d+) bytes", str(exc or ""))
+    total = _physical_memory()
+    if asked and total and int(asked.group(1)) > total:
+        return (f"this input asks for {int(asked.group(1)) / (1 << 30):.1f} GiB in one piece, more than this machine "
+                "has; a size or id in it is probably wrong")
+    return ("out of memory; read less of the trace with --windows A:B or --window N, "
+            "or run on a machine with more memory")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _is_usage_error(exc: Exception) -> bool:
@@ -738,12 +624,15 @@ def _usage_message(exc: Exception) -> str:
     ctx = getattr(exc, "ctx", None)
     name = getattr(ctx, "info_name", None)
     hint = f" (see 'eplb {name} --help')" if name and name != "eplb" else " (see 'eplb --help')"
-    return " ".join(f"{exc.format_message()}{hint}".split())
+    message = exc.format_message()  # type: ignore[attr-defined]  # click's UsageError, see _is_usage_error
+    return " ".join(f"{message}{hint}".split())
 
 
 def run() -> None:
-    """Console-script wrapper."""
-    sys.exit(main())
+    """Console-script wrapper (the ``eplb`` script itself is :func:`eplb_cli.entry.run`)."""
+    from .entry import run as entry_run
+
+    entry_run()
 
 
 if __name__ == "__main__":

@@ -39,19 +39,17 @@ from .errors import EplbError
 from .metrics import Score, live_gpus, lower_bound, node_loads, window_gpu_loads
 from .placement import Placement
 from .threads import one_thread
+from .validation import DISPATCH_MODES, dispatch_mode
 
-DISPATCH_MODES = ("even", "lp")
-"""``--dispatch`` values."""
+__all__ = ["DISPATCH_MODES", "check_dispatch", "dispatch_gpu_loads", "lp_gpu_loads", "lp_score", "lp_split"]
 
 _TOL = 1e-10
 """Relative slack (of the mean GPU load) below which a GPU counts as at the target level."""
 
 
 def check_dispatch(mode: str) -> str:
-    """Validate a ``--dispatch`` value."""
-    if mode not in DISPATCH_MODES:
-        raise EplbError(f"--dispatch {mode}: use one of {', '.join(DISPATCH_MODES)}")
-    return mode
+    """``mode`` if it is a dispatch model eplb knows (:data:`DISPATCH_MODES`); else an :class:`EplbError`."""
+    return dispatch_mode(mode)
 
 
 def _replicas_per_gpu(placement: Placement) -> torch.Tensor:
@@ -156,7 +154,7 @@ def _min_max(base: torch.Tensor, y: torch.Tensor, adj: torch.Tensor, live: torch
             state = [t.index_select(0, keep) for t in state]
         if idx.numel() == 0:
             return
-        _augment(*state, live)
+        _augment(state[0], state[1], state[2], state[3], state[4], state[5], live)
     y[idx] = state[1]
 
 

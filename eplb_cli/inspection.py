@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .formats.launch import fits, fits_line, layer_span
+from .placement import Placement
 from .trace import Trace
 
 COLD_FRACTION = 0.1
@@ -180,3 +182,38 @@ def render(doc: dict, top_layers: int = 5) -> str:
         blocks.append("Hottest experts\n" + report.rows_table(
             rows, [("layer", "layer"), ("expert", "expert"), ("tokens", "tokens"), ("share", "share of its layer")]))
     return report.join_blocks(blocks)
+
+
+def inspect_placement(placement: Placement, meta: dict, source: str) -> dict:
+    """Summarise a placement file as plain data: shape, layer ids, replicas, and the GPU counts it fits.
+
+    ``gpus`` is None when the file does not record it (engine files): ``fits``
+    lists every GPU count its slots divide over evenly.
+    """
+    topo = placement.topology
+    cnt = placement.logcnt
+    known = meta.get("gpus_known", True)
+    return {
+        "kind": "placement", "source": source, "format": meta.get("file_format"), "layers": placement.layers,
+        "layer_ids": placement.ids, "experts": topo.experts, "slots": topo.slots,
+        "redundant": topo.slots - topo.experts, "gpus": topo.gpus if known else None,
+        "nodes": topo.nodes if known else None, "fits": fits(topo.slots),
+        "replicas": {"min": int(cnt.min()), "max": int(cnt.max())},
+        "all_layers": bool(meta.get("all_layers", False)),
+    }
+
+
+def render_placement(doc: dict) -> str:
+    """The human form of :func:`inspect_placement`'s document."""
+    from . import report
+
+    where = (f"on {doc['gpus']} GPUs in {doc['nodes']} node(s)" if doc["gpus"] is not None
+             else "the file does not record GPUs")
+    layers = "one map for every MoE layer" if doc["all_layers"] else f"{doc['layers']} MoE layers ({layer_span(doc['layer_ids'])})"
+    rows = [
+        ("placement", f"{doc['source']} ({doc['format']}): {layers}"),
+        ("slots", f"{doc['slots']} = {doc['experts']} experts + {doc['redundant']} redundant, {where}"),
+        ("fits", fits_line(doc["slots"])),
+        ("replicas", f"{doc['replicas']['min']} to {doc['replicas']['max']} per expert"),
+    ]
+    return report.summary_table(rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -242,7 +243,7 @@ def score(placement: Placement, load: torch.Tensor) -> Score:
     )
 
 
-def migration(old: Placement, new: Placement) -> dict[str, int]:
+def count_moves(old: Placement, new: Placement) -> dict[str, Any]:
     """Replicas (layer, slot) whose expert changes from ``old`` to ``new``.
 
     A changed slot is intra-node when the old placement already held its new
@@ -297,7 +298,7 @@ class ServedTally:
     worst: float = float("nan")
     window_imbalance: list[float] = field(default_factory=list)
 
-    def add(self, gpu_load: torch.Tensor, live: torch.Tensor) -> "ServedTally":
+    def add(self, gpu_load: torch.Tensor, live: torch.Tensor) -> ServedTally:
         """Add GPU loads [W, L, G] (or [L, G], one window); pairs whose live GPUs carry nothing are skipped."""
         by_window = gpu_load[..., live].reshape(-1 if gpu_load.dim() == 3 else 1, gpu_load.shape[-2], int(live.sum()))
         w_mean, w_peak = by_window.mean(dim=-1), by_window.max(dim=-1).values
@@ -318,7 +319,7 @@ class ServedTally:
             self.worst = top if self.worst != self.worst else max(self.worst, top)
         return self
 
-    def merge(self, other: "ServedTally") -> "ServedTally":
+    def merge(self, other: ServedTally) -> ServedTally:
         """Add another tally's sums into this one."""
         self.pairs += other.pairs
         self.ratio_sum += other.ratio_sum
@@ -347,33 +348,3 @@ class ServedTally:
     @property
     def balancedness(self) -> float:
         return self.mean_sum / self.max_sum if self.max_sum > 0 else float("nan")
-
-
-# ---------------------------------------------------------------- failed GPUs
-
-
-def fail_gpus(placement: Placement, gpus: list[int] | tuple[int, ...]) -> Placement:
-    """``placement`` as it runs once ``gpus`` fail: their slots empty (-1), nothing re-planned.
-
-    Each expert's load is then shared by its surviving replicas (scoring
-    divides by the live replica count), and experts with no surviving replica
-    are lost: their load is served by no GPU. The result is deliberately not
-    validated, since lost experts make it an invalid plan; the topology uses
-    the global policy so that the lower bound is that of any placement on the
-    surviving GPUs.
-    """
-    from dataclasses import replace
-
-    topo = placement.topology
-    dead = tuple(sorted(set(topo.excluded_gpus) | {int(g) for g in gpus}))
-    failed = replace(topo, excluded_gpus=dead, policy="global")
-    phy2log = placement.phy2log.clone()
-    if dead:
-        gone = torch.isin(torch.arange(topo.slots) // topo.slots_per_gpu, torch.tensor(dead))
-        phy2log[:, gone] = -1
-    return Placement(phy2log, failed)
-
-
-def lost_experts(placement: Placement) -> torch.Tensor:
-    """Bool [L, E]: experts with no replica on a live slot."""
-    return replica_counts(placement.phy2log, placement.topology.experts) == 0

@@ -9,35 +9,36 @@ atomically like every other output.
 
 from __future__ import annotations
 
-import importlib.util
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from .atomic import check_writable, write_with
-from .errors import EplbError
+from .errors import EplbError, arg
+from .formats.atomic import write_with
+from .validation import plot_file, plot_hint
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.figure import Figure
 
     from .metrics import Score
     from .topology import Topology
 
-MISSING = "--plot needs matplotlib: pip install 'eplb-cli[plot]'"
+MISSING = f"{arg('plot')} needs matplotlib: {plot_hint()}"
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 DPI = 100
 _BAD = "#d9d9d9"
 
 
-def check_plot(path: str, force: bool = False) -> None:
-    """Fail before any work when ``--plot`` cannot be honoured (no matplotlib, bad name, existing file)."""
-    if importlib.util.find_spec("matplotlib") is None:
-        raise EplbError(MISSING)
-    if Path(path).suffix.lower() not in FORMATS:
-        raise EplbError(f"--plot {path}: give a .png (or .svg, .pdf) file name")
-    check_writable(path, force)
+def check_plot(path: str, force: bool = False, reads: Sequence[str | None] = ()) -> None:
+    """Fail before any work when ``--plot`` cannot be honoured (no matplotlib, bad name, existing file).
+
+    ``reads`` are the command's input files, which the plot may not replace.
+    """
+    plot_file(path, force, reads)
 
 
 def heatmap_size(layers: int, gpus: int) -> tuple[float, float]:
@@ -47,7 +48,7 @@ def heatmap_size(layers: int, gpus: int) -> tuple[float, float]:
     return width, height
 
 
-def _figure(size: tuple[float, float]) -> "Figure":
+def _figure(size: tuple[float, float]) -> Figure:
     """A figure on the Agg canvas, without touching pyplot's global state."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -59,7 +60,7 @@ def _figure(size: tuple[float, float]) -> "Figure":
     return fig
 
 
-def _save(fig: "Figure", path: str, force: bool) -> None:
+def _save(fig: Figure, path: str, force: bool) -> None:
     fmt = FORMATS.get(Path(path).suffix.lower(), "png")
     write_with(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI), force)
 
@@ -74,27 +75,32 @@ def relative_gpu_load(gpu_load: torch.Tensor, live: torch.Tensor | None = None) 
     return rel.masked_fill(~live.unsqueeze(0), float("nan"))
 
 
+def heatmap_top(rel: torch.Tensor) -> float:
+    """Top of the heatmap's colour scale: 2.0 (twice the mean, as far above 1.0 as an idle GPU is below), or the
+    busiest GPU's relative load when higher. Loads are never negative, so the scale starts at 0."""
+    finite = rel[~torch.isnan(rel)]
+    return max(2.0, float(finite.max())) if finite.numel() else 2.0
+
+
 def gpu_heatmap(gpu_load: torch.Tensor, path: str, *, title: str, live: torch.Tensor | None = None,
                 layer_ids: Sequence[int] | None = None, gpus_per_node: int | None = None,
                 force: bool = False) -> None:
     """Heatmap of GPU load per layer relative to the layer mean (layers x GPUs).
 
-    Diverging colours centred at 1.0 (blue under, red over the mean), symmetric
-    so equal distances look equally strong; grey cells are excluded GPUs or
-    layers with no load; black lines separate nodes.
+    Diverging colours centred at 1.0 (blue under, red over the mean) on a
+    scale from 0 (an idle GPU) to :func:`heatmap_top`; grey cells are excluded
+    GPUs or layers with no load; black lines separate nodes.
     """
+    from matplotlib.colors import TwoSlopeNorm
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     rel = relative_gpu_load(gpu_load, live)
     layers, gpus = rel.shape
-    finite = rel[~torch.isnan(rel)]
-    spread = float((finite - 1.0).abs().max()) if finite.numel() else 0.0
-    spread = max(spread, 0.01)
     fig = _figure(heatmap_size(layers, gpus))
     ax = fig.add_subplot()
     cmap = _colormap("RdBu_r")
-    image = ax.imshow(rel.numpy(), aspect="auto", cmap=cmap, vmin=1.0 - spread, vmax=1.0 + spread,
-                      interpolation="nearest", origin="upper")
+    norm = TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=heatmap_top(rel))
+    image = ax.imshow(rel.numpy(), aspect="auto", cmap=cmap, norm=norm, interpolation="nearest", origin="upper")
     grey = bool(torch.isnan(rel).any())
     ax.set_xlabel("GPU" + ("    (grey: excluded GPU or layer with no load)" if grey else ""))
     ax.set_ylabel("layer")
@@ -120,7 +126,7 @@ def _colormap(name: str):
 
 
 def compare_bars(names: Sequence[str], imbalance: Sequence[float], runtime_ms: Sequence[float], path: str, *,
-                 title: str = "", lower_bound: float | None = None, next_window: Sequence[float] | None = None,
+                 title: str = "", lower_bound: float | None = None, next_window: Sequence[float | None] | None = None,
                  force: bool = False) -> None:
     """Two bar charts side by side: GPU imbalance (max/mean) and runtime per strategy.
 
@@ -143,7 +149,7 @@ def compare_bars(names: Sequence[str], imbalance: Sequence[float], runtime_ms: S
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = []
+    handles: list[Artist] = []
     for k, (label, vals) in enumerate(groups):
         xs = [i - 0.4 + width * (k + 0.5) for i in x]
         hatch = "//" if k else None
@@ -246,7 +252,7 @@ def _palette(i: int) -> str:
     return colors[i % len(colors)]
 
 
-def score_heatmap(score: "Score", topo: "Topology", path: str, *, label: str,
+def score_heatmap(score: Score, topo: Topology, path: str, *, label: str,
                   layer_ids: Sequence[int] | None = None, force: bool = False) -> None:
     """:func:`gpu_heatmap` of a scored placement, titled with ``label`` (e.g. the strategy) and its imbalance."""
     s = score.summary()

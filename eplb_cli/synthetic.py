@@ -12,7 +12,8 @@ import math
 
 import torch
 
-from .errors import EplbError
+from .errors import EplbError, arg
+from .strategies.base import torch_seed
 from .trace import Trace
 
 
@@ -41,7 +42,7 @@ def generate(
     from one ``torch.Generator`` seeded with ``seed``: same arguments, same trace.
     """
     _check_args(layers, experts, windows, skew, drift, tokens, groups)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    gen = torch.Generator(device="cpu").manual_seed(torch_seed(seed))
     dtype = torch.float64
 
     layer_sigma = skew * (0.5 + torch.rand(layers, 1, generator=gen, dtype=dtype))
@@ -70,12 +71,12 @@ def _check_args(
     """Reject shapes and parameters the generator cannot honour, with actionable messages."""
     for name, value in (("layers", layers), ("experts", experts), ("windows", windows)):
         if value < 1:
-            raise EplbError(f"--{name} {value}: must be >= 1")
+            raise EplbError(f"{arg(name, value)}: must be >= 1")
     if not math.isfinite(skew) or skew < 0:
-        raise EplbError(f"--skew {skew}: must be >= 0 (0 gives equally popular experts)")
+        raise EplbError(f"{arg('skew', skew)}: must be >= 0 (0 gives equally popular experts)")
     if not math.isfinite(drift) or drift < 0:
-        raise EplbError(f"--drift {drift}: must be >= 0 (0 keeps popularity fixed across windows)")
+        raise EplbError(f"{arg('drift', drift)}: must be >= 0 (0 keeps popularity fixed across windows)")
     if tokens < 0:
-        raise EplbError(f"--tokens {tokens}: must be >= 0")
+        raise EplbError(f"{arg('tokens', tokens)}: must be >= 0")
     if groups is not None and (groups < 1 or experts % groups):
-        raise EplbError(f"--groups {groups}: must be >= 1 and divide --experts {experts}")
+        raise EplbError(f"{arg('groups', groups)}: must be >= 1 and divide {arg('experts', experts)}")

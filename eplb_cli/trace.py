@@ -1,7 +1,8 @@
 """Trace: expert load per window, layer and logical expert, float64 [W, L, E].
 
-Readers and writers for every file format live in :mod:`eplb_cli.traces`; this
-module holds the in-memory form and the window operations every command uses.
+Readers and writers for every file format live in :mod:`eplb_cli.formats`; this
+module holds the in-memory form, the window operations every command uses, and
+the warnings a load matrix deserves before anyone trusts figures from it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import EplbError
+from .errors import EplbError, arg
 
 
 @dataclass
@@ -49,19 +50,19 @@ class Trace:
         """Load summed over all windows, [L, E]."""
         return self.load.sum(dim=0)
 
-    def select(self, spec: str | None) -> "Trace":
+    def select(self, spec: str | None) -> Trace:
         """Keep windows ``A:B`` (Python slice semantics, either end optional)."""
         if not spec:
             return self
         lo, hi = parse_window_range(spec, self.windows, self.source)
         return Trace(self.load[lo:hi], self.source, dict(self.meta))
 
-    def rebin(self, every: int | None) -> "Trace":
+    def rebin(self, every: int | None) -> Trace:
         """Sum every ``every`` consecutive windows into one (the last may be shorter)."""
         if not every or every == 1:
             return self
         if every < 1:
-            raise EplbError(f"--window {every}: must be >= 1")
+            raise EplbError(f"{arg('window', every)}: must be >= 1")
         return Trace(bin_sum(self.load, every), self.source, dict(self.meta))
 
     def zero_layers(self) -> torch.Tensor:
@@ -69,19 +70,19 @@ class Trace:
         return self.total().sum(dim=-1) == 0
 
 
-def parse_window_range(spec: str, windows: int, source: str = "--windows") -> tuple[int, int]:
+def parse_window_range(spec: str, windows: int, source: str = "the trace") -> tuple[int, int]:
     """Parse ``A:B`` into a non-empty, in-range slice of ``windows`` windows."""
     parts = spec.split(":")
     if len(parts) != 2:
-        raise EplbError(f"--windows {spec}: expected A:B, e.g. 0:10 or 5: or :-1")
+        raise EplbError(f"{arg('windows', spec)}: expected A:B, e.g. 0:10 or 5: or :-1")
     try:
         lo = int(parts[0]) if parts[0].strip() else None
         hi = int(parts[1]) if parts[1].strip() else None
     except ValueError:
-        raise EplbError(f"--windows {spec}: A and B must be integers, e.g. 0:10") from None
+        raise EplbError(f"{arg('windows', spec)}: A and B must be integers, e.g. 0:10") from None
     lo_i, hi_i, _ = slice(lo, hi).indices(windows)
     if hi_i <= lo_i:
-        raise EplbError(f"--windows {spec}: selects no window of {source}, which has {windows}")
+        raise EplbError(f"{arg('windows', spec)}: selects no window of {source}, which has {windows}")
     return lo_i, hi_i
 
 
@@ -99,8 +100,13 @@ def bin_sum(load: torch.Tensor, every: int) -> torch.Tensor:
     return out.index_add_(0, bins, load)
 
 
+MAX_LOAD = float(1 << 63)
+"""Largest load eplb accepts: engines count tokens in 64-bit integers, and loads this far below float64's
+range can be summed over any trace and squared without overflowing."""
+
+
 def check_values(load: torch.Tensor, source: str) -> None:
-    """Reject NaN, inf and negative loads, in one pass and without a temporary the size of ``load``."""
+    """Reject NaN, inf, negative and absurdly large loads, in one pass and without a temporary the size of ``load``."""
     if load.numel() == 0 or load.dtype == torch.bool:
         return
     low, high = torch.aminmax(load)
@@ -108,6 +114,9 @@ def check_values(load: torch.Tensor, source: str) -> None:
         raise EplbError(f"{source}: load contains NaN or inf; fix or drop those entries")
     if bool(low < 0):
         raise EplbError(f"{source}: load contains negative values; loads are token counts and must be >= 0")
+    if float(high) >= MAX_LOAD:
+        raise EplbError(f"{source}: load holds {float(high):.4g}, at or beyond 2**63 (about 9.2e18); loads are "
+                        "token counts, and sums of values this large overflow: check the export or rescale it")
 
 
 def validate_load(load: object, source: str) -> torch.Tensor:
@@ -131,3 +140,24 @@ def validate_load(load: object, source: str) -> torch.Tensor:
     load = load.to(dtype=torch.float64, device="cpu")
     check_values(load, source)
     return load.contiguous()
+
+
+def load_warnings(load: torch.Tensor, source: str = "") -> list[str]:
+    """What a user should know about a load matrix [L, E] before trusting figures from it.
+
+    A matrix with no load at all is an error, named after ``source`` when given.
+    """
+    out = []
+    zero_layers = load.sum(-1) == 0
+    n_zero = int(zero_layers.sum())
+    if n_zero == load.shape[0]:
+        where = f"{source}: " if source else ""
+        raise EplbError(f"{where}every layer has zero load; nothing to balance, check the trace")
+    if n_zero:
+        ids = zero_layers.nonzero().flatten().tolist()
+        shown = ",".join(map(str, ids[:8])) + (",..." if len(ids) > 8 else "")
+        out.append(f"{n_zero} layer(s) with no load (dense layers?) placed trivially and left out of the figures: {shown}")
+    cold = (load[~zero_layers] == 0).sum()
+    if int(cold):
+        out.append(f"{int(cold)} expert(s) in loaded layers received no tokens; they still get one replica each")
+    return out

@@ -18,6 +18,7 @@ Run: ``python examples/bench_kernels.py [--sigma 1.0] [--repeat 20] [--chains fa
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from eplb_cli.strategies.policy import PRESETS, compose
+from eplb_cli.strategies.chains import PRESETS, compose
 from eplb_cli.strategies.replicate import dhondt
 from eplb_cli.topology import Topology
 
@@ -89,7 +90,7 @@ def report(label: str, load: torch.Tensor, topo: Topology, chains: list[str], re
     print(f"  {'chain':40s} {'median ms':>10s} {'min ms':>8s} {'imb':>8s} {'gap %':>8s} {'worst':>8s} {'>lpt':>5s}")
     for chain in chains:
         text = PRESETS[chain][0] if chain in PRESETS else chain
-        med, low, phy = timed(lambda: compose(load, topo, chain), repeat)
+        med, low, phy = timed(functools.partial(compose, load, topo, chain), repeat)
         peak = gpu_loads(load, phy, topo.gpus).amax(1)
         imb = peak / mean
         gap = float(peak.sum() / bound.sum() - 1) * 100

@@ -18,6 +18,7 @@ scored too.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import statistics
 import sys
@@ -31,11 +32,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
 from engine_baselines import engine_planners  # noqa: E402
 
+from eplb_cli.formats import read_trace  # noqa: E402
 from eplb_cli.metrics import gpu_loads, lower_bound  # noqa: E402
 from eplb_cli.placement import Placement  # noqa: E402
 from eplb_cli.strategies import get_strategy  # noqa: E402
 from eplb_cli.topology import resolve  # noqa: E402
-from eplb_cli.traces import read_trace  # noqa: E402
 
 SHAPES = [
     ("prefill 32 GPUs", dict(gpus=32, nodes=4, slots=288)),
@@ -108,10 +109,10 @@ def main() -> None:
                     wd = w.to(args.device)
                     if engine is None:
                         strat = get_strategy(name)
-                        phy, ms = timed(lambda: strat.plan(wd, topo, seed=0), args.repeat, args.device)
+                        phy, ms = timed(functools.partial(strat.plan, wd, topo, seed=0), args.repeat, args.device)
                     else:
-                        phy, ms = timed(lambda: engine(w, topo.slots, 8, topo.nodes, topo.gpus, policy == "hierarchical"),
-                                        max(3, args.repeat // 4), "cpu")
+                        call = functools.partial(engine, w, topo.slots, 8, topo.nodes, topo.gpus, policy == "hierarchical")
+                        phy, ms = timed(call, max(3, args.repeat // 4), "cpu")
                     i, g, mx = measure(w, topo, phy)
                     kind = "synth" if tname == "synthetic" else "real"
                     imb[kind].append(i)

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from eplb_cli.formats import write_trace  # noqa: E402
 from eplb_cli.synthetic import generate  # noqa: E402  (needs ROOT on sys.path in a bare checkout)
-from eplb_cli.traces import write_trace  # noqa: E402
 
 TRACES = ROOT / "traces"
 

@@ -1,8 +1,32 @@
-"""Small builders shared by several test modules (pytest puts this folder on the import path)."""
+"""What several test modules share: the project's paths, running the CLI in-process, small builders.
+
+pytest puts this folder on the import path (``from helpers import run, SMALL``).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
+
+from eplb_cli.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository's root."""
+SMALL = ROOT / "traces" / "small.safetensors"
+"""The shipped 6-window, 4-layer, 16-expert trace."""
+SYNTHETIC = ROOT / "traces" / "deepseek-v3-synthetic.safetensors"
+"""The shipped DeepSeek-V3-shaped trace: 24 windows x 58 layers x 256 experts."""
+COMMANDS = {"plan", "compare", "strategies", "evaluate", "replay", "inspect", "convert", "generate"}
+"""Every subcommand of ``eplb``: a test fails when one disappears."""
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    """Run ``eplb ARGS`` in this process; return the exit code, stdout and stderr."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def random_weights(gen: torch.Generator, shape: tuple[int, ...], kind: str, *, sigma: float, ties: int) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import signal
 import stat
@@ -13,15 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, SMALL, SYNTHETIC
 
-from eplb_cli import atomic
-from eplb_cli.atomic import write_bytes_atomic, write_with
 from eplb_cli.cli import main
 from eplb_cli.errors import EplbError
-from eplb_cli.placement import load_placement
+from eplb_cli.formats import atomic, load_placement
+from eplb_cli.formats.atomic import write_bytes_atomic, write_with
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = str(ROOT / "traces" / "small.safetensors")
 OLD = b"old contents, must survive\n"
 
 
@@ -30,7 +29,7 @@ def listing(folder: Path) -> list[str]:
 
 
 def plan_args(out: Path, *extra: str) -> list[str]:
-    return ["plan", SMALL, "--gpus", "4", "--strategy", "deepseek", "--quiet", "-o", str(out), *extra]
+    return ["plan", str(SMALL), "--gpus", "4", "--strategy", "deepseek", "--quiet", "-o", str(out), *extra]
 
 
 @pytest.fixture(params=["anonymous", "named"])
@@ -72,7 +71,7 @@ def test_fault_in_a_path_writer_keeps_the_old_file(tmp_path: Path) -> None:
         tmp.write_bytes(b"partial")
         raise OSError(errno.EIO, "Input/output error")
 
-    with pytest.raises(EplbError, match="cannot write .*old file is unchanged"):
+    with pytest.raises(EplbError, match=r"cannot write .*old file is unchanged"):
         write_with(out, writer, force=True)
     assert out.read_bytes() == OLD
     assert listing(tmp_path) == ["plot.png"]
@@ -108,7 +107,7 @@ def test_overwrite_needs_force_for_every_writing_command(tmp_path: Path, capsys:
     runs = {
         "p.json": plan_args(tmp_path / "p.json"),
         "t.safetensors": ["generate", str(tmp_path / "t.safetensors"), "--layers", "2", "--experts", "4"],
-        "c.csv": ["convert", SMALL, str(tmp_path / "c.csv")],
+        "c.csv": ["convert", str(SMALL), str(tmp_path / "c.csv")],
     }
     for name, args in runs.items():
         out = tmp_path / name
@@ -173,7 +172,7 @@ def test_stale_named_temporaries_of_dead_runs_are_removed(tmp_path: Path) -> Non
 
 KILLED_WRITER = textwrap.dedent("""
     import os, sys, time
-    from eplb_cli import atomic
+    from eplb_cli.formats import atomic
     from eplb_cli.cli import main
 
     if sys.argv[1] == "named":
@@ -233,3 +232,164 @@ def test_standard_output_is_not_a_file(tmp_path: Path, capfdbinary: pytest.Captu
     with pytest.raises(EplbError, match="standard output"):
         write_with("-", lambda tmp: tmp.write_bytes(b"x"))
     assert listing(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- output targets
+
+
+def make_device(path: Path) -> bool:
+    """A character device like /dev/null at ``path`` (needs root); False where it cannot be made."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "socket", "folder"])
+def test_only_a_regular_file_is_replaced(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Even with --force: a device, FIFO, socket or folder at -o is refused, named, and left as it was."""
+    import socket
+
+    target = tmp_path / "p.json"
+    if kind == "device" and not make_device(target):
+        pytest.skip("cannot make a device node here (needs root)")
+    if kind == "fifo":
+        os.mkfifo(target)
+    if kind == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        try:
+            server.bind(str(target))
+        except OSError:
+            pytest.skip("cannot bind a UNIX socket in the temporary folder")
+        server.close()
+    if kind == "folder":
+        target.mkdir()
+    before = os.lstat(target)
+    code = main(plan_args(target, "--force"))
+    err = capsys.readouterr().err.strip()
+    what = {"device": "a character device", "fifo": "a FIFO", "socket": "a socket", "folder": "a folder"}[kind]
+    assert code == 2 and err.startswith(f"eplb: error: {target}: is {what}"), err
+    assert ("- for standard output" in err) == (kind != "folder") and "file exists" not in err
+    after = os.lstat(target)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert listing(tmp_path) == ["p.json"]
+
+
+def test_a_link_is_written_through_to_its_file(temp_kind: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A symlink stays a link: the new placement replaces the file it points to, atomically, beside it."""
+    real = tmp_path / "store" / "v1.json"
+    real.parent.mkdir()
+    real.write_bytes(OLD)
+    link = tmp_path / "current.json"
+    link.symlink_to(real)
+    code = main(plan_args(link))
+    assert code == 2 and f"{link}: file exists" in capsys.readouterr().err
+    assert main(plan_args(link, "--force")) == 0, capsys.readouterr().err
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert load_placement(str(real), defaults={"gpus": 4}).phy2log.shape == (4, 20)
+    assert listing(tmp_path) == ["current.json", "store"] and listing(real.parent) == ["v1.json"]
+
+
+def test_dangling_link_and_link_loop_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dangling = tmp_path / "p.json"
+    dangling.symlink_to(tmp_path / "nowhere.json")
+    code = main(plan_args(dangling, "--force"))
+    err = capsys.readouterr().err
+    assert code == 2 and "is a symbolic link to" in err and "does not exist" in err, err
+    assert dangling.is_symlink() and not (tmp_path / "nowhere.json").exists()
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop)
+    code = main(plan_args(loop, "--force"))
+    assert code == 2 and "symbolic links loop" in capsys.readouterr().err
+
+
+def test_output_may_not_be_an_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """-o (or --plot, or convert's OUT) naming the input trace is refused even with --force; the trace survives."""
+    trace = tmp_path / "t.safetensors"
+    trace.write_bytes(SMALL.read_bytes())
+    hard = tmp_path / "same.safetensors"
+    os.link(trace, hard)
+    runs = [
+        ["plan", str(trace), "--gpus", "4", "-o", str(trace), "--force"],
+        ["plan", str(trace), "--gpus", "4", "-o", str(hard), "--force"],
+        ["convert", str(trace), str(trace), "--force"],
+    ]
+    if importlib.util.find_spec("matplotlib") is not None:
+        placement = tmp_path / "p.json"
+        assert main(plan_args(placement)) == 0
+        png = tmp_path / "t.png"  # a trace whose name is a valid --plot name; its content says safetensors
+        os.link(trace, png)
+        runs.append(["evaluate", str(placement), str(png), "--plot", str(png), "--force"])
+    for args in runs:
+        code = main(args)
+        err = capsys.readouterr().err
+        assert code == 2 and "is also an input of this command" in err, (args, err)
+        assert trace.read_bytes() == SMALL.read_bytes()
+
+
+def test_previous_placement_may_be_replaced_in_place(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Planning from the placement served now and writing the next one over it is the usual update."""
+    out = tmp_path / "p.safetensors"
+    assert main(plan_args(out)) == 0
+    assert main(plan_args(out, "--previous", str(out), "--force")) == 0, capsys.readouterr().err
+    assert listing(tmp_path) == ["p.safetensors"]
+
+
+def test_name_too_long_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / ("x" * 300 + ".json")
+    code = main(plan_args(out))
+    err = capsys.readouterr().err
+    assert code == 2 and "file name too long" in err and err.count("\n") == 1 and len(err) < 320, err
+    assert listing(tmp_path) == []
+
+
+STDOUT_WRITER = textwrap.dedent("""
+    import sys
+    from eplb_cli.entry import run
+    sys.argv = ["eplb", *sys.argv[1:]]
+    run()
+""")
+
+
+def run_eplb(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", STDOUT_WRITER, *args], text=True, env=env, timeout=120,
+                          stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("args", [["convert", str(SMALL), "-", "--format", "csv"], ["inspect", str(SMALL)]],
+                         ids=["placement-bytes", "table"])
+def test_full_standard_output_is_exit_2(args: list[str]) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "w") as full:
+        proc = run_eplb(args, stdout=full)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("wrote ")]
+    assert lines == ["eplb: error: cannot write to standard output (No space left on device); "
+                     "the output is incomplete"], proc.stderr
+
+
+@pytest.mark.parametrize("args", [["convert", str(SMALL), "-", "--format", "csv"], ["inspect", str(SMALL)]],
+                         ids=["placement-bytes", "table"])
+def test_closed_standard_output_is_exit_2(args: list[str]) -> None:
+    proc = run_eplb(args, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "standard output is closed" in proc.stderr, proc.stderr
+
+
+def test_broken_pipe_is_exit_2_and_one_line() -> None:
+    """The reader of the pipe quits early (``| head -c 10``): exit 2, one line, not exit 0 and not a traceback."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", STDOUT_WRITER, "convert", str(SYNTHETIC), "-", "--format", "csv"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.splitlines() == ["eplb: error: standard output was closed by the program reading it (broken pipe); "
+                                "the output is incomplete"]

@@ -1,24 +1,19 @@
 """CLI tests of plans over time: evaluate (and its gates), replay, plan --previous / --max-moves."""
 
+import itertools
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import SMALL, run
 from safetensors.torch import save_file
 
 from eplb_cli.cli import main
-from eplb_cli.placement import load_placement
+from eplb_cli.formats import load_placement
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = str(ROOT / "traces" / "small.safetensors")
 TOPO = ["--gpus", "4", "--nodes", "2", "--strategy", "deepseek"]
 
 
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line(err):
@@ -33,7 +28,7 @@ def planned(tmp_path_factory):
     """A placement planned on window 0 of the small trace, and its plan --json output."""
     folder = tmp_path_factory.mktemp("time")
     path = folder / "w0.safetensors"
-    code = main(["plan", SMALL, *TOPO, "--windows", "0:1", "-o", str(path)])
+    code = main(["plan", str(SMALL), *TOPO, "--windows", "0:1", "-o", str(path)])
     assert code == 0
     return path
 
@@ -153,9 +148,9 @@ def test_plan_previous_reports_moves(planned, capsys, tmp_path):
     assert aware["gpu_imbalance"] <= scratch["gpu_imbalance"] + 1e-12
     new = tmp_path / "scratch.safetensors"
     assert run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "-o", new)[0] == 0
-    from eplb_cli.metrics import migration
+    from eplb_cli.metrics import count_moves
 
-    assert aware["moves"] <= migration(load_placement(str(planned)), load_placement(str(new)))["moves"]
+    assert aware["moves"] <= count_moves(load_placement(str(planned)), load_placement(str(new)))["moves"]
     code, out, _ = run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "--previous", planned)
     assert code == 0 and "intra-node" in out and "moves" in out
 
@@ -240,6 +235,75 @@ def test_replay_previous_counts_first_moves(planned, capsys):
     assert json.loads(out)["rebalances"][0]["moves"] is not None
 
 
+def test_plan_frontier_json_and_table(planned, capsys):
+    code, out, err = run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "--previous", planned, "--frontier", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    rows = doc["frontier"]
+    assert [r["budget"] for r in rows] == ["0%", "1%", "2%", "5%", "10%", "25%", "50%", "unlimited"]
+    assert rows[0]["moves"] == 0 and rows[-1]["gap"] == 0.0
+    # deepseek's plan from scratch is worse than the old placement here on some layers, so only the budgeted
+    # rows are monotone (tests/test_frontier.py checks the unlimited row where the plan from scratch is better).
+    for a, b in itertools.pairwise(rows[:-1]):
+        assert b["gpu_imbalance"] <= a["gpu_imbalance"] + 1e-9
+    assert all(r["moves"] <= r["max_moves"] for r in rows[:-1])
+    assert doc["expert_bytes"] == 3 * 7168 * 2048 and rows[-1]["bytes_moved"] == rows[-1]["moves"] * doc["expert_bytes"]
+    code, out, _ = run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "--previous", planned, "--frontier",
+                       "--expert-bytes", "1MiB", "--network-gbps", "25")
+    assert code == 0 and "Moves versus balance" in out and "unlimited" in out and "25 GB/s" in out
+
+
+def test_plan_share_budget_and_transfer(planned, capsys):
+    code, out, err = run(capsys, "plan", SMALL, *TOPO, "--windows", "1:2", "--previous", planned, "--max-moves", "10%",
+                         "--expert-bytes", "1000", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["moves"] <= int(0.1 * 4 * 20)
+    assert doc["bytes_moved"] == doc["moves"] * 1000 and doc["transfer_s"] >= 0
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--frontier"], ["--frontier needs --previous"]),
+    (["--previous", "PLANNED", "--frontier", "--max-moves", "3"], ["--frontier", "--max-moves"]),
+    (["--previous", "PLANNED", "--max-moves", "5x"], ["--max-moves 5x"]),
+    (["--previous", "PLANNED", "--frontier", "--nvlink-gbps", "0"], ["--nvlink-gbps 0"]),
+    (["--expert-bytes", "1MiB"], ["--expert-bytes needs --previous"]),
+])
+def test_plan_frontier_bad_input(planned, capsys, extra, needles):
+    extra = [str(planned) if a == "PLANNED" else a for a in extra]
+    code, _, err = run(capsys, "plan", SMALL, *TOPO, *extra)
+    assert code == 2
+    line = one_line(err)
+    assert all(n in line for n in needles)
+
+
+def test_replay_intervals_and_min_gain(capsys):
+    code, out, err = run(capsys, "replay", SMALL, *TOPO, "--every", "1,2", "--expert-bytes", "1MiB", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert [r["every"] for r in rows] == [1, 2] and len({r["start"] for r in rows}) == 1
+    code, out, _ = run(capsys, "replay", SMALL, *TOPO, "--every", "1,2")
+    assert code == 0 and "By rebalance interval" in out
+    code, out, _ = run(capsys, "replay", SMALL, *TOPO, "--every", "1", "--min-gain", "0.5")
+    assert code == 0 and "--min-gain" in out and "moves saved" in out
+    code, _, err = run(capsys, "replay", SMALL, *TOPO, "--every", "1,2", "--max-imbalance", "2")
+    assert code == 2 and "--max-imbalance" in one_line(err)
+    code, _, err = run(capsys, "replay", SMALL, *TOPO, "--min-gain", "1.5")
+    assert code == 2 and "--min-gain 1.5" in one_line(err)
+
+
+def test_ctrl_c_ends_with_one_line_and_130(capsys, monkeypatch):
+    import eplb_cli.planning.replay
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eplb_cli.planning.replay, "replay", interrupted)
+    code, out, err = run(capsys, "replay", SMALL, *TOPO)
+    assert code == 130 and out == ""
+    assert [line for line in err.splitlines() if line.strip()] == ["eplb: interrupted; nothing was written"]
+
+
 def test_replay_robust_lp_json_and_table(capsys):
     code, out, err = run(capsys, "replay", SMALL, *TOPO, "--every", 2, "--forecast", "mean", "--robust",
                          "--scenarios", 2, "--robust-tolerance", 0.1, "--dispatch", "lp", "--json")
@@ -295,3 +359,25 @@ def test_evaluate_lp_dispatch(planned, capsys):
     assert code == 0 and "dispatch" in out and "lost experts" in out
     code, _, err = run(capsys, "evaluate", planned, SMALL, "--dispatch", "fair")
     assert code == 2 and "--dispatch fair" in one_line(err)
+
+
+def test_replay_intervals_robust_lp_and_frontier_refuses_robust(planned, capsys):
+    code, out, err = run(capsys, "replay", SMALL, *TOPO, "--every", "1,2", "--forecast", "mean", "--robust",
+                         "--dispatch", "lp", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert [r["every"] for r in rows] == [1, 2]
+    assert all(r["robust"] and r["dispatch"] == "lp" and r["served_gpu_imbalance_p95"] >= 1.0 for r in rows)
+    code, out, _ = run(capsys, "replay", SMALL, *TOPO, "--every", "1,2", "--robust", "--dispatch", "lp")
+    assert code == 0 and "p95 imb." in out and "scenario-robust" in out and "dispatch" in out
+    code, _, err = run(capsys, "plan", SMALL, *TOPO, "--previous", planned, "--frontier", "--robust")
+    assert code == 2 and "drop --robust" in one_line(err)
+
+
+def test_compare_lp_dispatch(capsys):
+    code, out, err = run(capsys, "compare", SMALL, *TOPO[:4], "--strategies", "deepseek", "--repeat", 1,
+                         "--dispatch", "lp", "--json")
+    assert code == 0, err
+    assert json.loads(out)["rows"][0]["dispatch"] == "lp"
+    code, out, _ = run(capsys, "compare", SMALL, *TOPO[:4], "--strategies", "deepseek", "--repeat", 1, "--dispatch", "lp")
+    assert code == 0 and "dispatch: lp" in out

@@ -1,19 +1,17 @@
 import csv
 import io
 import json
-from pathlib import Path
 
 import torch
+from helpers import SMALL
 
 from eplb_cli.cli import main
-from eplb_cli.compare import compare, out_of_sample
+from eplb_cli.formats import read_trace
 from eplb_cli.metrics import score
+from eplb_cli.planning.compare import compare, out_of_sample
 from eplb_cli.strategies import get_strategy, plan
 from eplb_cli.topology import resolve
 from eplb_cli.trace import Trace
-from eplb_cli.traces import read_trace
-
-SMALL = str(Path(__file__).resolve().parents[1] / "traces" / "small.safetensors")
 
 
 def drifting_trace() -> Trace:
@@ -50,7 +48,7 @@ def test_moves_are_relative_to_the_first_strategy():
 
 
 def test_cli_json_rows_have_plan_keys(capsys):
-    code = main(["compare", SMALL, "--gpus", "4", "--strategies", "deepseek", "--repeat", "1", "--json"])
+    code = main(["compare", str(SMALL), "--gpus", "4", "--strategies", "deepseek", "--repeat", "1", "--json"])
     out = capsys.readouterr().out
     assert code == 0
     rows = json.loads(out)["rows"]
@@ -60,15 +58,15 @@ def test_cli_json_rows_have_plan_keys(capsys):
 
 
 def test_cli_csv_and_markdown(capsys):
-    assert main(["compare", SMALL, "--gpus", "4", "--strategies", "deepseek", "--repeat", "1", "--csv"]) == 0
+    assert main(["compare", str(SMALL), "--gpus", "4", "--strategies", "deepseek", "--repeat", "1", "--csv"]) == 0
     parsed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert parsed[0]["strategy"] == "deepseek" and float(parsed[0]["gpu_imbalance"]) >= 1.0
-    assert main(["compare", SMALL, "--gpus", "4", "--strategies", "deepseek", "--repeat", "1", "--markdown"]) == 0
+    assert main(["compare", str(SMALL), "--gpus", "4", "--strategies", "deepseek", "--repeat", "1", "--markdown"]) == 0
     assert capsys.readouterr().out.startswith("| strategy")
 
 
 def test_cli_rejects_bad_strategy_list(capsys):
-    code = main(["compare", SMALL, "--gpus", "4", "--strategies", "deepseek,nope"])
+    code = main(["compare", str(SMALL), "--gpus", "4", "--strategies", "deepseek,nope"])
     err = capsys.readouterr().err
     assert code == 2 and "--strategy nope" in err and err.count("\n") == 1
 

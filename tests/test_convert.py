@@ -11,23 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import ROOT, SMALL, run
 from safetensors.torch import save_file
 
-from eplb_cli.cli import main
-from eplb_cli.placement import Placement, load_placement, save_placement
+from eplb_cli.formats import load_placement, read_trace, save_placement
+from eplb_cli.placement import Placement
 from eplb_cli.topology import resolve
-from eplb_cli.traces import read_trace
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = ROOT / "traces" / "small.safetensors"
 PHY2LOG = torch.tensor([[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1],
                         [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1]])
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code: int, err: str, *needles: str) -> None:
@@ -108,7 +102,7 @@ def test_placement_json_summary_and_layer_ids_survive(tmp_path: Path, capsys: py
     assert code == 0
     assert json.loads(out) == {"kind": "placement", "input": str(yaml_in), "input_format": "trtllm",
                                "output": str(tmp_path / "p.safetensors"), "format": "safetensors", "layers": 2,
-                               "experts": 3, "slots": 4, "gpus": 2, "nodes": 1}
+                               "layer_ids": [3, 4], "experts": 3, "slots": 4, "gpus": 2, "nodes": 1, "engine": None}
     assert run(capsys, "convert", tmp_path / "p.safetensors", tmp_path / "again.yml")[0] == 0
     assert "  3: [0, 1, 2, 0]\n  4: [2, 1, 0, 1]" in (tmp_path / "again.yml").read_text()
 
@@ -142,7 +136,7 @@ def test_a_real_process_reads_a_pipe(tmp_path: Path, capsys: pytest.CaptureFixtu
     (["convert", "PLACEMENT", "OUT/x.json", "--format", "nope"], ["--format nope"]),
     (["convert", "PLACEMENT", "-", "--json"], ["--json"]),
     (["convert", "PLACEMENT", "OUT/x.json", "--gpus", "0"], ["--gpus 0"]),
-    (["convert", "YAML", "OUT/x.json"], ["lb.yaml", "--gpus"]),
+    (["convert", "YAML", "OUT/x.csv"], ["lb.yaml", "--gpus", "4 slots: fits 1, 2 or 4 GPUs"]),
     (["convert", "YAML", "OUT/x.json", "--gpus", "3"], ["lb.yaml", "do not divide over 3 GPUs"]),
     (["convert", "GARBAGE", "OUT/x.json"], ["bad.csv"]),
     (["convert", str(SMALL), "OUT/x.csv", "--input-format", "vllm"], ["small.safetensors"]),
@@ -168,3 +162,18 @@ def test_existing_output_needs_force(placement_file: Path, tmp_path: Path, capsy
     assert target.read_text() == "keep me"
     assert run(capsys, "convert", placement_file, target, "--force")[0] == 0
     assert "physical_to_logical_map" in target.read_text()
+
+
+def test_formats_without_topology_convert_without_gpus(placement_file: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """SGLang JSON to .pt and to YAML record no GPU count, so none is asked for; CSV records one, so it is."""
+    src = tmp_path / "p.json"
+    assert run(capsys, "convert", placement_file, src)[0] == 0
+    for name in ("p.pt", "p.yaml", "v.json"):
+        args = ["--format", "vllm"] if name == "v.json" else []
+        code, _, err = run(capsys, "convert", src, tmp_path / name, *args)
+        assert code == 0, err
+        assert torch.equal(load_placement(str(tmp_path / name), defaults={"gpus": 8}).phy2log, PHY2LOG)
+    code, _, err = run(capsys, "convert", src, tmp_path / "p.csv")
+    assert code == 2 and "pass --gpus" in err and "16 slots: fits 1, 2, 4, 8 or 16 GPUs" in err
+    assert not (tmp_path / "p.csv").exists()

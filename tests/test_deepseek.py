@@ -1,6 +1,11 @@
 import torch
 
-from eplb_cli.strategies.deepseek import DeepSeekStrategy, greedy_replicate, hierarchical, lpt_pack
+from eplb_cli.strategies.deepseek import (
+    DeepSeekStrategy,
+    greedy_replicate,
+    hierarchical,
+    lpt_pack,
+)
 from eplb_cli.topology import resolve
 
 README_WEIGHT = [
@@ -59,7 +64,7 @@ def _engine(name: str, install: str):
 
 def _real_cases(shared_traces):
     """(trace name, load [L, E], topology, hierarchical) for the real DeepSeek-V3 traces at issue 3's shapes."""
-    from eplb_cli.traces import read_trace
+    from eplb_cli.formats import read_trace
 
     files = sorted((shared_traces / "sglang-deepseek-v3").glob("*.json"))
     assert files

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 
 from eplb_cli.cli import main
 from eplb_cli.strategies import describe_strategies
 
-ROOT = Path(__file__).resolve().parents[1]
 TRACE_ARGS = ["--layers", "8", "--experts", "64", "--windows", "80", "--groups", "8", "--seed", "11"]
 """80 x 8 x 64: summing the windows is large enough for torch to split it over threads."""
 CLUSTERS = {
@@ -76,7 +76,7 @@ SCRIPT = textwrap.dedent("""
 def start(trace: Path, folder: Path, threads: int, hash_seed: int) -> subprocess.Popen[str]:
     """Run :func:`run_all` in a subprocess with ``threads`` CPU threads and hash seed ``hash_seed``."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               PYTHONHASHSEED=str(hash_seed), PYTHONPATH=str(ROOT))
+               PYTHONHASHSEED=str(hash_seed), PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(ROOT), str(trace), str(folder)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=folder.parent)
 

@@ -132,5 +132,5 @@ def test_hierarchical_placements_keep_load_in_their_node():
 
 def test_check_dispatch():
     assert check_dispatch("lp") == "lp"
-    with pytest.raises(EplbError, match="--dispatch fair"):
+    with pytest.raises(EplbError, match="dispatch=fair"):
         check_dispatch("fair")

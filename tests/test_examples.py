@@ -3,11 +3,9 @@
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 
 @pytest.mark.skipif(shutil.which("eplb") is None or shutil.which("bash") is None, reason="needs the eplb command and bash")

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.errors import EplbError
-from eplb_cli.forecast import Forecast, parse_forecast
+from eplb_cli.planning.forecast import Forecast, parse_forecast
 
 # Three windows of one layer with two experts.
 HISTORY = torch.tensor([[[1.0, 8.0]], [[3.0, 4.0]], [[5.0, 0.0]]], dtype=torch.float64)
@@ -32,7 +32,7 @@ def test_oracle_reads_the_served_windows():
     fc = parse_forecast("oracle")
     assert fc.needs_future
     assert fc.predict(HISTORY, future).tolist() == [[3.0, 1.0]]
-    with pytest.raises(EplbError, match="--forecast oracle"):
+    with pytest.raises(EplbError, match="forecast=oracle"):
         fc.predict(HISTORY)
 
 
@@ -52,7 +52,7 @@ def test_weights_sum_to_one_and_are_non_negative(kind, alpha, windows):
 
 
 @pytest.mark.parametrize("spec, needle", [
-    ("median", "--forecast median"), ("ema", "ema:0.3"), ("ema:0", "0 < ALPHA <= 1"), ("ema:1.5", "ALPHA"),
+    ("median", "forecast=median"), ("ema", "ema:0.3"), ("ema:0", "0 < ALPHA <= 1"), ("ema:1.5", "ALPHA"),
     ("ema:x", "ALPHA"), ("ema:nan", "ALPHA"),
 ])
 def test_bad_specs_name_the_flag(spec, needle):

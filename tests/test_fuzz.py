@@ -11,7 +11,6 @@ traceback, no output file or temporary left, and the input file unchanged.
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import json
 import os
@@ -25,19 +24,21 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
+from helpers import ROOT, SMALL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eplb_cli import checks, traces
-from eplb_cli.cli import app, main
-from eplb_cli.placement import load_placement
-from eplb_cli.safetensors_format import encode
+from eplb_cli.cli import main
+from eplb_cli.errors import MAX_MESSAGE, EplbError
+from eplb_cli.formats import limits, load_placement, read_trace, safetensors_file
+from eplb_cli.formats.safetensors_file import encode
 
-ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus"
-SMALL = ROOT / "traces" / "small.safetensors"
 MARKER = "eplb-pwned-marker"
+BOMBS = ("traces/pt-deflated-bomb.pt", "traces/pt-stride0-bomb.pt", "traces/pt-shared-lists-bomb.pt",
+         "traces/csv-wide-column-bomb.csv", "traces/csv-huge-id.csv", "placements/pl-yaml-laughs-bomb.yaml",
+         "placements/pl-id-width-bomb.json")
+"""Corpus files that would make eplb allocate far more than they hold (tests/corpus/make_corpus.py BOMBS)."""
 
 EXPECTED: dict[str, str] = {
     "traces/st-truncated-data.safetensors": "truncated",
@@ -135,13 +136,55 @@ EXPECTED: dict[str, str] = {
     "evil/evil-reduce.pt": "weights_only",
     "evil/evil-legacy-pickle.pt": "weights_only",
     "evil/evil-placement.pt": "weights_only",
+    "traces/pt-deflated-bomb.pt": "EPLB_MAX_INPUT_BYTES",
+    "traces/pt-stride0-bomb.pt": "EPLB_MAX_CELLS",
+    "traces/pt-shared-lists-bomb.pt": "EPLB_MAX_CELLS",
+    "traces/csv-wide-column-bomb.csv": "EPLB_MAX_CELLS",
+    "traces/pt-sparse.pt": "sparse",
+    "traces/pt-quantized.pt": "quantized",
+    "traces/pt-meta-device.pt": "meta device",
+    "traces/pt-bool-in-list.pt": "logical_count[0][1] is true",
+    "traces/json-duplicate-key.json": "'logical_count' appears twice",
+    "traces/json-bool-in-row.json": "logical_count[0][1] is true",
+    "traces/json-id-beyond-int64.json": "beyond the 64-bit integer range",
+    "traces/json-huge-load.json": "2**63",
+    "traces/st-huge-load.safetensors": "2**63",
+    "traces/st-u64-beyond-int64.safetensors": "beyond the int64 range",
+    "traces/st-header-nested-deeply.safetensors": "nested too deeply",
+    "traces/st-header-duplicate-key.safetensors": "'load' twice",
+    "traces/st-layer-ids-negative.safetensors": "layer_ids[0] is -1",
+    "traces/st-layer-ids-not-numbers.safetensors": "layer_ids[0] is 'a'",
+    "traces/st-groups-overflow.safetensors": "groups='1e400'",
+    "traces/csv-duplicate-column.csv": "'load' twice",
+    "traces/csv-id-beyond-2-53.csv": "2**53",
+    "traces/csv-huge-cell.csv": "'7x7x7x",
+    "placements/pl-yaml-laughs-bomb.yaml": "EPLB_MAX_CELLS",
+    "placements/pl-id-width-bomb.json": "out of range for 2 slots",
+    "placements/pl-duplicate-key.json": "'physical_to_logical_map' appears twice",
+    "placements/pl-id-beyond-int64.json": "beyond the 64-bit integer range",
+    "placements/pl-bool-id.json": "[0][1] is true",
+    "placements/pl-meta-gpus-overflow.safetensors": "metadata gpus is inf",
+    "placements/pl-meta-gpus-bool.safetensors": "metadata gpus is True",
+    "placements/pl-meta-gpus-fraction.safetensors": "metadata gpus is 2.5",
+    "placements/pl-meta-gpus-negative.safetensors": "metadata gpus is -4",
+    "placements/pl-meta-layer-ids-negative.safetensors": "layer_ids[0] is -3",
+    "placements/pl-meta-layer-ids-text.safetensors": "layer_ids[0] is 'a'",
+    "placements/pl-yaml-duplicate-key.yaml": "key 0 appears twice",
+    "placements/pl-yaml-mixed-keys.yaml": "layer 0 twice",
+    "placements/pl-yaml-nested-deeply.yaml": "nested too deeply",
+    "placements/pl-yaml-recursive.yaml": "contains itself",
+    "placements/pl-yaml-bool-id.yaml": "[0][1] is true",
+    "placements/pl-ascend-layer-id-text.json": "layer_id is 'zero'",
+    "placements/pl-ascend-device-id-bool.json": "device_id",
+    "placements/pl-csv-duplicate-column.csv": "'expert' twice",
+    "placements/pl-csv-id-huge.csv": "2**53",
+    "readable/st-u16.safetensors": "",
+    "readable/st-u32.safetensors": "",
+    "readable/st-u64.safetensors": "",
+    "readable/st-layer-ids.safetensors": "",
+    "readable/csv-many-ids-few-rows.csv": "",
 }
-"""Corpus file -> a phrase its one-line error must contain (warn/: the warning)."""
-
-
-def commands() -> set[str]:
-    """Subcommands this checkout's CLI has (others land over time)."""
-    return {c.name or c.callback.__name__ for c in app.registered_commands}
+"""Corpus file -> a phrase its one-line error must contain (warn/: the warning; readable/: none, they read)."""
 
 
 @dataclass(frozen=True)
@@ -177,19 +220,11 @@ PLACEMENT_COMMANDS = [
 """Every command that reads a placement."""
 
 
-@functools.cache
-def plan_options() -> frozenset[str]:
-    return frozenset(p.name for p in typer.main.get_command(app).commands["plan"].params)
-
-
-def present(cmds: list[Command]) -> list[Command]:
-    """The commands (and for plan, the --previous option) this checkout has."""
-    have = commands()
-    return [c for c in cmds if c.name in have and ("--previous" not in c.args or "previous" in plan_options())]
-
-
 FULL_MATRIX = ("plan", "convert")
 """Trace commands run on every corpus file; the others share plan's reader and get a sample of each family."""
+READ_AS_PLACEMENTS = {"json-placement-not-trace.json": ("convert", "inspect")}
+"""Corpus files that hold a valid placement, which these commands read as such (convert needs no GPU count for a
+format that records none)."""
 SAMPLE = {"st-truncated-data.safetensors", "st-header-lies-huge.safetensors", "st-zero-experts.safetensors",
           "json-nan.json", "vllm-shapes-differ.json", "pt-tensor-not-dict.pt", "csv-duplicate-cell.csv",
           "csv-wide-bad-column.csv", "empty.json", "no-extension-garbage"}
@@ -219,6 +254,7 @@ def assert_clean_error(code: int, err: str, src: Path | str, needle: str = "") -
     assert code == 2, err
     assert len(lines) == 1, err
     assert lines[0].startswith("eplb: error: "), err
+    assert len(lines[0]) <= MAX_MESSAGE, lines[0]
     assert "Traceback" not in err
     assert str(src) in lines[0], lines[0]
     assert needle in lines[0], lines[0]
@@ -257,14 +293,16 @@ def test_corpus_and_expectations_match() -> None:
 @pytest.mark.parametrize("src", corpus("traces"), ids=ids(corpus("traces")))
 def test_unreadable_trace_is_rejected_by_every_command(src: Path, placement: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    for cmd in present(TRACE_COMMANDS):
+    for cmd in TRACE_COMMANDS:
+        if cmd.name in READ_AS_PLACEMENTS.get(src.name, ()):
+            continue
         if cmd.name in FULL_MATRIX or src.name in SAMPLE:
             run_rejected(capsys, cmd, src, EXPECTED[f"traces/{src.name}"], placement)
 
 
 @pytest.mark.parametrize("src", corpus("unplannable"), ids=ids(corpus("unplannable")))
 def test_trace_without_load_cannot_be_planned(src: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for cmd in present(TRACE_COMMANDS):
+    for cmd in TRACE_COMMANDS:
         if cmd.plans:
             run_rejected(capsys, cmd, src, EXPECTED[f"unplannable/{src.name}"])
         elif cmd.name != "evaluate":
@@ -274,8 +312,6 @@ def test_trace_without_load_cannot_be_planned(src: Path, capsys: pytest.CaptureF
 
 
 def test_evaluate_refuses_a_trace_without_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if "evaluate" not in commands():
-        pytest.skip("eplb evaluate is not in this checkout yet")
     src = CORPUS / "unplannable" / "all-zero.safetensors"
     fitting = tmp_path / "p.json"
     fitting.write_text(json.dumps({"physical_to_logical_map": [[0, 1, 2, 3, 0, 1]] * 3}))
@@ -284,7 +320,7 @@ def test_evaluate_refuses_a_trace_without_load(tmp_path: Path, capsys: pytest.Ca
 
 @pytest.mark.parametrize("src", corpus("placements"), ids=ids(corpus("placements")))
 def test_bad_placement_is_rejected_by_every_command(src: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cmds = present(PLACEMENT_COMMANDS)
+    cmds = PLACEMENT_COMMANDS
     assert cmds, "no command reads placements"
     for cmd in cmds:
         run_rejected(capsys, cmd, src, EXPECTED[f"placements/{src.name}"])
@@ -293,7 +329,7 @@ def test_bad_placement_is_rejected_by_every_command(src: Path, capsys: pytest.Ca
 @pytest.mark.parametrize("src", corpus("mismatch"), ids=ids(corpus("mismatch")))
 def test_placement_for_another_model_is_rejected(src: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Readable, but made for other layers or experts than the trace: only convert may take it."""
-    for cmd in present(PLACEMENT_COMMANDS):
+    for cmd in PLACEMENT_COMMANDS:
         if cmd.name == "convert":
             with tempfile.TemporaryDirectory() as tmp:
                 code, _, err = run_cli(capsys, cmd.argv(src, Path(tmp), SMALL))
@@ -307,7 +343,7 @@ def test_malicious_pickle_is_refused_and_never_run(
     src: Path, placement: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    for cmd in present(TRACE_COMMANDS) + present(PLACEMENT_COMMANDS):
+    for cmd in TRACE_COMMANDS + PLACEMENT_COMMANDS:
         run_rejected(capsys, cmd, src, "weights_only", placement)
     assert not (tmp_path / MARKER).exists()
 
@@ -378,6 +414,80 @@ def test_malicious_pickle_in_a_subprocess(tmp_path: Path) -> None:
     assert_clean_error(proc.returncode, proc.stderr, src, "weights_only")
     assert proc.stdout == ""
     assert not marker.exists() and not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("src", corpus("readable"), ids=ids(corpus("readable")))
+def test_unusual_but_valid_traces_are_read_by_every_command(src: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Unsigned 16/32/64-bit safetensors (real exports), layer ids in metadata, sparse ids: read, not refused."""
+    for cmd in TRACE_COMMANDS:
+        if cmd.name in ("plan", "inspect", "convert"):
+            code, _, err = run_cli(capsys, [*cmd.argv(src, tmp_path, SMALL), "--quiet"][:-1]
+                                   if cmd.name == "inspect" else cmd.argv(src, tmp_path, SMALL))
+            assert code == 0, err
+            (tmp_path / "out.json").unlink(missing_ok=True)
+    if src.name.startswith("st-u"):
+        assert torch.equal(read_trace(str(src)).load, torch.arange(1, 25, dtype=torch.float64).reshape(2, 3, 4))
+
+
+def hostile() -> dict[str, tuple[str, bytes]]:
+    """The generated corpus of hostile values (tests/corpus/make_corpus.py: hostile_cases)."""
+    sys.path.insert(0, str(CORPUS.parent))
+    try:
+        from corpus.make_corpus import hostile_cases
+    finally:
+        sys.path.remove(str(CORPUS.parent))
+    return hostile_cases()
+
+
+HOSTILE = hostile()
+
+
+def test_every_hostile_value_through_its_reader(tmp_path: Path) -> None:
+    """Each (field, value) file is read or refused with one short line: never any other exception."""
+    refused = 0
+    for name, (kind, data) in HOSTILE.items():
+        src = tmp_path / name
+        src.write_bytes(data)
+        try:
+            if kind == "trace":
+                read_trace(str(src))
+            else:
+                load_placement(str(src), defaults={"gpus": 2})
+        except EplbError as exc:
+            refused += 1
+            text = exc.render(lambda n, v: n)
+            assert text.startswith(f"{src}: "), (name, text)
+            assert "\n" not in text and len(text) - len(str(src)) <= 200, (name, text)
+        src.unlink()
+    assert 0.5 * len(HOSTILE) < refused < len(HOSTILE)
+
+
+HOSTILE_SAMPLE = sorted(HOSTILE)[::9]
+"""Every ninth case (a spread over fields and values), for the slower walk through every command."""
+
+
+@pytest.mark.parametrize("name", HOSTILE_SAMPLE)
+def test_hostile_values_through_every_command(name: str, tmp_path: Path, placement: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 0, or exit 2 with one line; never "internal error" (exit 3); never a half-written file."""
+    kind, data = HOSTILE[name]
+    src = tmp_path / name
+    src.write_bytes(data)
+    cmds = TRACE_COMMANDS if kind == "trace" else PLACEMENT_COMMANDS
+    for cmd in cmds:
+        folder = tmp_path / cmd.name
+        folder.mkdir(exist_ok=True)
+        code, _, err = run_cli(capsys, cmd.argv(src, folder, placement))
+        assert code in (0, 2), (cmd.name, err)
+        if code == 2:  # one error line (warnings about the input may come first)
+            lines = [line for line in err.splitlines() if line.strip()]
+            assert [line.startswith("eplb: warning: ") for line in lines] == [True] * (len(lines) - 1) + [False], err
+            assert_clean_error(code, lines[-1], "")
+            assert list(folder.iterdir()) == [], cmd.name
+        for made in folder.iterdir():
+            made.unlink()
+    assert src.read_bytes() == data
 
 
 @pytest.mark.parametrize("src", corpus("warn"), ids=ids(corpus("warn")))
@@ -484,11 +594,11 @@ def test_memory_check_names_sizes_and_the_way_out(name: str, tmp_path: Path, cap
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / name
     assert run_cli(capsys, ["generate", str(src), "--layers", "8", "--experts", "32", "--windows", "20"])[0] == 0
-    monkeypatch.setattr(checks, "available_memory", lambda: 4096)
+    monkeypatch.setattr(limits, "available_memory", lambda: 4096)
     code, _, err = run_cli(capsys, ["plan", str(src), "--gpus", "4", "--strategy", "deepseek"])
     line = assert_clean_error(code, err, src, "to load but only 4.0 KiB is available")
     assert "--windows" in line
-    monkeypatch.setattr(checks, "available_memory", lambda: None)
+    monkeypatch.setattr(limits, "available_memory", lambda: None)
     assert run_cli(capsys, ["plan", str(src), "--gpus", "4", "--strategy", "deepseek"])[0] == 0
 
 
@@ -497,8 +607,8 @@ def test_window_selection_shrinks_what_a_safetensors_read_needs(tmp_path: Path, 
     """With small read slices, --windows and --window turn a refused read into one that fits."""
     src = tmp_path / "t.safetensors"
     assert run_cli(capsys, ["generate", str(src), "--layers", "8", "--experts", "64", "--windows", "100"])[0] == 0
-    monkeypatch.setattr(traces, "_CHUNK_BYTES", 4096)
-    monkeypatch.setattr(checks, "available_memory", lambda: 100 * 8 * 64 * 8 // 2)
+    monkeypatch.setattr(safetensors_file, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(limits, "available_memory", lambda: 100 * 8 * 64 * 8 // 2)
     args = ["plan", str(src), "--gpus", "4", "--strategy", "deepseek", "--quiet"]
     assert_clean_error(*run_cli(capsys, args)[::2], src, "needs about")
     assert run_cli(capsys, [*args, "--windows", "-10:"])[0] == 0
@@ -509,17 +619,17 @@ PEAK_SCRIPT = """
 import sys
 from pathlib import Path
 import torch
-from eplb_cli import traces
+from eplb_cli.formats import read_trace, safetensors_file
 
 def status(key):
     line = [x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key)][0]
     return int(line.split()[1]) * 1024
 
-traces._CHUNK_BYTES = 1 << 20
+safetensors_file.CHUNK_BYTES = 1 << 20
 for windows in sys.argv[2:]:
     Path("/proc/self/clear_refs").write_text("5")
     before = status("VmRSS:")
-    total = traces.read_trace(sys.argv[1], windows=windows or None).total()
+    total = read_trace(sys.argv[1], windows=windows or None).total()
     print(status("VmHWM:") - before)
 """
 """Prints how far resident memory rose above its level before each read (the peak is reset via clear_refs)."""
@@ -543,15 +653,123 @@ def test_reading_a_trace_holds_one_float64_copy_and_a_slice(tmp_path: Path) -> N
     assert ten < 0.3 * result, f"10 of 200 windows peaked at {ten / result:.2f}x the whole trace"
 
 
+BOMB_SCRIPT = """
+import io, os, sys
+from pathlib import Path
+from eplb_cli.cli import main
+
+def status(key):
+    line = [x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key)][0]
+    return int(line.split()[1]) * 1024
+
+class Endless(io.RawIOBase):
+    def readable(self):
+        return True
+    def readinto(self, buf):
+        line = b"0,0,1\\n" * (len(buf) // 6)
+        buf[: len(line)] = line
+        return len(line)
+
+def stdin(kind):
+    if kind == "zero":
+        return open("/dev/zero")
+    return io.TextIOWrapper(io.BufferedReader(Endless()))
+
+small, out = sys.argv[1], sys.argv[2]
+for warm in (["inspect", small], ["convert", small, out + ".csv"], ["inspect", out + ".csv"],
+             ["plan", small, "--gpus", "4", "-q", "-o", out + ".yaml"], ["convert", out + ".yaml", out + ".pl.json", "--gpus", "4"]):
+    assert main(warm) == 0, warm  # load the modules every case shares, so only the case itself is measured
+for case in sys.argv[3:]:
+    kind, _, arg = case.partition(":")
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status("VmRSS:")
+    if kind in ("stdin-zero", "stdin-endless"):
+        sys.stdin = stdin(kind[6:])
+        code = main(["plan", "-", "--gpus", "2", "--input-format", "csv", "-o", out])
+    elif kind == "placement":
+        code = main(["convert", arg, out, "--gpus", "4"])
+    elif kind == "convert":
+        code = main(["convert", arg, out + ".sparse.csv"])
+    else:
+        code = main(["plan", arg, "--gpus", "2", "-o", out])
+    print("PEAK", case, code, status("VmHWM:") - before, flush=True)
+"""
+"""Runs each refused case in one process and prints how far its peak memory rose above where it started."""
+
+
+def test_memory_bombs_are_refused_before_they_allocate(tmp_path: Path) -> None:
+    """Each bomb ends in exit 2 while resident memory stays within a few MiB of the interpreter's own."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux /proc to reset the peak RSS")
+    sparse = tmp_path / "sparse.csv"
+    sparse.write_bytes(b"layer,expert,load\n0,0,1\n0,900000,2\n")
+    cases = [f"{'placement' if b.startswith('placements/') else 'trace'}:{CORPUS / b}" for b in BOMBS]
+    cases += ["trace:/dev/zero", "trace:/dev/urandom", "stdin-zero", "stdin-endless", f"convert:{sparse}"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), EPLB_MAX_INPUT_BYTES="8M")
+    proc = subprocess.run([sys.executable, "-c", BOMB_SCRIPT, str(SMALL), str(tmp_path / "out.json"), *cases],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("PEAK ")]
+    assert [r[0] for r in rows] == cases
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("eplb: error: ")]
+    assert len(errors) == len(cases), proc.stderr
+    for (case, code, rise), line in zip(rows, errors):
+        assert code == "2", (case, line)
+        assert int(rise) < 48 << 20, f"{case}: peak rose {int(rise) >> 20} MiB ({line})"
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_limits_are_named_with_the_variable_that_lifts_them(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal names the environment variable, and setting it lets the same input through."""
+    bomb = CORPUS / "traces" / "csv-wide-column-bomb.csv"
+    small = tmp_path / "sparse.csv"
+    small.write_bytes(b"layer,e0,e3000000\n0,1,1\n")
+    code, _, err = run_cli(capsys, ["inspect", str(small)])
+    assert_clean_error(code, err, small, "EPLB_MAX_CELLS")
+    monkeypatch.setenv("EPLB_MAX_CELLS", "4000000")
+    assert run_cli(capsys, ["inspect", str(small)])[0] == 0
+    assert_clean_error(*run_cli(capsys, ["inspect", str(bomb)])[::2], bomb, "limit 4,000,000: EPLB_MAX_CELLS")
+    monkeypatch.setenv("EPLB_MAX_CELLS", "lots")
+    assert_clean_error(*run_cli(capsys, ["inspect", str(small)])[::2], "EPLB_MAX_CELLS='lots'")
+    monkeypatch.delenv("EPLB_MAX_CELLS")
+    sparse = tmp_path / "long.csv"
+    sparse.write_bytes(b"layer,expert,load\n0,0,1\n0,500000,2\n")
+    out = tmp_path / "dense.csv"
+    assert_clean_error(*run_cli(capsys, ["convert", str(sparse), str(out)])[::2], out, "EPLB_MAX_OUTPUT_BYTES")
+    assert not out.exists()
+    monkeypatch.setenv("EPLB_MAX_OUTPUT_BYTES", "64M")
+    assert run_cli(capsys, ["convert", str(sparse), str(out)])[0] == 0
+    assert len(out.read_bytes().splitlines()) == 500_002
+
+
+def test_wide_csv_is_refused_before_pandas_parses_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """200,000 columns (1.9 MB): refused from the header line alone; pandas never sees it."""
+    import pandas as pd
+
+    src = tmp_path / "wide.csv"
+    src.write_text("layer," + ",".join(f"e{i}" for i in range(200_000)) + "\n0," + ",".join(["1"] * 200_000) + "\n")
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pandas.read_csv was called")
+
+    monkeypatch.setattr(pd, "read_csv", never)
+    for cmd in ("plan", "inspect", "convert"):
+        argv = [cmd, str(src), *(["--gpus", "4"] if cmd == "plan" else []),
+                *([str(tmp_path / "o.json")] if cmd == "convert" else [])]
+        assert_clean_error(*run_cli(capsys, argv)[::2], src, "200,001 columns")
+
+
 @pytest.mark.parametrize("window, windows", [(None, None), (None, "3:-2"), (7, None), (7, "-3:"), (100, None)])
 def test_slice_by_slice_read_equals_whole_read(window: int | None, windows: str | None, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "t.safetensors"
     load = torch.rand(23, 3, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     src.write_bytes(encode({"load": load}))
-    whole = traces.read_trace(str(src)).rebin(window).select(windows).load
-    monkeypatch.setattr(traces, "_CHUNK_BYTES", 200)
-    sliced = traces.read_trace(str(src), window=window, windows=windows).load
+    whole = read_trace(str(src)).rebin(window).select(windows).load
+    monkeypatch.setattr(safetensors_file, "CHUNK_BYTES", 200)
+    sliced = read_trace(str(src), window=window, windows=windows).load
     assert torch.equal(sliced, whole)
 
 
@@ -649,8 +867,6 @@ def mutated_placements(draw: st.DrawFn) -> tuple[str, bytes]:
 @FUZZ
 @given(case=mutated_placements())
 def test_mutated_placements_never_crash(case: tuple[str, bytes], capsys: pytest.CaptureFixture[str]) -> None:
-    if "evaluate" not in commands():
-        pytest.skip("eplb evaluate is not in this checkout yet")
     name, data = case
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / name

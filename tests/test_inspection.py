@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SMALL, run
 
-from eplb_cli.cli import main
+from eplb_cli.formats import write_trace
 from eplb_cli.inspection import inspect_trace, window_similarity
 from eplb_cli.trace import Trace
-from eplb_cli.traces import write_trace
 
 # 2 windows x 3 layers x 4 experts; layer 1 is dense (no load).
 LOAD = torch.tensor([
@@ -23,10 +23,6 @@ KEYS = {"source", "windows", "layers", "experts", "groups", "total_tokens", "tok
         "zero_layers", "zero_experts", "skew", "per_layer", "hottest", "window_similarity"}
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_figures_by_hand() -> None:
@@ -98,3 +94,17 @@ def test_bad_input_exit_2_one_line(args: list[str], needle: str, tmp_path: Path,
     code, out, err = run(capsys, *[str(path) if a == "TRACE" else a for a in args])
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
+
+
+def test_inspect_a_placement_says_which_clusters_it_fits(tmp_path, capsys) -> None:
+    out = tmp_path / "p.json"
+    assert run(capsys, "plan", SMALL, "--gpus", 4, "-s", "fast", "-o", out, "-q")[0] == 0
+    code, text, err = run(capsys, "inspect", out)
+    assert code == 0, err
+    assert "20 slots: fits 1, 2, 4, 5, 10 or 20 GPUs" in text and "the file does not record GPUs" in text
+    doc = json.loads(run(capsys, "inspect", out, "--json")[1])
+    assert doc["kind"] == "placement" and doc["gpus"] is None and doc["fits"] == [1, 2, 4, 5, 10, 20]
+    assert (doc["layers"], doc["layer_ids"], doc["slots"], doc["redundant"]) == (4, [0, 1, 2, 3], 20, 4)
+    own = tmp_path / "p.safetensors"
+    assert run(capsys, "plan", SMALL, "--gpus", 4, "-s", "fast", "-o", own, "-q")[0] == 0
+    assert json.loads(run(capsys, "inspect", own, "--json")[1])["gpus"] == 4

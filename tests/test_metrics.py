@@ -4,7 +4,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eplb_cli.metrics import group_split_bound, gpu_loads, lower_bound, migration, optimal_replica_max, score
+from eplb_cli.metrics import (
+    count_moves,
+    gpu_loads,
+    group_split_bound,
+    lower_bound,
+    optimal_replica_max,
+    score,
+)
 from eplb_cli.placement import Placement
 from eplb_cli.strategies.deepseek import DeepSeekStrategy, greedy_replicate
 from eplb_cli.topology import resolve
@@ -65,10 +72,10 @@ def test_migration_counts_by_hand():
     # slot 1: 1->0 (expert 0 was on node 0, slot 0): intra-node
     # slot 2: 2->2 unchanged; slot 3: 3->... must stay a valid placement, so swap 2/3 across nodes instead
     new = Placement(torch.tensor([[1, 0, 2, 3]]), topo)
-    assert migration(old, new) == {"moves": 2, "moves_intra_node": 2, "moves_inter_node": 0}
+    assert count_moves(old, new) == {"moves": 2, "moves_intra_node": 2, "moves_inter_node": 0}
     new = Placement(torch.tensor([[2, 1, 0, 3]]), topo)  # 0<->2 across nodes
-    assert migration(old, new) == {"moves": 2, "moves_intra_node": 0, "moves_inter_node": 2}
-    assert migration(old, old)["moves"] == 0
+    assert count_moves(old, new) == {"moves": 2, "moves_intra_node": 0, "moves_inter_node": 2}
+    assert count_moves(old, old)["moves"] == 0
 
 
 @st.composite

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import random_weights
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.strategies import pack
 from eplb_cli.strategies.replicate import dhondt, expand
-from helpers import random_weights
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from eplb_cli.errors import EplbError
-from eplb_cli.placement import Placement, load_placement, save_placement, slots_of_experts
+from eplb_cli.formats import load_placement, save_placement
+from eplb_cli.placement import Placement, slots_of_experts
 from eplb_cli.topology import resolve
 
 PHY2LOG = torch.tensor([[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1], [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1]])
@@ -52,7 +53,7 @@ def test_sglang_json_has_engine_key(tmp_path):
 def test_no_overwrite_without_force(tmp_path):
     path = tmp_path / "p.json"
     path.write_text("old")
-    with pytest.raises(EplbError, match="--force"):
+    with pytest.raises(EplbError, match="pass force=True"):
         save_placement(small(), str(path))
     assert path.read_text() == "old"
     save_placement(small(), str(path), force=True)
@@ -62,7 +63,7 @@ def test_no_overwrite_without_force(tmp_path):
 def test_foreign_sglang_json_needs_gpus(tmp_path):
     path = tmp_path / "foreign.json"
     path.write_text(json.dumps({"physical_to_logical_map": PHY2LOG.tolist()}))
-    with pytest.raises(EplbError, match="--gpus"):
+    with pytest.raises(EplbError, match="pass gpus"):
         load_placement(str(path))
     q = load_placement(str(path), defaults={"gpus": 8, "experts": 12})
     assert q.topology.slots == 16 and q.topology.gpus == 8

@@ -9,16 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eplb_cli.errors import EplbError
-from eplb_cli.placement import (
+from eplb_cli.formats import (
     PLACEMENT_FORMATS,
-    Placement,
-    detect_placement_format,
     load_placement,
     read_placement,
     save_placement,
 )
+from eplb_cli.formats.placement_io import read_placement_source
+from eplb_cli.formats.registry import detect_placement, placement_format
+from eplb_cli.formats.source import Source
+from eplb_cli.placement import Placement
 from eplb_cli.topology import resolve
 
 # DeepSeek's README example: 12 experts, 16 slots, 8 GPUs in 2 nodes, 4 groups.
@@ -26,7 +30,9 @@ PHY2LOG = torch.tensor([[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1],
                         [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1]])
 FLAGS = {"gpus": 8, "nodes": 2, "groups": 4}
 EXT = {"safetensors": "p.safetensors", "sglang": "p.json", "sglang-pt": "p.pt", "trtllm": "p.yaml",
-       "vllm-ascend": "p.json", "csv": "p.csv"}
+       "vllm-ascend": "p.json", "vllm": "p.json", "csv": "p.csv"}
+NAMED_ONLY = ("vllm-ascend", "vllm")
+"""Formats written only when named: their files share SGLang's extension."""
 
 
 def small() -> Placement:
@@ -40,7 +46,7 @@ def excluded() -> Placement:
 @pytest.mark.parametrize("fmt", PLACEMENT_FORMATS)
 def test_every_format_round_trips(fmt: str, tmp_path: Path) -> None:
     path = tmp_path / EXT[fmt]
-    save_placement(small(), str(path), fmt=fmt if fmt == "vllm-ascend" else None)
+    save_placement(small(), str(path), fmt=fmt if fmt in NAMED_ONLY else None)
     q = load_placement(str(path), defaults=FLAGS)
     assert torch.equal(q.phy2log, PHY2LOG)
     assert q.topology == small().topology
@@ -118,10 +124,10 @@ def test_json_kind_is_read_from_the_content(tmp_path: Path) -> None:
     sg, asc = tmp_path / "a.json", tmp_path / "b.json"
     save_placement(small(), str(sg))
     save_placement(small(), str(asc), fmt="vllm-ascend")
-    assert detect_placement_format(sg.read_bytes(), "a") == "sglang"
-    assert detect_placement_format(asc.read_bytes(), "b") == "vllm-ascend"
-    assert detect_placement_format(b'{"logical_count": [[1]]}', "t") is None
-    assert detect_placement_format(b"layer,expert,load\n0,0,1\n", "t") is None
+    assert detect_placement(Source.of_bytes(sg.read_bytes(), "a")).name == "sglang"
+    assert detect_placement(Source.of_bytes(asc.read_bytes(), "b")).name == "vllm-ascend"
+    assert detect_placement(Source.of_bytes(b'{"logical_count": [[1]]}', "t")) is None
+    assert detect_placement(Source.of_bytes(b"layer,expert,load\n0,0,1\n", "t")) is None
 
 
 def test_excluded_gpus_stay_in_eplb_formats_and_are_refused_by_engines(tmp_path: Path) -> None:
@@ -142,7 +148,7 @@ def test_stdout_and_stdin(tmp_path: Path, capsysbinary: pytest.CaptureFixture[by
     assert data.startswith(b"# eplb placement")
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
     assert torch.equal(load_placement("-", defaults=FLAGS).phy2log, PHY2LOG)
-    with pytest.raises(EplbError, match="pass --format"):
+    with pytest.raises(EplbError, match="pass fmt"):
         save_placement(small(), "-")
 
 
@@ -153,7 +159,7 @@ def test_layer_ids_must_match_the_layers(tmp_path: Path) -> None:
 
 
 def test_unknown_format_names() -> None:
-    with pytest.raises(EplbError, match="--format nope.*vllm-ascend"):
+    with pytest.raises(EplbError, match=r"fmt=nope.*vllm-ascend"):
         save_placement(small(), "x.json", fmt="nope")
 
 
@@ -201,5 +207,121 @@ def test_bad_files_fail_in_one_line_naming_the_file(name: str, content: bytes, n
 def test_refused_arbitrary_pickles(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"physical_to_logical_map": PHY2LOG, "hook": Path("x")}, path)
-    with pytest.raises(EplbError, match="refused to load.*PosixPath.*weights_only=True"):
+    with pytest.raises(EplbError, match=r"refused to load.*PosixPath.*weights_only=True"):
         load_placement(str(path), defaults=FLAGS)
+
+
+def test_vllm_map_one_list_for_every_layer(tmp_path: Path) -> None:
+    """vLLM's initial expert map may be one flat list that every MoE layer shares (pull request 49572)."""
+    from eplb_cli import api
+    from eplb_cli.trace import Trace
+
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps(PHY2LOG[0].tolist()))
+    placement, meta = read_placement(str(flat), defaults=FLAGS)
+    assert meta["all_layers"] is True and placement.layers == 1 and meta["file_format"] == "vllm"
+    trace = Trace(torch.rand(1, 3, 12) + 0.5)
+    fitted = api.placement_for(str(flat), trace, gpus=8, nodes=2, groups=4)
+    assert fitted.layers == 3 and all(torch.equal(row, PHY2LOG[0]) for row in fitted.phy2log)
+    with pytest.raises(EplbError, match="one expert map shared by every MoE layer"):
+        api.convert_file(str(flat), str(tmp_path / "x.yaml"))
+    api.convert_file(str(flat), str(tmp_path / "again.json"), fmt="vllm")
+    assert json.loads((tmp_path / "again.json").read_text()) == PHY2LOG[0].tolist()
+@st.composite
+def placements(draw: st.DrawFn) -> tuple[Placement, list[int] | None]:
+    """Any valid placement (maybe with excluded GPUs) and maybe the model's layer ids of its rows."""
+    experts, gpus = draw(st.integers(1, 8)), draw(st.integers(1, 4))
+    per = draw(st.integers(-(-experts // gpus), -(-experts // gpus) + 2))
+    excluded = draw(st.lists(st.integers(0, gpus - 1), unique=True, max_size=gpus - 1))
+    if (gpus - len(excluded)) * per < experts:
+        excluded = []
+    topo = resolve(experts, gpus, slots=gpus * per, exclude_gpus=excluded)
+    live = [s for s in range(topo.slots) if s // per not in excluded]
+    rows = []
+    for _ in range(draw(st.integers(1, 3))):
+        extra = draw(st.lists(st.integers(0, experts - 1), min_size=len(live) - experts, max_size=len(live) - experts))
+        order = draw(st.permutations(list(range(experts)) + extra))
+        row = [-1] * topo.slots
+        for slot, expert in zip(live, order):
+            row[slot] = expert
+        rows.append(row)
+    ids = draw(st.one_of(st.none(), st.lists(st.integers(0, 200), unique=True, min_size=len(rows),
+                                             max_size=len(rows)).map(sorted)))
+    return Placement(torch.tensor(rows), topo).validate(), ids
+
+
+KEEPS_LAYER_IDS = {"safetensors", "trtllm"}
+KEEPS_TOPOLOGY = {"safetensors"}
+HOLDS_EMPTY_SLOTS = {"safetensors", "csv"}
+
+
+@pytest.mark.parametrize("fmt", PLACEMENT_FORMATS)
+@settings(max_examples=40, deadline=None)
+@given(case=placements(), text=st.text(max_size=12))
+def test_every_writer_is_read_back_exactly(fmt: str, case: tuple[Placement, list[int] | None], text: str) -> None:
+    """Whatever eplb writes, eplb reads: the same slots, GPUs, topology and layer ids where the format keeps them."""
+    p, ids = case
+    extra: dict = {"strategy": text, "source": text, **({"layer_ids": ids} if ids is not None else {})}
+    writer = placement_format(fmt)
+    if p.topology.excluded_gpus and fmt not in HOLDS_EMPTY_SLOTS:
+        with pytest.raises(EplbError, match="cannot hold empty slots"):
+            writer.write(p, extra, "out")
+        return
+    data = writer.write(p, extra, "out")
+    back, meta = read_placement_source(Source.of_bytes(data, "mem", "placement file"), input_format=fmt,
+                                       defaults={"gpus": p.topology.gpus})
+    assert torch.equal(back.phy2log, p.phy2log)
+    assert back.topology.gpus == p.topology.gpus and back.topology.slots == p.topology.slots
+    if fmt in KEEPS_TOPOLOGY:
+        assert back.topology == p.topology and meta["strategy"] == text
+    if ids is not None and fmt in KEEPS_LAYER_IDS:
+        assert meta["layer_ids"] == ids
+
+
+@pytest.mark.parametrize("ids, needle", [([-1, 0, 1, 2], r"layer_ids\[0\] is -1"), ([0, 2, 1, 3], "must increase"),
+                                         (["0", 1, 2, 3], r"layer_ids\[0\] is '0'"), ([0, 1, 2, 2.5], "is 2.5"),
+                                         ("[0, 1]", "must be a non-empty list")])
+def test_writers_refuse_layer_ids_no_reader_accepts(ids: object, needle: str, tmp_path: Path) -> None:
+    """Negative, unordered, text or fractional layer ids are refused before anything is written."""
+    p = Placement(torch.tensor([[0, 1]] * 4), resolve(2, 1, slots=2)).validate()
+    with pytest.raises(EplbError, match=needle):
+        save_placement(p, str(tmp_path / "p.yaml"), extra={"layer_ids": ids})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_yaml_is_strict(tmp_path: Path) -> None:
+    """Duplicate keys, a layer given as a number and as text, aliases that explode: one line each."""
+    cases = {
+        "dup.yaml": (b"num_slots: 2\nnum_slots: 3\ninitial_global_assignments:\n  0: [0, 1]\n",
+                     "line 2: key 'num_slots' appears twice"),
+        "mixed.yaml": (b"num_slots: 2\ninitial_global_assignments:\n  1: [0, 1]\n  '1': [1, 0]\n", "layer 1 twice"),
+        "deep.yaml": (b"num_slots: 2\ninitial_global_assignments:\n  0: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+                      "nested too deeply"),
+    }
+    for name, (content, needle) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(EplbError, match=needle):
+            load_placement(str(path), defaults={"gpus": 1})
+    merged = tmp_path / "merge.yaml"  # YAML merge keys may repeat a key on purpose: the explicit one wins
+    merged.write_bytes(b"base: &b {num_slots: 9}\nnum_slots: 2\n<<: *b\ninitial_global_assignments:\n  0: [0, 1]\n")
+    assert load_placement(str(merged), defaults={"gpus": 1}).topology.slots == 2
+
+
+def test_vllm_ascend_layers_are_read_in_entry_order_with_increasing_ids(tmp_path: Path) -> None:
+    """vLLM-Ascend reads the entries by MoE-layer counter, so eplb does too, and layer ids that do not increase
+    with the entries are refused rather than reordered."""
+    doc = {"moe_layer_count": 2, "layer_list": [
+        {"layer_id": 7, "device_count": 1, "device_list": [{"device_id": 0, "device_expert": [1, 0]}]},
+        {"layer_id": 3, "device_count": 1, "device_list": [{"device_id": 0, "device_expert": [0, 1]}]}]}
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(EplbError, match=r"layer_list\[1\].layer_id is 3 after 7"):
+        read_placement(str(path))
+    doc["layer_list"][0]["layer_id"], doc["layer_list"][1]["layer_id"] = 3, 7
+    path.write_text(json.dumps(doc))
+    p, meta = read_placement(str(path))
+    assert p.phy2log.tolist() == [[1, 0], [0, 1]] and meta["layer_ids"] == [3, 7]
+    yaml_path = tmp_path / "a.yaml"
+    save_placement(p, str(yaml_path), extra={"layer_ids": meta["layer_ids"]})
+    assert torch.equal(load_placement(str(yaml_path), defaults={"gpus": 1}).phy2log, p.phy2log)

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, SMALL, run
 
-from eplb_cli import plots
-from eplb_cli.cli import main
+from eplb_cli import plots, validation
 from eplb_cli.metrics import score
 from eplb_cli.placement import Placement
 from eplb_cli.topology import resolve
-
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = str(ROOT / "traces" / "small.safetensors")
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -30,10 +27,6 @@ def expected(size: tuple[float, float]) -> tuple[int, int]:
     return round(size[0] * plots.DPI), round(size[1] * plots.DPI)
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_relative_gpu_load_marks_excluded_and_empty() -> None:
@@ -107,12 +100,14 @@ def test_evaluate_and_replay_plots_from_the_cli(tmp_path: Path, capsys: pytest.C
 
 def test_missing_matplotlib_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    real = plots.importlib.util.find_spec
-    monkeypatch.setattr(plots.importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    real = validation.importlib.util.find_spec
+    monkeypatch.setattr(validation.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
     placement = tmp_path / "p.json"
     code, out, err = run(capsys, "plan", SMALL, "--gpus", 4, "-o", placement, "--plot", tmp_path / "h.png")
     assert (code, out) == (2, "")
-    assert err.strip() == "eplb: error: --plot needs matplotlib: pip install 'eplb-cli[plot]'"
+    assert err.strip() == f"eplb: error: --plot needs matplotlib: {validation.plot_hint()}"
+    assert "[plot]" in err and ("pip install -e" in err) == (ROOT / "pyproject.toml").is_file()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -121,3 +116,10 @@ def test_plot_needs_an_image_name(tmp_path: Path, capsys: pytest.CaptureFixture[
     code, _, err = run(capsys, "plan", SMALL, "--gpus", 4, "--plot", tmp_path / "h.txt")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--plot" in err and ".png" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_heatmap_scale_starts_at_zero() -> None:
+    """Loads are never negative: the colour scale runs from 0 (idle) through 1.0 (the mean) to 2.0 or the busiest."""
+    assert plots.heatmap_top(torch.tensor([[1.0, 1.0005], [0.9995, 1.0]])) == 2.0
+    assert plots.heatmap_top(torch.tensor([[0.2, 3.5], [float("nan"), 0.3]])) == 3.5
+    assert plots.heatmap_top(torch.full((2, 2), float("nan"))) == 2.0

@@ -5,12 +5,19 @@ from __future__ import annotations
 import itertools
 
 import torch
+from helpers import random_weights
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.strategies import pack
-from eplb_cli.strategies.refine import RESPLIT_CAP, RESPLIT_PARTNERS, dedupe, invert, swap, to_slots
-from helpers import random_weights
+from eplb_cli.strategies.refine import (
+    RESPLIT_CAP,
+    RESPLIT_PARTNERS,
+    dedupe,
+    invert,
+    swap,
+    to_slots,
+)
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

@@ -4,15 +4,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 
 from eplb_cli.errors import EplbError
+from eplb_cli.formats import read_trace
 from eplb_cli.metrics import gpu_loads
 from eplb_cli.placement import Placement
 from eplb_cli.strategies import describe_strategies, get_strategy
 from eplb_cli.topology import resolve
-from eplb_cli.traces import read_trace
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(32, 4, 288), (64, 8, 320), (144, 18, 288)]
 
 
@@ -27,7 +27,7 @@ def test_chains_and_bad_names():
     assert get_strategy("kk+swap").name == "kk+swap"
     assert get_strategy("restarts:8+swap").name == "restarts:8+swap"
     for bad in ("nope", "kk+nope", ""):
-        with pytest.raises(EplbError, match="--strategy"):
+        with pytest.raises(EplbError, match="strategy"):
             get_strategy(bad)
 
 
@@ -61,3 +61,13 @@ def test_balanced_never_worse_than_deepseek_on_any_layer(shared_or_none):
                 base = _max_per_layer(load, topo, "deepseek")
                 worse = (ours > base * (1 + 1e-9)).nonzero().flatten().tolist()
                 assert not worse, f"{name} {gpus} GPUs {policy}: layers {worse}"
+
+
+def test_catalog_names_agree_with_the_registry() -> None:
+    """The torch-free catalog (checked before torch loads) lists exactly the registry's formats."""
+    from eplb_cli.formats import catalog, registry
+
+    assert [(e.name, e.extensions, e.writable) for e in catalog.TRACES] == [
+        (f.name, f.extensions, f.write is not None) for f in registry.TRACES]
+    assert [(e.name, e.extensions, e.aliases) for e in catalog.PLACEMENTS] == [
+        (f.name, f.extensions, f.aliases) for f in registry.PLACEMENTS]

@@ -115,7 +115,7 @@ def test_thinned_is_dhondt_with_the_heaviest_expert_held_back(case: tuple[torch.
                 continue
             kept = base[top] - d
             others = plain_greedy(loads[:top] + loads[top + 1 :], slots - kept)
-            assert got[row, d - 1].tolist() == others[:top] + [kept] + others[top:]
+            assert got[row, d - 1].tolist() == [*others[:top], kept, *others[top:]]
 
 
 @SETTINGS

@@ -6,12 +6,18 @@ import pytest
 import torch
 
 from eplb_cli.errors import EplbError
-from eplb_cli.forecast import parse_forecast
 from eplb_cli.metrics import node_loads
 from eplb_cli.placement import Placement, replica_counts
-from eplb_cli.replay import replay
-from eplb_cli.robust import (keep_gain, robust_rebalance, robust_swaps, scenario_gpu_loads, scenario_objective,
-                             scenario_weights)
+from eplb_cli.planning.forecast import parse_forecast
+from eplb_cli.planning.replay import replay
+from eplb_cli.planning.robust import (
+    keep_gain,
+    robust_rebalance,
+    robust_swaps,
+    scenario_gpu_loads,
+    scenario_objective,
+    scenario_weights,
+)
 from eplb_cli.strategies import get_strategy, plan
 from eplb_cli.topology import resolve
 from eplb_cli.trace import Trace
@@ -98,7 +104,7 @@ def test_weights_follow_the_forecast():
     assert torch.allclose(scenario_weights(parse_forecast("mean"), 4, cap=2), torch.tensor([0, 0, 0.5, 0.5], dtype=torch.float64))
     with pytest.raises(EplbError, match="oracle"):
         scenario_weights(parse_forecast("oracle"), 4)
-    with pytest.raises(EplbError, match="--scenarios 0"):
+    with pytest.raises(EplbError, match="scenarios=0"):
         scenario_weights(parse_forecast("mean"), 4, cap=0)
 
 
@@ -156,8 +162,8 @@ def test_replay_robust_reports_and_never_plans_from_the_future():
     for a, b in zip(short.rebalances, res.rebalances):
         assert a.served_gpu_imbalance == b.served_gpu_imbalance and a.moves == b.moves
     for bad, needle in (({"forecast": parse_forecast("oracle"), "robust": True}, "oracle"),
-                        ({"forecast": parse_forecast("mean"), "scenarios": 2}, "--scenarios needs --robust"),
-                        ({"forecast": parse_forecast("mean"), "robust": True, "robust_tolerance": -1}, "--robust-tolerance")):
+                        ({"forecast": parse_forecast("mean"), "scenarios": 2}, "scenarios needs robust"),
+                        ({"forecast": parse_forecast("mean"), "robust": True, "robust_tolerance": -1}, "robust_tolerance=-1")):
         with pytest.raises(EplbError, match=needle):
             replay(Trace(load, "<noisy>"), topo, every=2, **bad)
 
@@ -169,7 +175,7 @@ def test_bad_shapes_and_tolerance():
         robust_swaps(p, torch.ones(3, 2, 7), torch.ones(2, 8))
     with pytest.raises(EplbError, match="forecast"):
         robust_swaps(p, torch.ones(3, 2, 8), torch.ones(2, 7))
-    with pytest.raises(EplbError, match="--robust-tolerance"):
+    with pytest.raises(EplbError, match=r"tolerance=-0\.1"):
         robust_swaps(p, torch.ones(3, 2, 8), torch.ones(2, 8), tolerance=-0.1)
 
 

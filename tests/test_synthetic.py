@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.errors import EplbError
+from eplb_cli.formats import read_trace
 from eplb_cli.synthetic import generate
-from eplb_cli.traces import read_trace
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @settings(max_examples=25, deadline=None)
@@ -44,20 +41,20 @@ def test_seeds_differ_and_global_rng_is_untouched() -> None:
 def test_groups_in_meta_and_validated() -> None:
     t = generate(2, 16, 1, seed=0, groups=4)
     assert t.groups == 4
-    with pytest.raises(EplbError, match="--groups"):
+    with pytest.raises(EplbError, match="groups="):
         generate(2, 16, 1, seed=0, groups=5)
 
 
 @pytest.mark.parametrize(
     "kwargs, flag",
     [
-        (dict(layers=0), "--layers"),
-        (dict(experts=0), "--experts"),
-        (dict(windows=0), "--windows"),
-        (dict(skew=-1.0), "--skew"),
-        (dict(skew=float("nan")), "--skew"),
-        (dict(drift=-0.1), "--drift"),
-        (dict(tokens=-1), "--tokens"),
+        (dict(layers=0), "layers="),
+        (dict(experts=0), "experts="),
+        (dict(windows=0), "windows="),
+        (dict(skew=-1.0), "skew="),
+        (dict(skew=float("nan")), "skew="),
+        (dict(drift=-0.1), "drift="),
+        (dict(tokens=-1), "tokens="),
     ],
 )
 def test_bad_arguments(kwargs: dict, flag: str) -> None:
@@ -98,3 +95,12 @@ def test_shipped_traces_match_the_generator(name: str, spec: dict) -> None:
     t = read_trace(str(ROOT / "traces" / name))
     assert torch.equal(t.load, generate(**spec).load)
     assert t.meta == {"model": "synthetic", "seed": spec["seed"], "groups": spec["groups"]}
+
+
+@pytest.mark.parametrize("seed", [-1, -(2**63), 2**64 - 1, 2**64, 10**30, -(10**30)])
+def test_any_integer_is_a_seed(seed: int) -> None:
+    """Seeds torch cannot take are reduced modulo 2**64 (deterministically), never an overflow error."""
+    t = generate(2, 4, 2, seed, tokens=100)
+    assert torch.equal(generate(2, 4, 2, seed, tokens=100).load, t.load)
+    if seed >= 2**64:
+        assert torch.equal(generate(2, 4, 2, seed % 2**64, tokens=100).load, t.load)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+from helpers import SMALL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.errors import EplbError
-from eplb_cli.trace import Trace
-from eplb_cli.traces import (
+from eplb_cli.formats import (
     FOLDER_FORMATS,
     TRACE_FORMATS,
     WRITE_FORMATS,
@@ -23,6 +23,8 @@ from eplb_cli.traces import (
     read_trace,
     write_trace,
 )
+from eplb_cli.formats.sglang import read_token_routing
+from eplb_cli.trace import Trace
 
 EXTENSION = {"safetensors": ".safetensors", "csv": ".csv", "csv-wide": ".csv", "sglang": ".json", "vllm": ".json"}
 
@@ -145,14 +147,14 @@ def test_write_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     write_trace(make_trace(), str(path))
     before = path.read_bytes()
-    with pytest.raises(EplbError, match="--force"):
+    with pytest.raises(EplbError, match="pass force=True"):
         write_trace(make_trace(windows=1), str(path))
     assert path.read_bytes() == before
     write_trace(make_trace(windows=1), str(path), force=True)
     assert read_trace(str(path)).windows == 1
 
 
-@pytest.mark.parametrize("fmt", FOLDER_FORMATS + ("sglang-pt", "parquet"))
+@pytest.mark.parametrize("fmt", (*FOLDER_FORMATS, "sglang-pt", "parquet"))
 def test_write_rejects_formats_it_cannot_write(fmt: str, tmp_path: Path) -> None:
     with pytest.raises(EplbError):
         write_trace(make_trace(), str(tmp_path / "x"), fmt)
@@ -160,9 +162,9 @@ def test_write_rejects_formats_it_cannot_write(fmt: str, tmp_path: Path) -> None
 
 
 def test_write_needs_a_known_extension_or_format(tmp_path: Path) -> None:
-    with pytest.raises(EplbError, match="--format"):
+    with pytest.raises(EplbError, match="pass fmt"):
         write_trace(make_trace(), str(tmp_path / "x.txt"))
-    with pytest.raises(EplbError, match="--format"):
+    with pytest.raises(EplbError, match="pass fmt"):
         write_trace(make_trace(), "-")
 
 
@@ -250,6 +252,56 @@ def test_sglang_per_pass_single_file(tmp_path: Path) -> None:
     assert read_trace(str(tmp_path / "one.pt"), "sglang-per-pass").windows == 1
 
 
+def per_token_dump(rank: int, tokens: list[list[list[int]]]) -> dict:
+    """One rank's SGLang per_token dump (one forward pass): ``tokens[l][n]`` lists the physical slots token n
+    went to in layer l; padded to SGLang's 8 columns with -1, counts beside them as SGLang computes them."""
+    phy2log = torch.tensor([[0, 1, 2, 0], [2, 1, 0, 1]])
+    ids = torch.full((2, len(tokens[0]), 8), -1, dtype=torch.int32)
+    for layer, rows in enumerate(tokens):
+        for n, row in enumerate(rows):
+            ids[layer, n, : len(row)] = torch.tensor(row, dtype=torch.int32)
+    count = torch.zeros(2, 4, dtype=torch.int32)
+    for layer in range(2):
+        valid = ids[layer][ids[layer] >= 0].long()
+        count[layer].scatter_add_(0, valid, torch.ones_like(valid, dtype=torch.int32))
+    record = {"forward_pass_id": 0, "rank": rank, "gatherer_key": "primary", "input_ids": list(range(len(tokens[0]))),
+              "topk_ids_of_layer": ids, "misc_objects": [], "global_physical_count": count}
+    return {"records": [record], "last_physical_to_logical_map": phy2log}
+
+
+def test_sglang_per_token_folder_gives_every_tokens_slots_and_experts(tmp_path: Path) -> None:
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    torch.save(per_token_dump(0, [[[0, 1], [2, 3]], [[1, 2], [0, 3]]]), folder / "expert_distribution_recorder_1.0_0.pt")
+    torch.save(per_token_dump(1, [[[3, 2]], [[2, -1]]]), folder / "expert_distribution_recorder_1.0_1.pt")
+    routing = read_token_routing(str(folder))
+    assert routing is not None and routing.tokens == 3
+    assert routing.slots[:, :, :2].tolist() == [[[0, 1], [2, 3], [3, 2]], [[1, 2], [0, 3], [2, -1]]]
+    # layer 0 map [0,1,2,0], layer 1 map [2,1,0,1]
+    assert routing.experts()[:, :, :2].tolist() == [[[0, 1], [2, 0], [0, 2]], [[1, 0], [2, 1], [0, -1]]]
+    assert read_trace(str(folder)).load.tolist() == [[[3.0, 1, 2], [2, 2, 1]]]  # the same dumps read as a trace
+
+
+def test_per_pass_dumps_and_other_files_hold_no_token_routing(tmp_path: Path) -> None:
+    torch.save(per_pass_dump(0, [0]), tmp_path / "pass.pt")
+    assert read_token_routing(str(tmp_path / "pass.pt")) is None
+    assert read_token_routing(str(SMALL)) is None
+
+
+@pytest.mark.parametrize(("ids", "needle"), [
+    (torch.zeros(3, 1, 8, dtype=torch.int32), "shape"),
+    (torch.full((2, 1, 8), 4, dtype=torch.int32), "outside -1 .. 3"),
+    (torch.zeros(2, 1, 8), "integer"),
+])
+def test_bad_per_token_records_are_one_line_errors(tmp_path: Path, ids: torch.Tensor, needle: str) -> None:
+    dump = per_token_dump(0, [[[0]], [[0]]])
+    dump["records"][0]["topk_ids_of_layer"] = ids
+    torch.save(dump, tmp_path / "bad.pt")
+    with pytest.raises(EplbError, match=needle) as info:
+        read_token_routing(str(tmp_path / "bad.pt"))
+    assert "bad.pt: records[0]" in str(info.value) and "\n" not in str(info.value)
+
+
 def trtllm_folder(root: Path) -> Path:
     """A TensorRT-LLM statistic folder: two ranks, iterations 10-11, MoE layers 3 and 5, 4 experts."""
     folder = root / "stats"
@@ -325,14 +377,14 @@ def test_stdin_pt_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(sys, "stdin", FakeStdin((tmp_path / "a.pt").read_bytes()))
     assert read_trace("-").load.shape == (1, 2, 3)
     monkeypatch.setattr(sys, "stdin", FakeStdin(b""))
-    expect_error("-", match="empty", shown="<stdin>")
+    expect_error("-", match="empty", shown="-")
     monkeypatch.setattr(sys, "stdin", FakeStdin(b"hello world"))
-    expect_error("-", match="--input-format", shown="<stdin>")
+    expect_error("-", match="pass input_format", shown="-")
     monkeypatch.setattr(sys, "stdin", FakeStdin(b'{"logical_count": [[1, 2]'))
-    expect_error("-", match="invalid JSON", shown="<stdin>")
+    expect_error("-", match="invalid JSON", shown="-")
     with pytest.raises(EplbError, match="folder"):
         read_trace("-", "trtllm")
-    with pytest.raises(EplbError, match="--input-format"):
+    with pytest.raises(EplbError, match="pass input_format"):
         detect_format("-")
 
 
@@ -499,3 +551,73 @@ def test_real_traces(
     if zero_layers:
         assert bool(t.zero_layers()[:zero_layers].all())
     assert t.load.dtype == torch.float64 and bool((t.total().sum(-1)[zero_layers:] > 0).all())
+
+
+EXTREME = st.sampled_from([0.0, 5e-324, 1e-300, 0.1, 1 / 3, 2.0**53 + 2, 1e18, 2.0**63 - 1024, 123456789.125])
+
+
+@pytest.mark.parametrize("fmt", WRITE_FORMATS)
+@settings(max_examples=20, deadline=None)
+@given(values=st.lists(EXTREME, min_size=6, max_size=6), groups=st.sampled_from([None, 1, 3]))
+def test_extreme_values_and_meta_round_trip(fmt: str, values: list[float], groups: int | None,
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Denormals, values past 2**53 and up to just below the 2**63 cap: every writer's file reads back exactly."""
+    load = torch.tensor(values, dtype=torch.float64).reshape(1, 2, 3)
+    path = tmp_path_factory.mktemp(fmt) / f"t{EXTENSION[fmt]}"
+    write_trace(Trace(load, meta={"groups": groups} if groups else {}), str(path), fmt)
+    back = read_trace(str(path))
+    assert torch.equal(back.load, load)
+    if fmt == "safetensors" and groups:
+        assert back.groups == groups
+
+
+@pytest.mark.parametrize("dtype, numpy_type", [("U16", "<u2"), ("U32", "<u4"), ("U64", "<u8")])
+def test_unsigned_safetensors_are_read(dtype: str, numpy_type: str, tmp_path: Path) -> None:
+    """Unsigned counts are plausible exports (torch has no reductions for them): read as exact integers."""
+    import numpy as np
+
+    counts = np.array([[0, 7, 65535], [1, 2, 3]], dtype=numpy_type)
+    header = json.dumps({"load": {"dtype": dtype, "shape": [2, 3], "data_offsets": [0, counts.nbytes]}}).encode()
+    path = tmp_path / "u.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + counts.tobytes())
+    assert read_trace(str(path)).load[0].tolist() == [[0, 7, 65535], [1, 2, 3]]
+
+
+def test_csv_columns_given_twice_are_refused(tmp_path: Path) -> None:
+    """pandas would rename the second 'load' to 'load.1' and read the first silently."""
+    for header in ("layer,expert,load,load", "layer,expert,Load,load ", "layer,e0,e0", "window,layer,expert,load,window"):
+        path = tmp_path / "t.csv"
+        path.write_text(header + "\n" + ",".join(["1"] * len(header.split(","))) + "\n")
+        expect_error(path, match="twice")
+
+
+def test_csv_ids_beyond_float_precision_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    for big in (2**53, 2**63, 2**64):
+        path.write_text(f"layer,expert,load\n0,{big},1\n")
+        expect_error(path, match=f"line 2: expert '{big}' is not an id eplb can hold")
+
+
+def test_wide_csv_reads_all_columns_at_once_like_one_by_one(tmp_path: Path) -> None:
+    """The block conversion of expert columns equals the column-by-column reading, including the error cell."""
+    load = torch.arange(3 * 40, dtype=torch.float64).reshape(1, 3, 40)
+    path = tmp_path / "w.csv"
+    write_trace(Trace(load), str(path), "csv-wide")
+    assert torch.equal(read_trace(str(path)).load, load)
+    text = path.read_text().splitlines()
+    cells = text[2].split(",")
+    cells[17] = "oops"
+    path.write_text("\n".join([*text[:2], ",".join(cells)]) + "\n")
+    expect_error(path, match="line 3: e16 'oops' is not a finite, non-negative number")
+
+
+def test_layer_ids_in_safetensors_metadata(tmp_path: Path) -> None:
+    from eplb_cli.formats.safetensors_file import encode
+
+    path = tmp_path / "t.safetensors"
+    path.write_bytes(encode({"load": torch.ones(1, 3, 2)}, {"layer_ids": "[3, 4, 9]"}))
+    assert read_trace(str(path)).meta["layer_ids"] == [3, 4, 9]
+    for ids, needle in (("[3, 4]", "lists 2 ids for 3 layers"), ("[4, 3, 9]", "must increase"),
+                        ("three", "not a JSON list")):
+        path.write_bytes(encode({"load": torch.ones(1, 3, 2)}, {"layer_ids": ids}))
+        expect_error(path, match=needle)

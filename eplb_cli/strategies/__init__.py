@@ -9,7 +9,7 @@ from ..topology import Topology
 from .base import Strategy
 from .registry import describe_strategies, get_strategy
 
-__all__ = ["Strategy", "get_strategy", "describe_strategies", "plan"]
+__all__ = ["Strategy", "describe_strategies", "get_strategy", "plan"]
 
 
 def plan(load: torch.Tensor, topo: Topology, strategy: Strategy, *, seed: int = 0, device: str = "cpu") -> Placement:

@@ -8,6 +8,18 @@ import torch
 
 from ..topology import Topology
 
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
+"""Seeds ``torch.Generator.manual_seed`` takes."""
+
+
+def torch_seed(seed: int) -> int:
+    """Any integer as a seed torch takes: itself when torch takes it, else its value modulo 2**64.
+
+    ``--seed`` accepts any integer; the ones torch already takes keep their meaning.
+    """
+    seed = int(seed)
+    return seed if SEED_RANGE[0] <= seed <= SEED_RANGE[1] else seed % (1 << 64)
+
 
 class Strategy(ABC):
     """Turns a load matrix into phy2log for a topology.

@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from .base import torch_seed
 from .refine import dedupe, to_slots
 from .sorting import argsort_rows
 
@@ -231,7 +232,7 @@ def restarts(
     if count <= 1 or rows == 0:
         return _finish(order, _slots_of(_RANKED[base](ws, bins), bins, base), cap, slots)
     gen = torch.Generator(device=ws.device)
-    gen.manual_seed(seed)
+    gen.manual_seed(torch_seed(seed))
     eps = torch.randn(rows, count, m, generator=gen, dtype=ws.dtype, device=ws.device)
     scale = torch.arange(count, dtype=ws.dtype, device=ws.device).view(1, count, 1) * (noise / count)
     noisy = (ws.unsqueeze(1) * torch.exp(eps * scale)).view(rows * count, m)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -144,7 +144,7 @@ def ladder(bins: int) -> list[int]:
     return [k, 1] if k > 1 else [1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _splits(cap: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every way to split 2 * ``cap`` pooled items into two halves of ``cap``.
 

@@ -2,15 +2,15 @@
 
 ``--strategy`` takes a preset (``deepseek``, ``fast``, ``balanced``,
 ``thorough``, ``diverse``) or a chain of stages joined by ``+`` such as
-``kk+swap`` or ``restarts:64+swap`` (see :mod:`.policy` for the stages).
+``kk+swap`` or ``restarts:64+swap`` (see :mod:`.chains` for the stages).
 """
 
 from __future__ import annotations
 
-from ..errors import EplbError
+from ..errors import EplbError, arg
 from .base import Strategy
+from .chains import PRESETS, STAGE_HELP, ChainStrategy, parse_chain
 from .deepseek import DeepSeekStrategy
-from .policy import PRESETS, STAGE_HELP, ChainStrategy, parse_chain
 
 
 def get_strategy(name: str) -> Strategy:
@@ -21,11 +21,11 @@ def get_strategy(name: str) -> Strategy:
     if key in PRESETS:
         return ChainStrategy(PRESETS[key][0], name=key, description=PRESETS[key][1])
     if not key:
-        raise EplbError("--strategy: empty; run 'eplb strategies' to list them")
+        raise EplbError(f"{arg('strategy')}: empty; run 'eplb strategies' to list them")
     try:
         return ChainStrategy(parse_chain(key), name=key)
     except EplbError as exc:
-        raise EplbError(f"--strategy {name}: {exc}; run 'eplb strategies' to list them") from None
+        raise EplbError(f"{arg('strategy', name)}: {exc}; run 'eplb strategies' to list them") from None
 
 
 def describe_strategies() -> list[tuple[str, str]]:

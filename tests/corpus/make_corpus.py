@@ -9,8 +9,15 @@ the files are committed, so the tests never depend on this script. Folders:
 ``placements/``   placement files no placement reader accepts
 ``mismatch/``     valid placements for another model than traces/small.safetensors
 ``evil/``         pickles that would run code if unpickled without ``weights_only``
+``readable/``     unusual but valid traces every command must read (unsigned safetensors, ...)
 
-Each file's expected error lies in ``EXPECTED`` in test_fuzz.py.
+Each file's expected error lies in ``EXPECTED`` in test_fuzz.py. Memory bombs
+(a deflated ``.pt``, a stride-0 tensor, shared pickle lists, YAML aliases, ids
+that set an array's width) are among them; their names are in ``BOMBS``.
+:func:`hostile_cases` generates, on the fly, one file per (template, value)
+for the values a file can hold that once made eplb crash (huge, overflowing,
+boolean, fractional, negative, text, nested): the fuzz suite walks them
+through every reader.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from eplb_cli.safetensors_format import encode  # noqa: E402  (needs ROOT on sys.path in a bare checkout)
+from eplb_cli.formats.safetensors_file import encode  # noqa: E402  (needs ROOT on sys.path in a bare checkout)
 
 HERE = Path(__file__).resolve().parent
 MARKER = "eplb-pwned-marker"
@@ -40,6 +47,11 @@ def st_raw(header: object, data: bytes = b"", size: int | None = None) -> bytes:
     """A safetensors file with an arbitrary (possibly lying) header."""
     text = json.dumps(header).encode()
     return struct.pack("<Q", len(text) if size is None else size) + text + data
+
+
+def st_text(header: bytes, data: bytes = b"") -> bytes:
+    """A safetensors file whose header is the given JSON text, exactly (duplicate keys, deep nesting)."""
+    return struct.pack("<Q", len(header)) + header + data
 
 
 def st_load(load: torch.Tensor, meta: dict[str, str] | None = None, name: str = "load") -> bytes:
@@ -64,6 +76,41 @@ def torch_bytes(obj: object) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def deflated(data: bytes) -> bytes:
+    """A zip archive (a torch.save file) re-packed with its entries deflated: small on disk, large unpacked."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for info in src.infolist():
+            zf.writestr(zipfile.ZipInfo(info.filename, date_time=(2024, 1, 1, 0, 0, 0)), src.read(info.filename),
+                        compress_type=zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+def shared_lists(levels: int, width: int = 10) -> list:
+    """``width**levels`` list entries built from ``levels`` shared lists: a pickle or YAML alias bomb."""
+    node: list = [1] * width
+    for _ in range(levels - 1):
+        node = [node] * width
+    return node
+
+
+def yaml_laughs(levels: int = 8) -> bytes:
+    """TensorRT-LLM YAML whose aliases expand to 10**(levels + 1) expert ids ("billion laughs")."""
+    lines = ["a0: &a0 [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels + 1)]
+    lines += ["num_slots: 10", "initial_global_assignments:", f"  0: *a{levels}"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def quantized() -> torch.Tensor:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors are deprecated, but old dumps may hold them
+        return torch.quantize_per_tensor(torch.ones(2, 3), 0.1, 0, torch.quint8)
 
 
 def trace_files() -> dict[str, bytes]:
@@ -150,8 +197,43 @@ def trace_files() -> dict[str, bytes]:
         "empty.json": b"",
         "whitespace.csv": b"  \n\n",
         "no-extension-garbage": b"\x00\x01\x02garbage that is no format\n",
+        # memory bombs (BOMBS): small files that would make a reader allocate far more than they hold
+        "pt-deflated-bomb.pt": deflated(torch_bytes({"logical_count": torch.zeros(8_000_000, dtype=torch.float64)})),
+        "pt-stride0-bomb.pt": torch_bytes({"logical_count": torch.zeros(1).expand(10**9)}),
+        "pt-shared-lists-bomb.pt": torch_bytes({"logical_count": shared_lists(7)}),
+        "csv-wide-column-bomb.csv": b"layer,e0,e99999999\n0,1,1\n",
+        # values a file can hold that once ended in "internal error"
+        "pt-sparse.pt": torch_bytes({"logical_count": torch.ones(4, 4).to_sparse()}),
+        "pt-quantized.pt": torch_bytes({"logical_count": quantized()}),
+        "pt-meta-device.pt": torch_bytes({"logical_count": torch.ones(2, 3, device="meta")}),
+        "pt-bool-in-list.pt": torch_bytes({"logical_count": [[1, True], [2, 3]]}),
+        "json-duplicate-key.json": b'{"logical_count": [[1, 2]], "logical_count": [[3, 4]]}',
+        "json-bool-in-row.json": b'{"logical_count": [[1, true], [2, 3]]}',
+        "json-id-beyond-int64.json": b'{"logical_count": [[1, 18446744073709551616]]}',
+        "json-huge-load.json": b'{"logical_count": [[1.7e308, 1], [2, 3]]}',
+        "st-huge-load.safetensors": st_load(torch.tensor([[[1.7e308, 1.0], [2.0, 3.0]]], dtype=torch.float64)),
+        "st-u64-beyond-int64.safetensors": st_raw(
+            {"load": {"dtype": "U64", "shape": [1, 2], "data_offsets": [0, 16]}}, struct.pack("<QQ", 1, 1 << 63)),
+        "st-header-nested-deeply.safetensors": st_text(
+            b'{"load": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16], "x": '
+            + b"[" * 20_000 + b"]" * 20_000 + b"}}", b"\x00" * 16),
+        "st-header-duplicate-key.safetensors": st_text(
+            b'{"load": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+            b'"load": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}', b"\x00" * 16),
+        "st-layer-ids-negative.safetensors": st_load(good_load(), {"layer_ids": "[-1, 2, 3]"}),
+        "st-layer-ids-not-numbers.safetensors": st_load(good_load(), {"layer_ids": '["a", "b", "c"]'}),
+        "st-groups-overflow.safetensors": st_load(good_load(), {"groups": "1e400"}),
+        "csv-duplicate-column.csv": b"layer,expert,load,load\n0,0,1,2\n",
+        "csv-id-beyond-2-53.csv": b"layer,expert,load\n0,9223372036854775808,1\n",
+        "csv-huge-cell.csv": b"layer,expert,load\n0,0," + b"7x" * 45_000 + b"\n",
     }
     return files
+
+
+BOMBS = ("traces/pt-deflated-bomb.pt", "traces/pt-stride0-bomb.pt", "traces/pt-shared-lists-bomb.pt",
+         "traces/csv-wide-column-bomb.csv", "traces/csv-huge-id.csv", "placements/pl-yaml-laughs-bomb.yaml",
+         "placements/pl-id-width-bomb.json")
+"""Corpus files that would once make eplb allocate far more memory than they hold."""
 
 
 def _zip_without_pickle() -> bytes:
@@ -213,6 +295,30 @@ def placement_files() -> dict[str, bytes]:
         "pl-float-ids.json": b'{"physical_to_logical_map": [[0.5, 1.0]]}',
         "pl-strings.json": b'{"physical_to_logical_map": [["a", "b"]]}',
         "pl-truncated.json": b'{"physical_to_logical_map": [[0, 1, 2',
+        "pl-yaml-laughs-bomb.yaml": yaml_laughs(),
+        "pl-id-width-bomb.json": b'{"physical_to_logical_map": [[0, 1000000000000]]}',
+        "pl-duplicate-key.json": b'{"physical_to_logical_map": [[0, 1]], "physical_to_logical_map": [[1, 0]]}',
+        "pl-id-beyond-int64.json": b'{"physical_to_logical_map": [[0, 9223372036854775808]]}',
+        "pl-bool-id.json": b'{"physical_to_logical_map": [[0, true]]}',
+        "pl-meta-gpus-overflow.safetensors": st(good, {**meta, "gpus": "1e400"}),
+        "pl-meta-gpus-bool.safetensors": st(good, {**meta, "gpus": "true"}),
+        "pl-meta-gpus-fraction.safetensors": st(good, {**meta, "gpus": "2.5"}),
+        "pl-meta-gpus-negative.safetensors": st(good, {**meta, "gpus": "-4"}),
+        "pl-meta-layer-ids-negative.safetensors": st(good, {**meta, "layer_ids": "[-3, 0, 1, 2]"}),
+        "pl-meta-layer-ids-text.safetensors": st(good, {**meta, "layer_ids": '["a", "b", "c", "d"]'}),
+        "pl-yaml-duplicate-key.yaml": b"num_slots: 2\ninitial_global_assignments:\n  0: [0, 1]\n  0: [1, 0]\n",
+        "pl-yaml-mixed-keys.yaml": b"num_slots: 2\ninitial_global_assignments:\n  0: [0, 1]\n  '0': {a: 1}\n",
+        "pl-yaml-nested-deeply.yaml": b"num_slots: 2\ninitial_global_assignments:\n  0: "
+                                      + b"[" * 20_000 + b"]" * 20_000 + b"\n",
+        "pl-yaml-recursive.yaml": b"num_slots: 2\ninitial_global_assignments:\n  0: &row [0, *row]\n",
+        "pl-yaml-bool-id.yaml": b"num_slots: 2\ninitial_global_assignments:\n  0: [0, true]\n",
+        "pl-ascend-layer-id-text.json": json.dumps({"moe_layer_count": 1, "layer_list": [{
+            "layer_id": "zero", "device_count": 1, "device_list": [{"device_id": 0, "device_expert": [0, 1]}]}]}).encode(),
+        "pl-ascend-device-id-bool.json": json.dumps({"moe_layer_count": 1, "layer_list": [{
+            "layer_id": 0, "device_count": 2, "device_list": [{"device_id": True, "device_expert": [0]},
+                                                              {"device_id": 0, "device_expert": [1]}]}]}).encode(),
+        "pl-csv-duplicate-column.csv": b"layer,slot,expert,expert\n0,0,0,0\n0,1,1,1\n",
+        "pl-csv-id-huge.csv": b"layer,slot,expert\n0,0,0\n0,1,99999999999999999999\n",
     }
 
 
@@ -237,11 +343,97 @@ def evil_files() -> dict[str, bytes]:
     }
 
 
+def readable_files() -> dict[str, bytes]:
+    """Unusual traces that are valid: every command must read them (unsigned integers are real exports)."""
+    counts = torch.arange(1, 25, dtype=torch.int64).reshape(2, 3, 4)
+    return {
+        "st-u16.safetensors": st_raw({"load": {"dtype": "U16", "shape": [2, 3, 4], "data_offsets": [0, 48]}},
+                                     counts.numpy().astype("<u2").tobytes()),
+        "st-u32.safetensors": st_raw({"load": {"dtype": "U32", "shape": [2, 3, 4], "data_offsets": [0, 96]}},
+                                     counts.numpy().astype("<u4").tobytes()),
+        "st-u64.safetensors": st_raw({"load": {"dtype": "U64", "shape": [2, 3, 4], "data_offsets": [0, 192]}},
+                                     counts.numpy().astype("<u8").tobytes()),
+        "st-layer-ids.safetensors": st_load(good_load(), {"layer_ids": "[3, 5, 7]"}),
+        "csv-many-ids-few-rows.csv": b"layer,expert,load\n0,0,5\n0,15,7\n3,15,1\n",
+    }
+
+
+HOSTILE_VALUES: dict[str, str] = {
+    "huge": "1.7e308", "overflow": "1e400", "minus-overflow": "-1e400", "int64-edge": str(1 << 63),
+    "uint64-edge": str(1 << 64), "below-int64": str(-(1 << 63) - 1), "googol": "1" + "0" * 100, "true": "true",
+    "false": "false", "null": "null", "text-number": '"7"', "empty-text": '""', "fraction": "1.5", "minus-one": "-1",
+    "minus-zero": "-0.0", "zero": "0", "nan": "NaN", "long-text": '"' + "x" * 400 + '"', "empty-list": "[]",
+    "object": '{"a": 1}', "nested": "[[[[[[1]]]]]]", "float-four": "4.0",
+}
+"""JSON spellings of values a file can hold, each once a crash (exit 3) somewhere."""
+
+
+def _csv_cell(value: str) -> str:
+    """The CSV spelling of a hostile JSON value (text unquoted, containers as text)."""
+    return value.strip('"') if value.startswith('"') else value
+
+
+def hostile_cases() -> dict[str, tuple[str, bytes]]:
+    """One file per (template, hostile value): ``name -> (kind, bytes)``, kind ``trace`` or ``placement``.
+
+    Every reader and every field a value can sit in: cells, ids, column names,
+    metadata counts and layer ids, YAML keys and rows, vLLM-Ascend ids. Each
+    file must give exit 0 or a one-line exit 2, never "internal error".
+    """
+    topo = {"format": "eplb-placement", "version": 1, "experts": 4, "slots": 4, "gpus": 2, "nodes": 1,
+            "groups": 1, "policy": "global", "excluded_gpus": [], "layer_ids": [0, 1]}
+    phy2log = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
+    out: dict[str, tuple[str, bytes]] = {}
+    for tag, v in HOSTILE_VALUES.items():
+        c = _csv_cell(v)
+        traces = {
+            "sglang-cell.json": f'{{"logical_count": [[{v}, 1], [2, 3]]}}',
+            "sglang-whole.json": f'{{"logical_count": {v}}}',
+            "sglang-model.json": f'{{"logical_count": [[1, 2]], "model": {v}}}',
+            "vllm-cell.json": f'{{"load_history": [{{"logical_expert_load": [[{v}, 1]]}}]}}',
+            "vllm-history.json": f'{{"load_history": {v}}}',
+            "long-load.csv": f"layer,expert,load\n0,0,{c}\n0,1,2\n",
+            "long-expert.csv": f"layer,expert,load\n0,{c},1\n0,1,2\n",
+            "long-layer.csv": f"layer,expert,load\n{c},0,1\n0,1,2\n",
+            "long-window.csv": f"window,layer,expert,load\n{c},0,0,1\n0,0,1,2\n",
+            "wide-cell.csv": f"layer,e0,e1\n0,{c},1\n",
+            "wide-column.csv": f"layer,e0,e{c}\n0,1,1\n",
+        }
+        for name, text in traces.items():
+            out[f"{tag}-{name}"] = ("trace", text.encode())
+        for key in ("groups", "seed", "layer_ids", "model"):
+            out[f"{tag}-st-meta-{key}.safetensors"] = ("trace", st_load(good_load(), {key: c}))
+        for key in ("gpus", "nodes", "slots", "experts", "groups", "policy", "excluded_gpus", "layer_ids"):
+            meta = {k: json.dumps(x) for k, x in topo.items()} | {key: v}
+            out[f"{tag}-pl-meta-{key}.safetensors"] = ("placement", encode({"phy2log": phy2log}, meta))
+        ascend = {"moe_layer_count": 1, "layer_list": [{"layer_id": 0, "device_count": 2, "device_list": [
+            {"device_id": 0, "device_expert": [0, 1]}, {"device_id": 1, "device_expert": [1, 0]}]}]}
+        placements = {
+            "sglang-cell.json": f'{{"physical_to_logical_map": [[0, {v}], [1, 0]]}}',
+            "sglang-whole.json": f'{{"physical_to_logical_map": {v}}}',
+            "yaml-cell.yaml": f"num_slots: 2\ninitial_global_assignments:\n  0: [0, {c or 'null'}]\n",
+            "yaml-key.yaml": f"num_slots: 2\ninitial_global_assignments:\n  {c or 'null'}: [0, 1]\n",
+            "yaml-slots.yaml": f"num_slots: {c or 'null'}\ninitial_global_assignments:\n  0: [0, 1]\n",
+            "csv-expert.csv": f"layer,slot,expert\n0,0,0\n0,1,{c}\n",
+            "csv-gpu.csv": f"layer,slot,gpu,expert\n0,0,0,0\n0,1,{c},1\n",
+        }
+        for field in ("layer_id", "device_id", "device_count", "moe_layer_count", "device_expert"):
+            text = json.dumps(ascend).replace(f'"{field}": 0', f'"{field}": {v}', 1)
+            if field in ("device_count", "moe_layer_count"):
+                text = text.replace(f'"{field}": 2', f'"{field}": {v}').replace(f'"{field}": 1', f'"{field}": {v}')
+            if field == "device_expert":
+                text = text.replace('"device_expert": [0, 1]', f'"device_expert": [{v}, 1]')
+            placements[f"ascend-{field}.json"] = text
+        for name, text in placements.items():
+            out[f"{tag}-{name}"] = ("placement", text.encode())
+    return out
+
+
 def main() -> None:
     """Write every corpus folder beside this script."""
     for folder, files in (("traces", trace_files()), ("unplannable", unplannable_files()), ("warn", warn_files()),
                           ("placements", placement_files()), ("mismatch", mismatch_files()),
-                          ("evil", evil_files())):
+                          ("evil", evil_files()), ("readable", readable_files())):
         target = HERE / folder
         target.mkdir(exist_ok=True)
         for name, data in files.items():

@@ -1,0 +1,1 @@
+"""Plans over time: forecasts, migration from the placement served now, replay, strategy comparison."""
