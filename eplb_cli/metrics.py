@@ -10,7 +10,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
+from numba import njit
 
 from .placement import Placement, replica_counts
 from .topology import Topology
@@ -77,22 +79,42 @@ def _best_split(value: torch.Tensor, subsets: list[tuple[int, ...]], k: int) -> 
     """Min over partitions of k groups into the given equal-size subsets of the max subset value, [L].
 
     ``value`` [L, len(subsets)] is each subset's cost; dynamic programming over
-    group masks, batched over layers (at most a few hundred masks for k <= 12).
+    group masks (at most 4096 for k <= 12), compiled: a few hundred tiny
+    tensor operations cost more in dispatch (and in thread hand-offs on a busy
+    machine) than the arithmetic.
     """
-    per = len(subsets[0])
-    masks = [sum(1 << i for i in sub) for sub in subsets]
-    best: dict[int, torch.Tensor] = {0: torch.zeros(value.shape[0], dtype=value.dtype, device=value.device)}
-    for size in range(per, k + 1, per):
-        for combo in itertools.combinations(range(k), size):
-            mask = sum(1 << i for i in combo)
-            low = combo[0]
-            cands = [
-                torch.maximum(best[mask ^ m], value[:, j])
-                for j, m in enumerate(masks)
-                if (m >> low) & 1 and (m & mask) == m and (mask ^ m) in best
-            ]
-            best[mask] = torch.stack(cands).min(dim=0).values
-    return best[(1 << k) - 1]
+    masks = np.array([sum(1 << i for i in sub) for sub in subsets], dtype=np.int64)
+    cost = np.ascontiguousarray(value.detach().to(torch.float64).cpu().numpy())
+    best = _split_dp(cost, masks, k, len(subsets[0]))
+    return torch.from_numpy(best).to(device=value.device, dtype=value.dtype)
+
+
+@njit(cache=True, nogil=True)
+def _split_dp(cost: np.ndarray, masks: np.ndarray, k: int, per: int) -> np.ndarray:
+    """DP of :func:`_best_split`: best[mask] over masks in increasing order (a mask's rest is smaller)."""
+    layers = cost.shape[0]
+    full = (1 << k) - 1
+    best = np.full((full + 1, layers), np.inf)
+    best[0, :] = 0.0
+    for mask in range(1, full + 1):
+        bits = 0
+        low = -1
+        for i in range(k):
+            if (mask >> i) & 1:
+                bits += 1
+                if low < 0:
+                    low = i
+        if bits % per:
+            continue
+        for j in range(masks.shape[0]):
+            m = masks[j]
+            if (m >> low) & 1 and (m & mask) == m:
+                rest = mask ^ m
+                for layer in range(layers):
+                    cand = max(best[rest, layer], cost[layer, j])
+                    if cand < best[mask, layer]:
+                        best[mask, layer] = cand
+    return best[full].copy()
 
 
 def group_split_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:

@@ -52,6 +52,8 @@ def trivial_row(slots: int, experts: int) -> list[int]:
     SGLang map must still list, and reads such rows back as dense layers.
     """
     return [p % experts for p in range(slots)]
+
+
 def layer_ids(extra: dict, layers: int, name: str) -> list[int]:
     """The model's layer ids for the rows (``extra["layer_ids"]``), else 0..L-1."""
     ids = extra.get("layer_ids")

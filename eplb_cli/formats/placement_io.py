@@ -50,7 +50,8 @@ def save_placement(p: Placement, path: str, *, force: bool = False, fmt: str | N
     """
     writer = writer_for(path, fmt)
     if p.layer_ids is None and extra and extra.get("layer_ids") is not None:
-        p = Placement(p.phy2log, p.topology, tuple(extra["layer_ids"])).validate(str(path))
+        ids = check_layer_ids(extra["layer_ids"], str(path))
+        p = Placement(p.phy2log, p.topology, tuple(ids)).validate(str(path))
     if str(path) == STDIN:
         if writer.binary and sys.stdout.isatty():
             raise EplbError(f"-: {writer.name} is binary and standard output is a terminal; give a file name or pipe it")

@@ -190,14 +190,19 @@ def _map(doc: object, source: str) -> tuple[torch.Tensor, dict]:
 def _by_model_layer(p: Placement) -> list[list[int]]:
     """One row per model layer 0..max id: the planned rows at their ids, SGLang's trivial layout elsewhere.
 
-    A planned row that happens to equal the trivial layout would read back as
-    dense, so its first two slots (on one GPU: same load, same plan) swap.
+    Trivial rows read back as dense only beside other rows, so where the file
+    holds any other row a planned row that equals the trivial layout has its
+    first two slots swapped: on one GPU that is the same plan; with one slot
+    per GPU, GPUs 0 and 1 trade experts, which leaves the multiset of GPU and
+    node loads (every balance figure) unchanged.
     """
     topo = p.topology
     trivial = trivial_row(topo.slots, topo.experts)
+    planned = p.phy2log.tolist()
     rows = [list(trivial) for _ in range(max(p.ids) + 1)]
-    for layer, row in zip(p.ids, p.phy2log.tolist()):
-        if row == trivial and topo.slots_per_gpu > 1 and topo.experts > 1:
+    mixed = len(rows) > len(planned) or any(row != trivial for row in planned)
+    for layer, row in zip(p.ids, planned):
+        if mixed and row == trivial and topo.experts > 1:
             row[0], row[1] = row[1], row[0]
         rows[layer] = row
     return rows

@@ -198,7 +198,7 @@ class Source:
                 break
             self._prefix += chunk
             if len(self._prefix) > limit:
-                raise input_too_big(self.name, f"more than {size_text(limit)} arrived", limit)
+                raise input_too_big(self.name, "the stream went on", limit)
             if len(self._prefix) - checked >= 64 * CHUNK:
                 checked = len(self._prefix)
                 check_memory(self.name, 2 * checked, "to hold what arrived so far",
