@@ -15,13 +15,12 @@ runs on the device of the load tensor.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import EplbError
+from ..threads import one_thread
 from ..topology import Topology
 from . import pack as packers
 from .base import Strategy
@@ -281,35 +280,16 @@ def _check(load: torch.Tensor, topo: Topology) -> None:
         )
 
 
-@contextmanager
-def _one_thread(device: torch.device) -> Iterator[None]:
-    """Run CPU kernels on one intra-op thread, restoring the setting afterwards.
-
-    The chains are hundreds of small ops (tensors of ~10^4 elements): a second
-    OpenMP thread saves nothing on them but adds a barrier per op, which costs
-    3-5x when another process holds the other core. CUDA is left alone.
-    """
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def compose(load: torch.Tensor, topo: Topology, chain: Chain | str = "balanced", *, seed: int = 0) -> torch.Tensor:
     """phy2log [L, S] int64 for loads [L, E] under ``topo``'s policy, built by ``chain``.
 
     ``chain`` is a :class:`Chain`, chain text or a preset name. On CPU it runs
-    single-threaded (see :func:`_one_thread`).
+    single-threaded (see :func:`~eplb_cli.threads.one_thread`).
     """
     if isinstance(chain, str):
         chain = parse_chain(chain)
     _check(load, topo)
-    with _one_thread(load.device):
+    with one_thread(load.device):
         return _compose(load.to(torch.float64), topo, chain, seed)
 
 
