@@ -24,7 +24,7 @@ _LAZY = {
     "rebalance_experts": "api", "load_trace": "api", "plan_load": "api", "evaluate": "api", "PlanResult": "api",
     "follow_previous": "api", "plan_trace": "api", "evaluate_placement": "api", "replay_trace": "api",
     "compare_strategies": "api", "inspect_file": "api", "convert_file": "api", "generate_trace": "api",
-    "ClusterOptions": "api", "TraceOptions": "api",
+    "ClusterOptions": "api", "TraceOptions": "api", "RobustOptions": "api", "robust_plan": "api",
     "EplbError": "errors", "GateFailed": "errors",
     "Score": "metrics",
     "Placement": "placement",
@@ -66,6 +66,7 @@ __all__ = [
     "rebalance_experts",
     "replay_trace",
     "resolve",
+    "robust_plan",
     "save_placement",
     "write_trace",
 ]
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
         plan_trace,
         rebalance_experts,
         replay_trace,
+        robust_plan,
     )
     from .errors import EplbError, GateFailed
     from .formats import (

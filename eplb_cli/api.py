@@ -28,6 +28,7 @@ from . import validation
 from .errors import EplbError, GateFailed, arg, renamed
 from .metrics import Score, count_moves, score
 from .placement import Placement
+from .planning.robust import ROBUST_TOLERANCE
 from .strategies import get_strategy, plan
 from .topology import Topology, parse_gpu_list, resolve
 from .trace import Trace, load_warnings
@@ -91,7 +92,9 @@ def check_warnings(load: torch.Tensor, source: str, *, strict: bool = False, war
 class PlanResult:
     """A placement with its score on the load it was planned from.
 
-    ``moves`` counts the replicas moved from ``previous`` (None without one).
+    ``moves`` counts the replicas moved from ``previous`` (None without one);
+    ``robust`` says what scenario-robust planning changed (None without it;
+    see :func:`robust_plan`).
     """
 
     placement: Placement
@@ -99,6 +102,7 @@ class PlanResult:
     runtime_ms: float
     strategy: str
     moves: dict | None = None
+    robust: dict | None = None
 
 
 def plan_load(load: torch.Tensor, topo: Topology, strategy: str = "balanced", *, seed: int = 0,
@@ -144,8 +148,8 @@ def follow_previous(result: PlanResult, previous: Placement, load: torch.Tensor,
     moves are counted (with bytes and an estimated transfer time when
     ``links`` is given).
     """
-    from .planning.budget import one_thread
     from .planning.migration import check_compatible, follow
+    from .threads import one_thread
 
     budget = move_budget(max_moves)
     topo = result.placement.topology
@@ -154,13 +158,75 @@ def follow_previous(result: PlanResult, previous: Placement, load: torch.Tensor,
     with one_thread():
         placement = follow(previous, result.placement, load, budget)
     ms = (time.perf_counter() - t0) * 1e3
+    return dataclasses.replace(result, placement=placement, score=score(placement, load),
+                               runtime_ms=result.runtime_ms + ms, moves=_moves(previous, placement, links))
+
+
+def _moves(previous: Placement, placement: Placement, links: Links | None) -> dict[str, Any]:
+    """Replicas moved from ``previous`` to ``placement`` (with bytes and transfer time when ``links`` is given)."""
     moves = count_moves(previous, placement)
     if links is not None:
         from .planning.transfer import transfer
 
         moves |= {"expert_bytes": links.expert_bytes, **transfer(previous, placement, links)}
+    return moves
+
+
+@dataclass
+class RobustOptions:
+    """Scenario-robust planning (:mod:`eplb_cli.planning.robust`): lower the mean over recorded windows of each
+    window's busiest GPU, not only the busiest GPU on their forecast.
+
+    ``scenarios``: only the last that many windows serve as scenarios (None:
+    all). ``robust_tolerance``: on the forecast, no GPU may end above
+    ``1 + robust_tolerance`` times the forecast plan's busiest GPU.
+    """
+
+    scenarios: int | None = None
+    robust_tolerance: float = ROBUST_TOLERANCE
+
+    def check(self) -> None:
+        validation.robust_options(True, self.scenarios, self.robust_tolerance)
+
+
+def robust_plan(result: PlanResult, history: torch.Tensor, load: torch.Tensor, options: RobustOptions | None = None,
+                *, previous: Placement | None = None, max_moves: int | str | MoveBudget | None = None,
+                previous_name: str = "previous", links: Links | None = None) -> PlanResult:
+    """``result`` (planned for ``load`` [L, E]: ``history`` summed or averaged) made scenario-robust on ``history``
+    [H, L, E].
+
+    The windows of ``history`` (the last ``options.scenarios`` of them) are
+    the scenarios, weighed equally. With ``previous``, the placement served
+    now, the robust plan is followed as :func:`follow_previous` does, keeping
+    its gain (:func:`eplb_cli.planning.robust.keep_gain`), within ``max_moves``.
+    ``result.robust`` then says what changed: the scenario objective and the
+    busiest GPU on ``load``, relative to ``result``.
+    """
+    from .planning.forecast import Forecast
+    from .planning.migration import check_compatible
+    from .planning.robust import check_scenarios, robust_rebalance, robust_summary
+    from .threads import one_thread
+
+    options = options or RobustOptions()
+    options.check()
+    budget = move_budget(max_moves)
+    if budget is not None and previous is None:
+        raise EplbError(f"{arg('max_moves')} needs {arg('previous')}: moves are counted from the placement served now")
+    check_scenarios(history, result.placement, "history")
+    if previous is not None:
+        topo = result.placement.topology
+        check_compatible(previous, result.placement, previous_name,
+                         f"{arg('gpus', topo.gpus)} {arg('slots', topo.slots)}")
+    t0 = time.perf_counter()
+    with one_thread():
+        placement = robust_rebalance(result.placement, previous, history, load, Forecast("mean"),
+                                     scenarios=options.scenarios, tolerance=options.robust_tolerance, max_moves=budget)
+    ms = (time.perf_counter() - t0) * 1e3
+    changed = robust_summary(result.placement, placement, history, load, scenarios=options.scenarios,
+                             tolerance=options.robust_tolerance)
     return dataclasses.replace(result, placement=placement, score=score(placement, load),
-                               runtime_ms=result.runtime_ms + ms, moves=moves)
+                               runtime_ms=result.runtime_ms + ms, robust=changed,
+                               moves=_moves(previous, placement, links) if previous is not None else None)
 
 
 def evaluate(placement: Placement, load: torch.Tensor | Trace) -> Score:
@@ -375,14 +441,16 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
                nvlink_gbps: float = 450.0, network_gbps: float = 50.0, output: str | None = None,
                fmt: str | None = None, force: bool = False, plot: str | None = None, layer: int | None = None,
                strict: bool = False, warn: Warn | None = None, topk: int | None = None, topk_groups: int | None = None,
-               alternative: bool = True) -> PlanReport:
+               alternative: bool = True, robust: RobustOptions | None = None) -> PlanReport:
     """``eplb plan``: read ``trace``, plan it for ``cluster``, follow ``previous``, write ``output`` and ``plot``.
 
     Every option is checked before the trace is read, and the output files
     before any planning. The report carries the token span under the model's
     routing (``topk``, ``topk_groups``; see :mod:`eplb_cli.span`) and, with
     ``alternative`` and a cluster where both policies apply, the same plan
-    under the other policy (:class:`~eplb_cli.tradeoff.Tradeoff`).
+    under the other policy (:class:`~eplb_cli.tradeoff.Tradeoff`). With
+    ``robust``, the plan is made scenario-robust on the trace's windows
+    (:func:`robust_plan`) before it follows ``previous``.
     """
     from .device import check_device
     from .formats import save_placement
@@ -392,7 +460,9 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
                        cluster.exclude_gpus)
     validation.plan_options(trace, device=device, input_format=reading.input_format, window=reading.window,
                             windows=reading.windows, layer=layer, output=output, fmt=fmt, force=force, plot=plot,
-                            previous=previous, max_moves=max_moves)
+                            previous=previous, max_moves=max_moves, robust=robust is not None,
+                            scenarios=robust.scenarios if robust else None,
+                            robust_tolerance=robust.robust_tolerance if robust else None)
     check_device(device)
     get_strategy(strategy)
     budget = move_budget(max_moves)
@@ -419,6 +489,9 @@ def plan_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanced
 
     def planned(under: Topology) -> PlanResult:
         res = plan_load(load, under, strategy, seed=seed, device=device)
+        if robust is not None:
+            return robust_plan(res, tr.load, load, robust, previous=old, max_moves=budget,
+                               previous_name=str(previous), links=links)
         if old is None:
             return res
         return follow_previous(res, old, load, budget, previous_name=str(previous), links=links)
@@ -502,6 +575,7 @@ class EvaluationReport:
     failure: dict | None
     gates: list[Gate]
     warnings: list[str]
+    dispatch: str = "even"
 
     @property
     def passed(self) -> bool:
@@ -512,10 +586,12 @@ def evaluate_placement(placement: str, trace: str, *, gpus: int | None = None, n
                        groups: int | None = None, reading: TraceOptions | None = None, layer: int | None = None,
                        exclude_gpus: str | list[int] | None = None, max_imbalance: float | None = None,
                        min_balancedness: float | None = None, plot: str | None = None, force: bool = False,
-                       strict: bool = False, warn: Warn | None = None) -> EvaluationReport:
+                       strict: bool = False, warn: Warn | None = None, dispatch: str = "even") -> EvaluationReport:
     """``eplb evaluate``: score ``placement`` on ``trace``, as it runs once ``exclude_gpus`` fail; gates.
 
-    Gates are reported, not enforced: call :func:`enforce` (the CLI does, for exit code 1).
+    ``dispatch`` is how an expert's tokens split over its replicas: ``even``
+    or ``lp`` (:mod:`eplb_cli.dispatch`). Gates are reported, not enforced:
+    call :func:`enforce` (the CLI does, for exit code 1).
     """
     from .failure import evaluate_failure
 
@@ -523,7 +599,7 @@ def evaluate_placement(placement: str, trace: str, *, gpus: int | None = None, n
     validation.evaluate_options(placement, trace, gpus=gpus, nodes=nodes, groups=groups,
                                 input_format=reading.input_format, window=reading.window, windows=reading.windows,
                                 layer=layer, exclude_gpus=exclude_gpus, max_imbalance=max_imbalance,
-                                min_balancedness=min_balancedness, plot=plot, force=force)
+                                min_balancedness=min_balancedness, plot=plot, force=force, dispatch=dispatch)
     tr = reading.read(trace)
     p = placement_for(placement, tr, gpus=gpus, nodes=nodes, groups=groups, trace_name=trace)
     topo = p.topology
@@ -536,7 +612,7 @@ def evaluate_placement(placement: str, trace: str, *, gpus: int | None = None, n
         raise EplbError(f"{arg('exclude_gpus', bad[0])}: {placement} has GPUs 0 to {topo.gpus - 1}")
     if failed and len(set(failed) | set(topo.excluded_gpus)) >= topo.gpus:
         raise EplbError(f"{arg('exclude_gpus')} fails every GPU: leave at least one")
-    running, sc, failure = evaluate_failure(p, load, failed)
+    running, sc, failure = evaluate_failure(p, load, failed, dispatch)
     summary = sc.summary()
     found_gates = gates(summary["gpu_imbalance"], summary["balancedness"], max_imbalance, min_balancedness)
     if plot:
@@ -544,7 +620,7 @@ def evaluate_placement(placement: str, trace: str, *, gpus: int | None = None, n
 
         score_heatmap(sc, topo, plot, label=f"{Path(placement).name} on {Path(trace).name}",
                       layer_ids=tr.meta.get("layer_ids"), force=force)
-    return EvaluationReport(tr, trace, placement, running, sc, failure, found_gates, found)
+    return EvaluationReport(tr, trace, placement, running, sc, failure, found_gates, found, dispatch)
 
 
 @dataclass
@@ -573,17 +649,22 @@ def replay_trace(trace: str, cluster: ClusterOptions, *, strategy: str = "balanc
                  reading: TraceOptions | None = None, max_imbalance: float | None = None,
                  min_balancedness: float | None = None, plot: str | None = None, force: bool = False,
                  strict: bool = False, warn: Warn | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> ReplayReport:
+                 progress: Callable[[int, int], None] | None = None, robust: RobustOptions | None = None,
+                 dispatch: str = "even") -> ReplayReport:
     """``eplb replay``: walk ``trace`` as a server would (see :mod:`eplb_cli.planning.replay`).
 
-    ``progress(done, total)`` is called after each rebalance.
+    ``progress(done, total)`` is called after each rebalance. With ``robust``
+    each plan is made scenario-robust on its history windows, weighted as the
+    forecast weighs them; ``dispatch`` (``even`` or ``lp``) is how the served
+    figures split an expert's tokens over its replicas.
     """
     tr, topo, found, options = _replay_setup(trace, cluster, strategy=strategy, history=history, forecast=forecast,
                                              migration_aware=migration_aware, max_moves=max_moves,
                                              expert_bytes=expert_bytes, previous=previous, seed=seed, device=device,
                                              threads=threads, min_gain=min_gain, reading=reading, strict=strict,
                                              warn=warn, every=every, max_imbalance=max_imbalance,
-                                             min_balancedness=min_balancedness, plot=plot, force=force)
+                                             min_balancedness=min_balancedness, plot=plot, force=force,
+                                             robust=robust, dispatch=dispatch)
     from .planning.replay import replay
 
     result = replay(tr, topo, every=every, start=start, progress=progress, **options)
@@ -605,7 +686,8 @@ def _replay_setup(trace: str, cluster: ClusterOptions, *, strategy: str, history
                   previous: str | None, seed: int, device: str, threads: int | None, min_gain: float | None,
                   reading: TraceOptions | None, strict: bool, warn: Warn | None, every: int | list[int] = 1,
                   max_imbalance: float | None = None, min_balancedness: float | None = None, plot: str | None = None,
-                  force: bool = False) -> tuple[Trace, Topology, list[str], dict]:
+                  force: bool = False, robust: RobustOptions | None = None,
+                  dispatch: str = "even") -> tuple[Trace, Topology, list[str], dict]:
     """What every replay needs: the options checked, the trace and cluster read, ``previous`` checked against them."""
     from .device import check_device
     from .planning.forecast import parse_forecast
@@ -617,9 +699,15 @@ def _replay_setup(trace: str, cluster: ClusterOptions, *, strategy: str, history
     validation.replay_options(trace, every=every, history=history, device=device, threads=threads,
                               input_format=reading.input_format, window=reading.window, windows=reading.windows,
                               max_imbalance=max_imbalance, min_balancedness=min_balancedness, max_moves=max_moves,
-                              previous=previous, plot=plot, force=force, min_gain=min_gain)
+                              previous=previous, plot=plot, force=force, min_gain=min_gain,
+                              robust=robust is not None, scenarios=robust.scenarios if robust else None,
+                              robust_tolerance=robust.robust_tolerance if robust else None, dispatch=dispatch)
     check_device(device)
     fc = parse_forecast(forecast)
+    if robust is not None:
+        from .planning.robust import scenario_weights
+
+        scenario_weights(fc, 1, robust.scenarios)  # the oracle has no history to draw scenarios from
     get_strategy(strategy)
     budget = move_budget(max_moves)
     size = parse_bytes(expert_bytes) if isinstance(expert_bytes, str) else expert_bytes
@@ -633,7 +721,8 @@ def _replay_setup(trace: str, cluster: ClusterOptions, *, strategy: str, history
         check_previous(old, tr, topo, previous, trace)
     options = dict(forecast=fc, strategy=strategy, history=history, migration_aware=migration_aware,
                    max_moves=budget, expert_bytes=size, previous=old, seed=seed, device=device, threads=threads,
-                   min_gain=min_gain)
+                   min_gain=min_gain, robust=robust is not None, scenarios=robust.scenarios if robust else None,
+                   robust_tolerance=robust.robust_tolerance if robust else ROBUST_TOLERANCE, dispatch=dispatch)
     return tr, topo, found, options
 
 
@@ -655,8 +744,12 @@ def replay_intervals(trace: str, cluster: ClusterOptions, every: str | list[int]
                      expert_bytes: str | int | None = None, previous: str | None = None, seed: int = 0,
                      device: str = "cpu", threads: int | None = 1, min_gain: float | None = None,
                      reading: TraceOptions | None = None, strict: bool = False, warn: Warn | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> IntervalReport:
-    """``eplb replay --every 1,2,4,8``: one replay per interval, all serving the same windows, to choose one."""
+                     progress: Callable[[int, int], None] | None = None, robust: RobustOptions | None = None,
+                     dispatch: str = "even") -> IntervalReport:
+    """``eplb replay --every 1,2,4,8``: one replay per interval, all serving the same windows, to choose one.
+
+    ``robust`` and ``dispatch`` as in :func:`replay_trace`.
+    """
     from .planning import replay as replaying
 
     intervals = validation.intervals(every) if isinstance(every, str) else list(every)
@@ -664,7 +757,7 @@ def replay_intervals(trace: str, cluster: ClusterOptions, every: str | list[int]
                                              migration_aware=migration_aware, max_moves=max_moves,
                                              expert_bytes=expert_bytes, previous=previous, seed=seed, device=device,
                                              threads=threads, min_gain=min_gain, reading=reading, strict=strict,
-                                             warn=warn, every=intervals)
+                                             warn=warn, every=intervals, robust=robust, dispatch=dispatch)
     results = replaying.replay_intervals(tr, topo, intervals, start=start, progress=progress, **options)
     return IntervalReport(tr, trace, topo, [r.summary for r in results], found)
 
@@ -740,6 +833,7 @@ class ComparisonReport:
     routing: Routing | None = None
     span_residual: float | None = None
     groups_unknown: bool = False
+    dispatch: str = "even"
 
 
 def parse_policies(policies: str | list[str] | None) -> list[str] | None:
@@ -765,14 +859,15 @@ def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | li
                        strict: bool = False, warn: Warn | None = None,
                        progress: Callable[[int], Callable[[str], None]] | None = None,
                        policies: str | list[str] | None = None, topk: int | None = None,
-                       topk_groups: int | None = None) -> ComparisonReport:
+                       topk_groups: int | None = None, dispatch: str = "even") -> ComparisonReport:
     """``eplb compare``: plan ``trace`` with each strategy; figures, median runtimes, moves, next-window scores.
 
     With ``policies`` (e.g. ``hierarchical,global``) every strategy runs under
     each policy (``cluster.policy`` is then ignored), so the policy choice is
     made on numbers; moves count from the first strategy of the same policy.
     Each row has the token span when the routing is known (``topk``,
-    ``topk_groups``; see :mod:`eplb_cli.span`).
+    ``topk_groups``; see :mod:`eplb_cli.span`). ``dispatch`` (``even`` or
+    ``lp``) is how every figure splits an expert's tokens over its replicas.
     ``progress(total)`` returns a callback called with each strategy's name as it starts.
     """
     from .device import check_device
@@ -784,7 +879,7 @@ def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | li
                        cluster.exclude_gpus)
     names = validation.compare_options(trace, strategies, repeat=repeat, oos_pairs=oos_pairs, device=device,
                                        input_format=reading.input_format, window=reading.window,
-                                       windows=reading.windows, plot=plot, force=force)
+                                       windows=reading.windows, plot=plot, force=force, dispatch=dispatch)
     check_device(device)
     for name in names:
         get_strategy(name)
@@ -799,7 +894,7 @@ def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | li
     rows = []
     for topo in topos:
         for row in compare(tr, topo, names, repeat=repeat, seed=seed, device=device, oos=oos_pairs > 0,
-                           max_pairs=oos_pairs or None, progress=step):
+                           max_pairs=oos_pairs or None, progress=step, dispatch=dispatch):
             rows.append(PolicyRow(topo.policy, row, token_span(row.placement, model)))
     if plot:
         from .plots import compare_figure
@@ -809,7 +904,7 @@ def compare_strategies(trace: str, cluster: ClusterOptions, strategies: str | li
         compare_figure(drawn, plot, title=f"{Path(trace).name}: {topology_line(topos[0])}", force=force)
     return ComparisonReport(tr, trace, topos[0], rows, found, [t.policy for t in topos],
                             model.routing if model else None, model.residual if model else None,
-                            cluster.groups_unknown(tr))
+                            cluster.groups_unknown(tr), dispatch)
 
 
 def inspect_file(trace: str, *, reading: TraceOptions | None = None, top: int = 10) -> dict:

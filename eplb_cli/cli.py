@@ -100,6 +100,12 @@ def _cluster(gpus: int, nodes: int, slots: int | None, redundant: int | None, gr
     return ClusterOptions(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
 
 
+def _robust(robust: bool, scenarios: int | None, robust_tolerance: float):
+    from .api import RobustOptions
+
+    return RobustOptions(scenarios, robust_tolerance) if robust else None
+
+
 def _version(value: bool) -> None:
     if value:
         from . import __version__
@@ -145,6 +151,9 @@ def plan(
     network_gbps: NetworkGbps = 50.0,
     topk: TopK = None,
     topk_groups: TopKGroups = None,
+    robust: Annotated[bool, typer.Option("--robust", help="Make the plan scenario-robust: swap replicas to lower the mean over the recorded windows of each window's busiest GPU (see README, robust planning).")] = False,
+    scenarios: Scenarios = None,
+    robust_tolerance: RobustTolerance = 0.05,
     json_out: Json = False,
     quiet: Quiet = False,
     strict: Strict = False,
@@ -157,14 +166,15 @@ def plan(
     validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
     validation.plan_options(trace, device=device, input_format=input_format, window=window, windows=windows,
                             layer=layer, output=output, fmt=fmt, force=force, plot=plot, previous=previous,
-                            max_moves=max_moves)
+                            max_moves=max_moves, robust=robust, scenarios=scenarios, robust_tolerance=robust_tolerance)
     from . import api, report
 
     cluster = _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
     if frontier:
         if previous is None:
             raise EplbError("--frontier needs --previous: budgets are moves from the placement served now")
-        for name, value in (("--max-moves", max_moves), ("--output", output), ("--plot", plot), ("--layer", layer)):
+        for name, value in (("--max-moves", max_moves), ("--output", output), ("--plot", plot), ("--layer", layer),
+                            ("--robust", robust or None)):
             if value is not None:
                 raise EplbError(f"--frontier prints one row per budget; drop {name} (plan one budget with --max-moves P%)")
         front = api.plan_frontier(trace, cluster, previous, strategy=strategy, seed=seed, device=device,
@@ -180,7 +190,7 @@ def plan(
                          reading=_reading(input_format, window, windows), previous=previous, max_moves=max_moves,
                          expert_bytes=expert_bytes, nvlink_gbps=nvlink_gbps, network_gbps=network_gbps, output=output,
                          fmt=fmt, force=force, plot=plot, layer=layer, strict=strict, warn=_warner(quiet, trace),
-                         topk=topk, topk_groups=topk_groups)
+                         topk=topk, topk_groups=topk_groups, robust=_robust(robust, scenarios, robust_tolerance))
     if json_out:
         _out(report.plan_json(rep, flag))
     elif not quiet:
@@ -243,6 +253,7 @@ def compare(
     policies: Annotated[str | None, typer.Option("--policies", help="Run every strategy under each of these policies, e.g. hierarchical,global (instead of --policy), to weigh balance against token span.", show_default=False)] = None,
     topk: TopK = None,
     topk_groups: TopKGroups = None,
+    dispatch: Dispatch = "even",
     plot: PlotOpt = None,
     force: Force = False,
     json_out: Json = False,
@@ -256,7 +267,8 @@ def compare(
         raise EplbError("--json, --csv and --markdown: pick one output style")
     validation.cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
     validation.compare_options(trace, strategies_, repeat=repeat, oos_pairs=oos_pairs, device=device,
-                               input_format=input_format, window=window, windows=windows, plot=plot, force=force)
+                               input_format=input_format, window=window, windows=windows, plot=plot, force=force,
+                               dispatch=dispatch)
     from . import api, report
 
     show = sys.stderr.isatty() and not quiet
@@ -265,7 +277,7 @@ def compare(
                                      strategies_, repeat=repeat, oos_pairs=oos_pairs, seed=seed, device=device,
                                      reading=_reading(input_format, window, windows), plot=plot, force=force,
                                      strict=strict, warn=_warner(quiet, trace), progress=progress.start,
-                                     policies=policies, topk=topk, topk_groups=topk_groups)
+                                     policies=policies, topk=topk, topk_groups=topk_groups, dispatch=dispatch)
     if json_out:
         _out(report.compare_json(rep))
     elif csv_out or markdown:
@@ -320,6 +332,9 @@ NvlinkGbps = Annotated[float, typer.Option("--nvlink-gbps", help="Transfer model
 NetworkGbps = Annotated[float, typer.Option("--network-gbps", help="Transfer model: network bandwidth into one GPU, GB/s (one 400 Gb/s NIC: 50).", metavar="GB/S")]
 MaxImbalance = Annotated[float | None, typer.Option("--max-imbalance", help="CI gate: exit 1 when the mean GPU imbalance (max/mean) is above X.", metavar="X", show_default=False)]
 MinBalancedness = Annotated[float | None, typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
+Scenarios = Annotated[int | None, typer.Option("--scenarios", help="With --robust: use only the last H recorded windows as scenarios (default: all).", metavar="H", show_default=False)]
+RobustTolerance = Annotated[float, typer.Option("--robust-tolerance", help="With --robust: no GPU's load on the forecast may end above (1 + X) x the forecast plan's busiest GPU.", metavar="X")]
+Dispatch = Annotated[str, typer.Option("--dispatch", help="How tokens split over an expert's replicas: even (load / replicas) | lp (the split that minimises each window's busiest GPU, as an LP dispatcher would).")]
 
 
 @app.command()
@@ -336,6 +351,7 @@ def evaluate(
     exclude_gpus: Annotated[str | None, typer.Option("--exclude-gpus", help="GPUs that fail, e.g. 3,17: name the experts left with no replica and score the load re-spread over the surviving replicas.", show_default=False)] = None,
     max_imbalance: MaxImbalance = None,
     min_balancedness: MinBalancedness = None,
+    dispatch: Dispatch = "even",
     plot: PlotOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --plot file.")] = False,
     json_out: Json = False,
@@ -345,14 +361,15 @@ def evaluate(
     """Score an existing placement on a trace, such as the next day's load; optionally a CI gate."""
     validation.evaluate_options(placement, trace, gpus=gpus, nodes=nodes, groups=groups, input_format=input_format,
                                 window=window, windows=windows, layer=layer, exclude_gpus=exclude_gpus,
-                                max_imbalance=max_imbalance, min_balancedness=min_balancedness, plot=plot, force=force)
+                                max_imbalance=max_imbalance, min_balancedness=min_balancedness, plot=plot, force=force,
+                                dispatch=dispatch)
     from . import api, report
 
     rep = api.evaluate_placement(placement, trace, gpus=gpus, nodes=nodes, groups=groups,
                                  reading=_reading(input_format, window, windows), layer=layer,
                                  exclude_gpus=exclude_gpus, max_imbalance=max_imbalance,
                                  min_balancedness=min_balancedness, plot=plot, force=force, strict=strict,
-                                 warn=_warner(quiet, trace))
+                                 warn=_warner(quiet, trace), dispatch=dispatch)
     if json_out:
         _out(report.evaluate_json(rep, flag))
     elif not quiet:
@@ -382,6 +399,10 @@ def replay(
     seed: Seed = 0,
     device: Device = "cpu",
     threads: Annotated[int, typer.Option("--threads", help="Torch threads for the replay: its many small tensor operations run fastest on one.")] = 1,
+    robust: Annotated[bool, typer.Option("--robust", help="Make each plan scenario-robust on the history windows, weighted as the forecast weighs them (see README, robust planning).")] = False,
+    scenarios: Scenarios = None,
+    robust_tolerance: RobustTolerance = 0.05,
+    dispatch: Dispatch = "even",
     min_gain: Annotated[float | None, typer.Option("--min-gain", help="Skip a rebalance whose forecast gain (relative drop of the GPU imbalance on the forecast) is below X, e.g. 0.01; reports the moves saved and the balance lost.", metavar="X", show_default=False)] = None,
     input_format: InputFormat = None,
     window: Window = None,
@@ -400,14 +421,15 @@ def replay(
     validation.replay_options(trace, every=intervals, history=history, device=device, threads=threads,
                               input_format=input_format, window=window, windows=windows, max_imbalance=max_imbalance,
                               min_balancedness=min_balancedness, max_moves=max_moves, previous=previous, plot=plot,
-                              force=force, min_gain=min_gain)
+                              force=force, min_gain=min_gain, robust=robust, scenarios=scenarios,
+                              robust_tolerance=robust_tolerance, dispatch=dispatch)
     from . import api, report
 
     cluster = _cluster(gpus, nodes, slots, redundant, groups, policy, exclude_gpus)
     common = dict(strategy=strategy, history=history, forecast=forecast, start=start, migration_aware=migration_aware,
                   max_moves=max_moves, expert_bytes=expert_bytes, previous=previous, seed=seed, device=device,
                   threads=threads, min_gain=min_gain, reading=_reading(input_format, window, windows), strict=strict,
-                  warn=_warner(quiet, trace))
+                  warn=_warner(quiet, trace), robust=_robust(robust, scenarios, robust_tolerance), dispatch=dispatch)
     show = sys.stderr.isatty() and not quiet
     if len(intervals) > 1:
         for name, value in (("--max-imbalance", max_imbalance), ("--min-balancedness", min_balancedness),

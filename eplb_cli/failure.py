@@ -43,14 +43,20 @@ def lost_experts(placement: Placement) -> torch.Tensor:
     return replica_counts(placement.phy2log, placement.topology.experts) == 0
 
 
-def evaluate_failure(placement: Placement, load: torch.Tensor, failed: list[int]) -> tuple[Placement, Score, dict | None]:
+def evaluate_failure(placement: Placement, load: torch.Tensor, failed: list[int],
+                     dispatch: str = "even") -> tuple[Placement, Score, dict | None]:
     """Score ``placement`` on ``load`` [L, E] as it runs once ``failed`` GPUs are gone.
 
     Returns the placement as it runs (failed slots empty), its score, and a
     summary of the loss (lost experts, lost load share, figures before the
     failure); with no failed GPUs, the placement, its score and None.
+    ``dispatch`` is how tokens split over an expert's (surviving) replicas:
+    ``even`` or ``lp`` (:mod:`eplb_cli.dispatch`).
     """
-    before = score(placement, load)
+    from .dispatch import check_dispatch, lp_score
+
+    scorer = lp_score if check_dispatch(dispatch) == "lp" else score
+    before = scorer(placement, load)
     if not failed:
         return placement, before, None
     broken = fail_gpus(placement, failed)
@@ -62,4 +68,4 @@ def evaluate_failure(placement: Placement, load: torch.Tensor, failed: list[int]
         "lost_load_share": float((load * lost).sum() / load.sum()),
         "gpu_imbalance_before": summary["gpu_imbalance"], "balancedness_before": summary["balancedness"],
     }
-    return broken, score(broken, load), failure
+    return broken, scorer(broken, load), failure

@@ -307,7 +307,10 @@ class ServedTally:
 
     ``imbalance`` is the mean over those pairs of max/mean GPU load;
     ``balancedness`` is sum of means / sum of maxes, the aggregate of DESIGN.md
-    taken over windows as well as layers.
+    taken over windows as well as layers. ``window_imbalance`` keeps each
+    window's GPU imbalance (the mean over its loaded layers), for the
+    distribution over windows (:meth:`window_percentile`): step time follows
+    the busy windows, not the average.
     """
 
     pairs: int = 0
@@ -315,9 +318,16 @@ class ServedTally:
     mean_sum: float = 0.0
     max_sum: float = 0.0
     worst: float = float("nan")
+    window_imbalance: list[float] = field(default_factory=list)
 
     def add(self, gpu_load: torch.Tensor, live: torch.Tensor) -> ServedTally:
-        """Add GPU loads [W, L, G] (or [L, G]); pairs whose live GPUs carry nothing are skipped."""
+        """Add GPU loads [W, L, G] (or [L, G], one window); pairs whose live GPUs carry nothing are skipped."""
+        by_window = gpu_load[..., live].reshape(-1 if gpu_load.dim() == 3 else 1, gpu_load.shape[-2], int(live.sum()))
+        w_mean, w_peak = by_window.mean(dim=-1), by_window.max(dim=-1).values
+        w_active = w_peak > 0
+        w_ratio = torch.where(w_active, w_peak / torch.where(w_active, w_mean, 1.0), 0.0).sum(dim=-1)
+        w_count = w_active.sum(dim=-1)
+        self.window_imbalance.extend((w_ratio[w_count > 0] / w_count[w_count > 0]).tolist())
         loads = gpu_load[..., live].reshape(-1, int(live.sum()))
         mean, peak = loads.mean(dim=-1), loads.max(dim=-1).values
         active = peak > 0
@@ -339,7 +349,19 @@ class ServedTally:
         self.max_sum += other.max_sum
         if other.worst == other.worst:
             self.worst = other.worst if self.worst != self.worst else max(self.worst, other.worst)
+        self.window_imbalance.extend(other.window_imbalance)
         return self
+
+    def window_percentile(self, q: float) -> float:
+        """The ``q``-th percentile (0-100, linear interpolation as numpy's default) of per-window GPU imbalance."""
+        if not self.window_imbalance:
+            return float("nan")
+        return float(torch.quantile(torch.tensor(self.window_imbalance, dtype=torch.float64), q / 100.0))
+
+    def window_summary(self, prefix: str = "served_gpu_imbalance") -> dict[str, float]:
+        """p50, p95, p99 and worst of per-window GPU imbalance, keyed ``{prefix}_p50`` ... ``{prefix}_worst_window``."""
+        return {f"{prefix}_p50": self.window_percentile(50), f"{prefix}_p95": self.window_percentile(95),
+                f"{prefix}_p99": self.window_percentile(99), f"{prefix}_worst_window": self.window_percentile(100)}
 
     @property
     def imbalance(self) -> float:

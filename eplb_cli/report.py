@@ -270,6 +270,12 @@ def rebalance_table(rebalances: Sequence[dict[str, Any]], with_bytes: bool = Fal
     return rows_table(rows, columns)
 
 
+DISPATCH_LINES = {
+    "even": "even (each replica takes load / replicas)",
+    "lp": "lp (each window's tokens split over replicas to minimise its busiest GPU)",
+}
+
+
 INTERVAL_COLUMNS = [
     ("every", "--every"), ("rebalances", "rebalances"), ("served_balancedness", "served bal."),
     ("served_gpu_imbalance", "served imb."), ("served_gpu_imbalance_p95", "p95 imb."),
@@ -315,7 +321,14 @@ def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("served GPU imbalance", f"{fmt_ratio(s['served_gpu_imbalance'])} mean, {fmt_ratio(s['served_gpu_imbalance_worst'])} worst "
                                  "(max/mean GPU load over served windows and layers)"),
         ("served balancedness", f"{fmt_ratio(s['served_balancedness'])}   (sum of mean / sum of max GPU load)"),
+        ("per-window imbalance", f"p50 {fmt_ratio(s['served_gpu_imbalance_p50'])}, p95 {fmt_ratio(s['served_gpu_imbalance_p95'])}, "
+                                 f"p99 {fmt_ratio(s['served_gpu_imbalance_p99'])}, worst {fmt_ratio(s['served_gpu_imbalance_worst_window'])} "
+                                 "(each served window's GPU imbalance, over windows)"),
         ("in-sample imbalance", f"{fmt_ratio(s['in_sample_gpu_imbalance'])} mean   (each plan on its own forecast)"),
+        *([("robust", f"scenario-robust on {'the last ' + str(s['scenarios']) if s.get('scenarios') else 'all'} history "
+                      f"window(s), weighted as the forecast weighs them; forecast tolerance "
+                      f"{100 * s['robust_tolerance']:g}%")] if s.get("robust") else []),
+        *([("dispatch", DISPATCH_LINES[s["dispatch"]])] if s.get("dispatch", "even") != "even" else []),
         ("moves", moves),
     ]
     if s.get("bytes_moved") is not None:
@@ -327,6 +340,17 @@ def replay_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
                                    "had they been taken"))
     rows.append(("runtime", f"{s['runtime_s']:.2f} s"))
     return rows
+
+
+def robust_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The line that says what ``--robust`` changed."""
+    return [("robust", f"{doc['scenarios']} scenario window(s): their mean busiest GPU {_signed_pct(doc['scenario_peak_change'])}; "
+                       f"busiest GPU on the forecast {_signed_pct(doc['forecast_peak_change'])} "
+                       f"(tolerance {100 * doc['robust_tolerance']:g}%)")]
+
+
+def _signed_pct(x: float) -> str:
+    return f"{100 * x:+.2f}%"
 
 
 def lost_experts_line(lost: Sequence[tuple[int, int]], limit: int = 12) -> str:
@@ -352,9 +376,9 @@ def plan_json(rep: PlanReport, flag: Callable[[str], str] = str) -> str:
     """``eplb plan --json``: one object with the summary figures and what was written.
 
     Also the token span (``node_span``, ``gpu_span``, with the ``routing`` they
-    assume; null without one) and ``policy_alternative``: the same plan under
+    assume; null without one), ``policy_alternative``: the same plan under
     the other policy, with the advice line when the two differ (null when only
-    one policy applies).
+    one policy applies), and ``robust``: what ``--robust`` changed (null without it).
     """
     tr, topo, res = rep.trace, rep.topology, rep.result
     doc = {
@@ -367,7 +391,7 @@ def plan_json(rep: PlanReport, flag: Callable[[str], str] = str) -> str:
         "routing": rep.routing.as_dict() if rep.routing else None, "span_fit_residual": rep.span_residual,
         "span_layers_left_out": rep.span_left_out if rep.routing else None,
         "recorded": rep.recorded.summary() if rep.recorded else None, "policy_alternative": None,
-        "output_format": rep.output_format, "engine": rep.engine,
+        "output_format": rep.output_format, "engine": rep.engine, "robust": res.robust,
     }
     if rep.tradeoff is not None:
         advice = policy_advice(rep.tradeoff, flag) if rep.tradeoff.differs else None
@@ -442,6 +466,7 @@ def plan_text(rep: PlanReport, layer: int | None = None, flag: Callable[[str], s
         *([("recorded span", recorded_line(rep.recorded))] if rep.recorded is not None else []),
         *([("policy choice", policy_advice(rep.tradeoff, flag))] if rep.tradeoff is not None and rep.tradeoff.differs else []),
         *(migration_rows(res.moves, tr.layers, topo.slots) if res.moves else []),
+        *(robust_rows(res.robust) if res.robust else []),
         ("runtime", f"{res.runtime_ms:.1f} ms"),
     ]
     if rep.output:
@@ -467,8 +492,8 @@ def evaluate_json(rep: EvaluationReport, flag: Callable[[str], str]) -> str:
     doc = {
         "placement": rep.placement_path, "trace": rep.source, "policy": topo.policy, "layers": tr.layers,
         "experts": tr.experts, "windows": tr.windows, "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes,
-        "groups": topo.groups, **rep.score.summary(), "excluded_gpus": list(topo.excluded_gpus),
-        "failure": rep.failure, "gates": gate_dicts(rep.gates, flag), "passed": rep.passed,
+        "groups": topo.groups, **rep.score.summary(), "dispatch": rep.dispatch,
+        "excluded_gpus": list(topo.excluded_gpus), "failure": rep.failure, "gates": gate_dicts(rep.gates, flag), "passed": rep.passed,
     }
     return to_json(doc)
 
@@ -481,6 +506,7 @@ def evaluate_text(rep: EvaluationReport, flag: Callable[[str], str], layer: int 
         ("placement", f"{rep.placement_path}: {p.layers} layers x {topo.slots} slots"),
         ("trace", f"{rep.source}: {tr.layers} layers x {tr.experts} experts, {_windows(tr.windows)} summed"),
         ("cluster", topology_line(topo)),
+        *([("dispatch", DISPATCH_LINES[rep.dispatch])] if rep.dispatch != "even" else []),
     ]
     if failure:
         head += [
@@ -536,7 +562,8 @@ def compare_json(rep: ComparisonReport) -> str:
     """``eplb compare --json``: one object per strategy (and policy), with the trace and cluster keys of ``plan --json``."""
     tr, topo = rep.trace, rep.topology
     base = {"policy": topo.policy, "layers": tr.layers, "experts": tr.experts, "windows": tr.windows,
-            "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups, "output": None}
+            "slots": topo.slots, "gpus": topo.gpus, "nodes": topo.nodes, "groups": topo.groups, "output": None,
+            "dispatch": rep.dispatch}
     return to_json({"rows": [base | r.as_dict() for r in rep.rows],
                     "routing": rep.routing.as_dict() if rep.routing else None})
 
@@ -563,6 +590,8 @@ def compare_table(rep: ComparisonReport, style: str = "simple") -> str:
                      f"({rep.routing.describe(tr.experts)}; replicas picked uniformly).")
     if several:
         notes.append("moves vs 1st: against the first strategy under the same policy.")
+    if rep.dispatch != "even":
+        notes.append(f"dispatch: {DISPATCH_LINES[rep.dispatch]}.")
     if pairs:
         notes.append(f"next-window: planned on window t, scored on t+1, averaged over {pairs} pair(s).")
     return join_blocks([head, table, "\n".join(notes)])
@@ -633,6 +662,7 @@ def intervals_text(rep: IntervalReport) -> str:
         ("served", f"windows {s['start']}-{s['start'] + s['served_windows'] - 1} by every interval "
                    f"(first rebalance at window {s['start']})"),
         ("forecast", s["forecast"]),
+        *[row for row in replay_rows(s) if row[0] in ("robust", "dispatch")],
     ]
     return join_blocks([summary_table(head), "By rebalance interval\n" + interval_table(rep.summaries)])
 

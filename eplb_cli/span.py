@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from .errors import EplbError, arg
 from .placement import Placement
-from .strategies.chains import _one_thread
+from .threads import one_thread
 from .trace import Trace
 
 FIT_TOLERANCE = 1e-9
@@ -328,7 +328,7 @@ def fit(load: torch.Tensor, routing: Routing, *, tol: float = FIT_TOLERANCE,
     Anderson acceleration (the last :data:`ANDERSON` steps), batched over
     layers: 5-15 steps to 1e-9 on DeepSeek-V3 and Qwen3 traces.
     """
-    with _one_thread(torch.device("cpu")):  # hundreds of small ops: one thread is fastest (see chains)
+    with one_thread():  # hundreds of small ops: one thread is fastest
         return _fit(load.to(torch.float64).cpu(), routing, tol, iterations)
 
 
@@ -459,7 +459,7 @@ def expected_span(placement: Placement, model: TokenModel) -> Span:
     if model.layers != placement.layers:
         raise EplbError(f"the token model has {model.layers} layers but the placement {placement.layers}")
     out = {}
-    with _one_thread(torch.device("cpu")):
+    with one_thread():
         for level in ("node", "gpu"):
             out[level] = (1.0 - model.miss(served_share(placement, level))).sum(-1)
     topo = placement.topology
@@ -480,7 +480,7 @@ def recorded_span(placement: Placement, experts: torch.Tensor) -> Span:
     routed = (experts >= 0).any(-1)
     count = routed.sum(-1)
     out = {}
-    with _one_thread(torch.device("cpu")):
+    with one_thread():
         for level in ("node", "gpu"):
             share = served_share(placement, level)  # [L, T, E]
             targets = share.shape[1]

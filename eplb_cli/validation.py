@@ -79,6 +79,26 @@ def gate_limits(max_imbalance: float | None, min_balancedness: float | None) -> 
         raise EplbError(f"{arg('min_balancedness', min_balancedness)}: must be in (0, 1] (1.0 is perfect)")
 
 
+DISPATCH_MODES = ("even", "lp")
+"""How tokens may split over an expert's replicas (:mod:`eplb_cli.dispatch`)."""
+
+
+def dispatch_mode(dispatch: str) -> str:
+    """``dispatch`` is a known token split: ``even`` or ``lp``."""
+    if dispatch not in DISPATCH_MODES:
+        raise EplbError(f"{arg('dispatch', dispatch)}: use one of {', '.join(DISPATCH_MODES)}")
+    return dispatch
+
+
+def robust_options(robust: bool, scenarios: int | None = None, robust_tolerance: float | None = None) -> None:
+    """Scenario-robust planning: ``scenarios`` >= 1 and only with ``robust``; ``robust_tolerance`` >= 0."""
+    if scenarios is not None and not robust:
+        raise EplbError(f"{arg('scenarios')} needs {arg('robust', True)}: it picks the windows the robust plan is "
+                        "made for")
+    positive(scenarios=scenarios)
+    non_negative(robust_tolerance=robust_tolerance)
+
+
 def plot_hint() -> str:
     """How to install matplotlib for ``--plot``: from a source checkout, or for an installed package."""
     root = Path(__file__).resolve().parents[1]
@@ -128,9 +148,11 @@ def placement_output(output: str | None, fmt: str | None, force: bool, reads: Se
 def plan_options(trace: str, *, device: str = "cpu", input_format: str | None = None, window: int | None = None,
                  windows: str | None = None, layer: int | None = None, output: str | None = None,
                  fmt: str | None = None, force: bool = False, plot: str | None = None, previous: str | None = None,
-                 max_moves: int | str | None = None) -> None:
+                 max_moves: int | str | None = None, robust: bool = False, scenarios: int | None = None,
+                 robust_tolerance: float | None = None) -> None:
     """``eplb plan``: everything but the cluster (:func:`cluster`) that is known before the trace is read."""
     device_name(device)
+    robust_options(robust, scenarios, robust_tolerance)
     placement_output(output, fmt, force, (trace,))  # replacing --previous in place is allowed
     plot_file(plot, force, (trace, previous))
     if output and plot and str(output) != "-" and Path(output).absolute() == Path(plot).absolute():
@@ -148,9 +170,11 @@ def evaluate_options(placement: str, trace: str, *, gpus: int | None = None, nod
                      groups: int | None = None, input_format: str | None = None, window: int | None = None,
                      windows: str | None = None, layer: int | None = None,
                      exclude_gpus: str | Sequence[int] | None = None, max_imbalance: float | None = None,
-                     min_balancedness: float | None = None, plot: str | None = None, force: bool = False) -> None:
+                     min_balancedness: float | None = None, plot: str | None = None, force: bool = False,
+                     dispatch: str = "even") -> None:
     """``eplb evaluate``: the options known before the files are read."""
     gate_limits(max_imbalance, min_balancedness)
+    dispatch_mode(dispatch)
     plot_file(plot, force, (placement, trace))
     positive(gpus=gpus, nodes=nodes, groups=groups)
     non_negative(layer=layer)
@@ -164,9 +188,12 @@ def replay_options(trace: str, *, every: int | list[int] = 1, history: int | Non
                    windows: str | None = None, max_imbalance: float | None = None,
                    min_balancedness: float | None = None, max_moves: int | str | None = None,
                    previous: str | None = None, plot: str | None = None, force: bool = False,
-                   min_gain: float | None = None) -> None:
+                   min_gain: float | None = None, robust: bool = False, scenarios: int | None = None,
+                   robust_tolerance: float | None = None, dispatch: str = "even") -> None:
     """``eplb replay``: the options known before the trace is read (forecasts and strategies are parsed later)."""
     device_name(device)
+    robust_options(robust, scenarios, robust_tolerance)
+    dispatch_mode(dispatch)
     gate_limits(max_imbalance, min_balancedness)
     for interval in every if isinstance(every, list) else [every]:
         positive(every=interval)
@@ -184,9 +211,11 @@ def replay_options(trace: str, *, every: int | list[int] = 1, history: int | Non
 
 def compare_options(trace: str, strategies: str | Sequence[str], *, repeat: int = 5, oos_pairs: int = 64,
                     device: str = "cpu", input_format: str | None = None, window: int | None = None,
-                    windows: str | None = None, plot: str | None = None, force: bool = False) -> list[str]:
+                    windows: str | None = None, plot: str | None = None, force: bool = False,
+                    dispatch: str = "even") -> list[str]:
     """``eplb compare``: the options known before the trace is read; returns the strategy names."""
     device_name(device)
+    dispatch_mode(dispatch)
     positive(repeat=repeat)
     non_negative(oos_pairs=oos_pairs)
     names = [n.strip() for n in strategies.split(",") if n.strip()] if isinstance(strategies, str) else list(strategies)

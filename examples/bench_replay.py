@@ -1,7 +1,8 @@
-"""Benchmark of plans over time: forecasts, migration-aware planning, the move budget, replay speed.
+"""Benchmark of plans over time: forecasts, migration-aware planning, the move budget, replay speed,
+scenario-robust planning and LP token dispatch.
 
 Run ``python examples/bench_replay.py`` from a checkout (``--skip-real`` when
-``../shared/traces`` is absent). It prints four tables:
+``../shared/traces`` is absent; ``--only robust`` etc. for one table). It prints:
 
 1. forecasts on the real ESFT DeepSeek-V2-Lite time series (served figures,
    every forecast including the oracle upper bound);
@@ -16,7 +17,17 @@ Run ``python examples/bench_replay.py`` from a checkout (``--skip-real`` when
    plan's moves (``--max-moves P%``);
 6. a production-length replay: 1000 windows x 94 layers x 512 experts,
    64 GPUs, ``--every 1``, ``balanced``, its wall time and where the time
-   of a rebalance goes (``--production-windows`` sets the length).
+   of a rebalance goes (``--production-windows`` sets the length);
+7. ``replay --robust`` against its forecast on every ESFT series at 8 GPUs / 72
+   slots and 16 / 80 (``--every 1``, forecast ``mean``): served balancedness,
+   the share of the mean-to-oracle gap it closes per case and on average, p95
+   of per-window imbalance, moves; then the shipped drifting synthetic trace
+   (``--every 4``, forecasts ``last`` and ``ema:0.5``), where it must not lose;
+8. the cost of the robust step per rebalance (CPU time, best of 3) against the
+   plan itself, at 26 x 64 / 72 slots and 58 x 256 / 288 slots / 32 GPUs;
+9. LP dispatch against even dispatch on the shipped and real traces, with how
+   many replicated experts have replicas on more than one GPU (the room a
+   dispatcher has).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,13 +45,16 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from eplb_cli.dispatch import lp_gpu_loads  # noqa: E402
 from eplb_cli.formats import read_trace  # noqa: E402  (needs ROOT on sys.path in a bare checkout)
 from eplb_cli.metrics import ServedTally, count_moves, live_gpus, score, window_gpu_loads  # noqa: E402
+from eplb_cli.placement import replica_counts  # noqa: E402
 from eplb_cli.planning.budget import MoveBudget  # noqa: E402
 from eplb_cli.planning.forecast import parse_forecast  # noqa: E402
 from eplb_cli.planning.frontier import frontier  # noqa: E402
 from eplb_cli.planning.migration import budgeted, relabel, swap_back  # noqa: E402
 from eplb_cli.planning.replay import replay  # noqa: E402
+from eplb_cli.planning.robust import robust_swaps, scenario_weights  # noqa: E402
 from eplb_cli.report import rows_table  # noqa: E402
 from eplb_cli.strategies import get_strategy, plan  # noqa: E402
 from eplb_cli.synthetic import generate  # noqa: E402
@@ -47,6 +62,7 @@ from eplb_cli.topology import resolve  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "traces" / "esft-deepseek-v2-lite"
 V3 = ROOT / "traces" / "deepseek-v3-synthetic.safetensors"
+SHARED = ROOT.parent / "shared" / "traces"
 FORECASTS = ("last", "mean", "ema:0.5", "ema:0.2", "ema:0.05", "oracle")
 
 
@@ -144,6 +160,151 @@ def speed_table(strategy: str, style: str) -> str:
     return rows_table(rows, columns, style)
 
 
+def robust_table(strategy: str, style: str) -> str:
+    """replay --robust against its forecast: ESFT series (share of the mean-to-oracle gap closed), then drift."""
+    rows = []
+    shares = []
+    for name in ("intent.json", "summary.json"):
+        trace = read_trace(str(REAL / name))
+        for gpus, slots in ((8, 72), (16, 80)):
+            topo = resolve(trace.experts, gpus, slots=slots)
+            runs = {label: replay(trace, topo, every=1, forecast=parse_forecast(fc), strategy=strategy,
+                                  robust=robust).summary
+                    for label, fc, robust in (("mean", "mean", False), ("robust", "mean", True),
+                                              ("oracle", "oracle", False))}
+            mean, robust, oracle = (runs[k]["served_balancedness"] for k in ("mean", "robust", "oracle"))
+            share = (robust - mean) / (oracle - mean)
+            shares.append(share)
+            rows.append({"case": f"{name} ({trace.windows} w), {gpus} GPUs / {slots} slots",
+                         "mean": mean, "robust": robust, "oracle": oracle, "closed": f"{100 * share:.1f}%",
+                         "p95": f"{runs['mean']['served_gpu_imbalance_p95']:.4f} -> "
+                                f"{runs['robust']['served_gpu_imbalance_p95']:.4f}",
+                         "moves": f"{runs['mean']['moves_per_rebalance']:,.0f} -> {runs['robust']['moves_per_rebalance']:,.0f}",
+                         "ms": f"{_rebalance_ms(runs['mean']):.0f} -> {_rebalance_ms(runs['robust']):.0f}"})
+    columns = [("case", "ESFT, --every 1, forecast mean"), ("mean", "mean bal."), ("robust", "--robust bal."),
+               ("oracle", "oracle bal."), ("closed", "gap closed"), ("p95", "p95 window imb."),
+               ("moves", "moves / rebalance"), ("ms", "ms / rebalance")]
+    table = rows_table(rows, columns, style)
+    note = (f"served balancedness; gap closed = (robust - mean) / (oracle - mean); average over the "
+            f"{len(shares)} cases: {100 * sum(shares) / len(shares):.1f}%, smallest {100 * min(shares):.1f}%")
+    drift = []
+    trace = read_trace(str(V3))
+    for policy in ("hierarchical", "global"):
+        topo = resolve(trace.experts, 32, 4, slots=288, groups=trace.groups, policy=policy)
+        for fc in ("last", "ema:0.5"):
+            base = replay(trace, topo, every=4, forecast=parse_forecast(fc), strategy=strategy).summary
+            rob = replay(trace, topo, every=4, forecast=parse_forecast(fc), strategy=strategy, robust=True).summary
+            drift.append({"case": f"{V3.name}, {policy}, forecast {fc}", "base": base["served_balancedness"],
+                          "robust": rob["served_balancedness"],
+                          "diff": f"{rob['served_balancedness'] - base['served_balancedness']:+.4f}",
+                          "moves": f"{base['moves_per_rebalance']:,.0f} -> {rob['moves_per_rebalance']:,.0f}",
+                          "ms": f"{_rebalance_ms(base):.0f} -> {_rebalance_ms(rob):.0f}"})
+    columns = [("case", "drifting synthetic trace, --every 4, 32 GPUs / 4 nodes / 288 slots"),
+               ("base", "forecast bal."), ("robust", "--robust bal."), ("diff", "change"),
+               ("moves", "moves / rebalance"), ("ms", "ms / rebalance")]
+    return "\n".join([table, note, "", rows_table(drift, columns, style)])
+
+
+def _rebalance_ms(summary: dict) -> float:
+    """Wall ms per rebalance of a replay (planning, robust step, follow step and scoring)."""
+    return summary["runtime_s"] / summary["rebalances"] * 1e3
+
+
+def robust_cost_table(strategy: str, style: str) -> str:
+    """CPU time of one robust step (best of 3) against the plan itself, at the issue's two shapes."""
+    def best(fn) -> float:
+        times = []
+        for _ in range(3):
+            t0 = time.process_time()
+            fn()
+            times.append(time.process_time() - t0)
+        return min(times) * 1e3
+
+    cases = []
+    if REAL.is_dir():
+        trace = read_trace(str(REAL / "intent.json"))
+        history = trace.load[:-1]
+        topo = resolve(trace.experts, 8, slots=72)
+        cases.append((f"26 x 64, 72 slots / 8 GPUs, {history.shape[0]} scenarios (ESFT intent, mean)", topo,
+                       history, history.mean(dim=0), None))
+    trace = read_trace(str(V3))
+    fc = parse_forecast("ema:0.5")
+    history = trace.load[:20]
+    for policy in ("global", "hierarchical"):
+        topo = resolve(trace.experts, 32, 4, slots=288, groups=trace.groups, policy=policy)
+        cases.append((f"58 x 256, 288 slots / 32 GPUs {policy}, 20 scenarios (synthetic, ema:0.5)", topo, history,
+                      fc.predict(history), scenario_weights(fc, 20)))
+        cases.append((f"58 x 256, 288 slots / 32 GPUs {policy}, 20 scenarios (synthetic, mean)", topo, history,
+                      history.mean(dim=0), None))
+    strat = get_strategy(strategy)
+    rows = []
+    for label, topo, history, forecast, weights in cases:
+        planned = plan(forecast, topo, strat)
+        plan_ms = best(partial(plan, forecast, topo, strat))
+        robust_ms = best(partial(robust_swaps, planned, history, forecast, weights=weights))
+        rows.append({"case": label, "plan": plan_ms, "robust": robust_ms, "ratio": robust_ms / plan_ms})
+    columns = [("case", "one rebalance"), ("plan", "plan ms"), ("robust", "robust step ms"),
+               ("ratio", "robust / plan")]
+    return rows_table(rows, columns, style) + "\nCPU time of this process (best of 3), torch on one thread."
+
+
+def dispatch_table(strategy: str, style: str) -> str:
+    """Even against LP dispatch: in-sample (plan and score the summed load) and served (replay), and the room."""
+    cases = [("deepseek-v3-synthetic", str(V3), 32, 4, 288, "hierarchical", 4, "ema:0.5"),
+             ("deepseek-v3-synthetic", str(V3), 32, 4, 288, "global", 4, "ema:0.5")]
+    if SHARED.is_dir():
+        cases += [("ESFT intent", str(REAL / "intent.json"), 8, 1, 72, "global", 1, "mean"),
+                  ("ESFT intent", str(REAL / "intent.json"), 16, 1, 80, "global", 1, "mean"),
+                  ("ESFT summary", str(REAL / "summary.json"), 8, 1, 72, "global", 1, "mean"),
+                  ("SGLang V3 prefill_in1024", str(SHARED / "sglang-deepseek-v3" / "prefill_in1024.json"), 32, 4, 288,
+                   "global", None, None),
+                  ("SGLang V3 decode_in1000out1000", str(SHARED / "sglang-deepseek-v3" / "decode_in1000out1000.json"),
+                   32, 4, 288, "global", None, None),
+                  ("Qwen3-30B-A3B", str(SHARED / "qwen" / "qwen3-30b-a3b.csv"), 8, 1, 136, "global", None, None),
+                  ("Mixtral-8x7B", str(SHARED / "mixtral-8x7b" / "humaneval.csv"), 4, 1, 12, "global", None, None)]
+    rows = []
+    for label, path, gpus, nodes, slots, policy, every, fc in cases:
+        trace = read_trace(path)
+        topo = resolve(trace.experts, gpus, nodes, slots=slots, groups=trace.groups, policy=policy)
+        for strat_name in (strategy, "deepseek"):
+            load = trace.total()
+            placement = plan(load, topo, get_strategy(strat_name))
+            even, lp = score(placement, load).summary(), _lp_summary(placement, load)
+            row = {"case": f"{label}, {gpus} GPUs / {slots} slots, {policy}", "strategy": strat_name,
+                   "in_even": even["balancedness"], "in_lp": lp, "spread": _spread(placement, load)}
+            if every is not None:
+                served = [replay(trace, topo, every=every, forecast=parse_forecast(fc), strategy=strat_name,
+                                 dispatch=d).summary["served_balancedness"] for d in ("even", "lp")]
+                row.update(out_even=served[0], out_lp=served[1], served=f"--every {every}, {fc}")
+            rows.append(row)
+    columns = [("case", "trace, cluster"), ("strategy", "strategy"), ("in_even", "in-sample even"),
+               ("in_lp", "in-sample lp"), ("served", "replay"), ("out_even", "served even"), ("out_lp", "served lp"),
+               ("spread", "hot replicas on >1 GPU")]
+    note = ("balancedness (sum of mean / sum of max GPU load) with each expert's tokens split evenly over its replicas "
+            "(even) or by the min-max split of each window (lp); last column: share of the load of replicated "
+            "experts whose replicas sit on more than one GPU (what an LP dispatcher can move)")
+    return rows_table(rows, columns, style) + "\n" + note
+
+
+def _lp_summary(placement, load: torch.Tensor) -> float:
+    """Balancedness under LP dispatch over the layers with load."""
+    gpu = lp_gpu_loads(placement, load)
+    active = load.sum(dim=1) > 0
+    return float(gpu[active].mean(dim=1).sum() / gpu[active].max(dim=1).values.sum())
+
+
+def _spread(placement, load: torch.Tensor) -> float:
+    """Share of the load of experts with several replicas that sit on more than one GPU."""
+    topo = placement.topology
+    cnt = replica_counts(placement.phy2log, topo.experts)
+    gpu_of = torch.arange(topo.slots) // topo.slots_per_gpu
+    seen = torch.zeros(placement.layers, topo.experts, topo.gpus, dtype=torch.bool)
+    key = placement.phy2log.clamp(min=0)
+    seen[torch.arange(placement.layers).unsqueeze(1), key, gpu_of.unsqueeze(0)] = placement.phy2log >= 0
+    replicated = cnt > 1
+    spread = replicated & (seen.sum(dim=2) > 1)
+    total = float((load * replicated).sum())
+    return float((load * spread).sum()) / total if total > 0 else float("nan")
 def frontier_tables(strategy: str, style: str) -> str:
     """The frontier on consecutive windows (t, t + 1) of the shipped trace, mean over pairs, both policies."""
     trace = read_trace(str(V3))
@@ -244,8 +405,8 @@ def main() -> None:
     parser.add_argument("--strategy", default="balanced")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--skip-real", action="store_true", help="skip the real ESFT traces")
-    parser.add_argument("--only", choices=("forecasts", "previous", "budget", "speed", "frontier", "production"),
-                        default=None)
+    parser.add_argument("--only", choices=("forecasts", "previous", "budget", "speed", "frontier", "production",
+                                           "robust", "robust-cost", "dispatch"), default=None)
     parser.add_argument("--production-windows", type=int, default=1000, help="length of the production-length replay")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (1 is faster on a busy machine: these are small tensors)")
@@ -262,11 +423,14 @@ def main() -> None:
         ("speed", "4. replay speed", speed_table),
         ("frontier", "5. Moves versus balance (plan --previous --frontier)", frontier_tables),
         ("production", "6. Production-length replay", production_table),
+        ("robust", "7. replay --robust against its forecast", robust_table),
+        ("robust-cost", "8. Cost of the robust step per rebalance", robust_cost_table),
+        ("dispatch", "9. LP against even token dispatch", dispatch_table),
     ]
     for key, title, fn in sections:
         if args.only and key != args.only:
             continue
-        if key == "forecasts" and (args.skip_real or not REAL.is_dir()):
+        if key in ("forecasts", "robust") and (args.skip_real or not REAL.is_dir()):
             print(f"\n{title}: skipped ({'--skip-real' if args.skip_real else f'{REAL} not present'})")
             continue
         t0 = time.perf_counter()

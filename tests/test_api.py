@@ -80,3 +80,49 @@ def test_import_is_light() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_robust_and_dispatch_from_python() -> None:
+    """The Python route to --robust and --dispatch: the same plans and figures as the CLI, errors named as parameters."""
+    from eplb_cli.api import RobustOptions, plan_trace, replay_trace, robust_plan
+    from eplb_cli.planning.robust import scenario_objective
+
+    cluster = eplb_cli.ClusterOptions(gpus=4, nodes=2)
+    plain = plan_trace(str(SMALL), cluster, strategy="deepseek", alternative=False)
+    rep = plan_trace(str(SMALL), cluster, strategy="deepseek", alternative=False, robust=RobustOptions(scenarios=3))
+    trace = rep.trace
+    assert plain.result.robust is None and rep.result.robust is not None and rep.result.robust["scenarios"] == 3
+    # The robust plan is the plan_load result made robust on the last 3 windows: never worse on them, per layer.
+    again = robust_plan(eplb_cli.plan_load(trace.total(), rep.topology, "deepseek"), trace.load, trace.total(),
+                        RobustOptions(scenarios=3))
+    assert torch.equal(again.placement.phy2log, rep.result.placement.phy2log)
+    last = trace.load[-3:]
+    assert (scenario_objective(again.placement, last) <= scenario_objective(plain.result.placement, last) + 1e-9).all()
+    with pytest.raises(eplb_cli.EplbError, match=r"^scenarios=0: must be >= 1$"):
+        plan_trace(str(SMALL), cluster, robust=RobustOptions(scenarios=0))
+    with pytest.raises(eplb_cli.EplbError, match=r"^robust: the oracle forecast"):
+        replay_trace(str(SMALL), cluster, robust=RobustOptions(), forecast="oracle")
+    with pytest.raises(eplb_cli.EplbError, match=r"^max_moves needs previous"):
+        robust_plan(plain.result, trace.load, trace.total(), max_moves=3)
+    replayed = replay_trace(str(SMALL), cluster, every=2, forecast="mean", robust=RobustOptions(robust_tolerance=0.1),
+                            dispatch="lp")
+    s = replayed.result.summary
+    assert (s["robust"], s["scenarios"], s["robust_tolerance"], s["dispatch"]) == (True, None, 0.1, "lp")
+    with pytest.raises(eplb_cli.EplbError, match=r"^dispatch=fair"):
+        replay_trace(str(SMALL), cluster, dispatch="fair")
+
+
+def test_evaluate_and_compare_take_dispatch(tmp_path: Path) -> None:
+    from eplb_cli.api import compare_strategies, evaluate_placement, plan_trace
+    from eplb_cli.dispatch import lp_score
+
+    cluster = eplb_cli.ClusterOptions(gpus=4, nodes=2)
+    out = tmp_path / "p.safetensors"
+    plan_trace(str(SMALL), cluster, strategy="deepseek", output=str(out), alternative=False)
+    even = evaluate_placement(str(out), str(SMALL))
+    lp = evaluate_placement(str(out), str(SMALL), dispatch="lp")
+    assert lp.dispatch == "lp" and even.dispatch == "even"
+    assert lp.score.summary() == lp_score(even.placement, even.trace.total()).summary()
+    assert lp.score.summary()["gpu_imbalance"] <= even.score.summary()["gpu_imbalance"] + 1e-12
+    rows = compare_strategies(str(SMALL), cluster, "deepseek", repeat=1, oos_pairs=0, dispatch="lp")
+    assert rows.dispatch == "lp" and rows.rows[0].summary == lp.score.summary()

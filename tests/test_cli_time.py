@@ -302,3 +302,82 @@ def test_ctrl_c_ends_with_one_line_and_130(capsys, monkeypatch):
     code, out, err = run(capsys, "replay", SMALL, *TOPO)
     assert code == 130 and out == ""
     assert [line for line in err.splitlines() if line.strip()] == ["eplb: interrupted; nothing was written"]
+
+
+def test_replay_robust_lp_json_and_table(capsys):
+    code, out, err = run(capsys, "replay", SMALL, *TOPO, "--every", 2, "--forecast", "mean", "--robust",
+                         "--scenarios", 2, "--robust-tolerance", 0.1, "--dispatch", "lp", "--json")
+    assert code == 0, err
+    s = json.loads(out)["summary"]
+    assert (s["robust"], s["scenarios"], s["robust_tolerance"], s["dispatch"]) == (True, 2, 0.1, "lp")
+    for key in ("served_gpu_imbalance_p50", "served_gpu_imbalance_p95", "served_gpu_imbalance_p99",
+                "served_gpu_imbalance_worst_window"):
+        assert 1.0 <= s[key] <= s["served_gpu_imbalance_worst"] + 1e-9
+    code, out, _ = run(capsys, "replay", SMALL, *TOPO, "--every", 2, "--robust")
+    assert code == 0
+    for needle in ("per-window imbalance", "p95", "robust", "scenario-robust on all history window(s)"):
+        assert needle in out
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--dispatch", "fair"], "--dispatch fair"),
+    (["--scenarios", "2"], "--scenarios needs --robust"),
+    (["--robust", "--forecast", "oracle"], "oracle"),
+    (["--robust", "--scenarios", "0"], "--scenarios 0"),
+    (["--robust", "--robust-tolerance", "-1"], "--robust-tolerance -1"),
+])
+def test_replay_robust_and_dispatch_bad_input(capsys, extra, needle):
+    code, out, err = run(capsys, "replay", SMALL, *TOPO, *extra)
+    assert code == 2 and out == ""
+    assert needle in one_line(err)
+
+
+def test_plan_robust_json_and_previous(planned, capsys):
+    code, out, err = run(capsys, "plan", SMALL, *TOPO, "--robust", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    r = doc["robust"]
+    assert r["scenarios"] == 6 and r["scenario_peak_change"] <= 1e-12 and r["forecast_peak_change"] <= 0.05 + 1e-12
+    code, out, err = run(capsys, "plan", SMALL, *TOPO, "--robust", "--scenarios", 3, "--previous", planned, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["robust"]["scenarios"] == 3 and doc["moves"] is not None
+    code, out, _ = run(capsys, "plan", SMALL, *TOPO, "--robust")
+    assert code == 0 and "scenario window(s)" in out
+    code, _, err = run(capsys, "plan", SMALL, *TOPO, "--scenarios", 3)
+    assert code == 2 and "--scenarios needs --robust" in one_line(err)
+
+
+def test_evaluate_lp_dispatch(planned, capsys):
+    even = json.loads(run(capsys, "evaluate", planned, SMALL, "--json")[1])
+    code, out, err = run(capsys, "evaluate", planned, SMALL, "--dispatch", "lp", "--json")
+    assert code == 0, err
+    lp = json.loads(out)
+    assert lp["dispatch"] == "lp" and lp["gpu_imbalance"] <= even["gpu_imbalance"] + 1e-9
+    assert lp["lower_bound"] == pytest.approx(even["lower_bound"])
+    code, out, _ = run(capsys, "evaluate", planned, SMALL, "--dispatch", "lp", "--exclude-gpus", 1)
+    assert code == 0 and "dispatch" in out and "lost experts" in out
+    code, _, err = run(capsys, "evaluate", planned, SMALL, "--dispatch", "fair")
+    assert code == 2 and "--dispatch fair" in one_line(err)
+
+
+def test_replay_intervals_robust_lp_and_frontier_refuses_robust(planned, capsys):
+    code, out, err = run(capsys, "replay", SMALL, *TOPO, "--every", "1,2", "--forecast", "mean", "--robust",
+                         "--dispatch", "lp", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert [r["every"] for r in rows] == [1, 2]
+    assert all(r["robust"] and r["dispatch"] == "lp" and r["served_gpu_imbalance_p95"] >= 1.0 for r in rows)
+    code, out, _ = run(capsys, "replay", SMALL, *TOPO, "--every", "1,2", "--robust", "--dispatch", "lp")
+    assert code == 0 and "p95 imb." in out and "scenario-robust" in out and "dispatch" in out
+    code, _, err = run(capsys, "plan", SMALL, *TOPO, "--previous", planned, "--frontier", "--robust")
+    assert code == 2 and "drop --robust" in one_line(err)
+
+
+def test_compare_lp_dispatch(capsys):
+    code, out, err = run(capsys, "compare", SMALL, *TOPO[:4], "--strategies", "deepseek", "--repeat", 1,
+                         "--dispatch", "lp", "--json")
+    assert code == 0, err
+    assert json.loads(out)["rows"][0]["dispatch"] == "lp"
+    code, out, _ = run(capsys, "compare", SMALL, *TOPO[:4], "--strategies", "deepseek", "--repeat", 1, "--dispatch", "lp")
+    assert code == 0 and "dispatch: lp" in out

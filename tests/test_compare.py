@@ -6,6 +6,7 @@ import torch
 from helpers import SMALL
 
 from eplb_cli.cli import main
+from eplb_cli.formats import read_trace
 from eplb_cli.metrics import score
 from eplb_cli.planning.compare import compare, out_of_sample
 from eplb_cli.strategies import get_strategy, plan
@@ -68,3 +69,15 @@ def test_cli_rejects_bad_strategy_list(capsys):
     code = main(["compare", str(SMALL), "--gpus", "4", "--strategies", "deepseek,nope"])
     err = capsys.readouterr().err
     assert code == 2 and "--strategy nope" in err and err.count("\n") == 1
+
+
+def test_lp_dispatch_scores_no_worse_than_even():
+    tr = read_trace(SMALL)
+    topo = resolve(tr.experts, 4, slots=20)
+    even = compare(tr, topo, ["deepseek"], repeat=1)[0]
+    lp = compare(tr, topo, ["deepseek"], repeat=1, dispatch="lp")[0]
+    assert torch.equal(even.placement.phy2log, lp.placement.phy2log)
+    assert lp.summary["gpu_imbalance"] <= even.summary["gpu_imbalance"] + 1e-12
+    assert lp.summary["lower_bound"] == even.summary["lower_bound"]
+    assert lp.oos["oos_balancedness"] >= even.oos["oos_balancedness"] - 1e-12
+    assert out_of_sample(tr, topo, "deepseek", dispatch="lp")["oos_pairs"] == even.oos["oos_pairs"]

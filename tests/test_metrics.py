@@ -138,3 +138,28 @@ def test_hierarchical_lower_bound_never_above_achieved_max(case):
     for name in ("deepseek", "balanced"):
         p = Placement(get_strategy(name).plan(load, topo), topo).validate()
         assert (lb <= gpu_loads(p, load).max(-1).values + 1e-9).all(), name
+
+
+def test_window_percentiles_by_hand():
+    from eplb_cli.metrics import ServedTally
+
+    live = torch.ones(2, dtype=torch.bool)
+    # Per window (2 layers x 2 GPUs): layer max/mean ratios; the window's imbalance is their mean over loaded layers.
+    w0 = [[1.0, 1.0], [3.0, 1.0]]  # ratios 1.0 and 1.5 -> 1.25
+    w1 = [[2.0, 2.0], [0.0, 0.0]]  # the empty layer is left out -> 1.0
+    w2 = [[4.0, 0.0], [1.0, 1.0]]  # 2.0 and 1.0 -> 1.5
+    w3 = [[3.0, 1.0], [3.0, 1.0]]  # 1.5
+    t = ServedTally().add(torch.tensor([w0, w1]), live)
+    t.merge(ServedTally().add(torch.tensor([w2, w3]), live))
+    t.add(torch.tensor([[1.0, 1.0], [1.0, 1.0]]), live)  # a [L, G] call is one window: 1.0
+    assert t.window_imbalance == [1.25, 1.0, 1.5, 1.5, 1.0]
+    # Sorted 1.0, 1.0, 1.25, 1.5, 1.5: linear interpolation between ranks, as numpy's default.
+    assert t.window_percentile(50) == 1.25
+    assert abs(t.window_percentile(95) - 1.5) < 1e-12
+    assert abs(t.window_percentile(60) - (1.25 + 0.4 * 0.25)) < 1e-12
+    s = t.window_summary()
+    assert set(s) == {"served_gpu_imbalance_p50", "served_gpu_imbalance_p95", "served_gpu_imbalance_p99",
+                      "served_gpu_imbalance_worst_window"}
+    assert s["served_gpu_imbalance_worst_window"] == 1.5 and t.worst == 2.0  # worst window vs worst (window, layer)
+    assert abs(t.imbalance - (1.0 + 1.5 + 1.0 + 2.0 + 1.0 + 1.5 + 1.5 + 1.0 + 1.0) / 9) < 1e-12
+    assert ServedTally().window_percentile(95) != ServedTally().window_percentile(95)  # nan when empty

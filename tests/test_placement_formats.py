@@ -271,6 +271,10 @@ def test_every_writer_is_read_back_exactly(fmt: str, case: tuple[Placement, list
         with pytest.raises(EplbError, match="cannot hold empty slots"):
             writer.write(p, extra, "out")
         return
+    if fmt in SWAPS_TRIVIAL_ROWS and p.topology.experts == 1 and max(p.ids) + 1 > p.layers:
+        with pytest.raises(EplbError, match="with one expert a planned layer and a dense one are the same row"):
+            writer.write(p, extra, "out")
+        return
     data = writer.write(p, extra, "out")
     back, meta = read_placement_source(Source.of_bytes(data, "mem", "placement file"), input_format=fmt,
                                        defaults={"gpus": p.topology.gpus})

@@ -102,3 +102,36 @@ def test_plot_hint_names_the_install_that_works() -> None:
              "pathlib.Path.is_file = lambda self: False\nprint(v.plot_hint())")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "pip install 'eplb-cli[plot]'"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["plan", str(SMALL), "--gpus", "4", "--scenarios", "2"], "--scenarios needs --robust"),
+    (["plan", str(SMALL), "--gpus", "4", "--robust", "--scenarios", "0"], "--scenarios 0"),
+    (["replay", str(SMALL), "--gpus", "4", "--robust", "--robust-tolerance", "-1"], "--robust-tolerance -1.0"),
+    (["replay", str(SMALL), "--gpus", "4", "--dispatch", "fair"], "--dispatch fair"),
+    (["evaluate", str(SMALL), str(SMALL), "--dispatch", "LP"], "--dispatch LP"),
+    (["compare", str(SMALL), "--gpus", "4", "--dispatch", "fair"], "--dispatch fair"),
+])
+def test_robust_and_dispatch_flag_errors_never_import_torch(args: list[str], needle: str) -> None:
+    got, err, modules = modules_after(args)
+    assert got == 2 and err.startswith("eplb: error: ") and needle in err, err
+    assert "torch" not in modules, args
+
+
+def test_robust_and_dispatch_checks() -> None:
+    assert validation.dispatch_mode("lp") == "lp" and validation.dispatch_mode("even") == "even"
+    with pytest.raises(EplbError, match=r"^dispatch=fair: use one of even, lp$"):
+        validation.dispatch_mode("fair")
+    validation.robust_options(False)
+    validation.robust_options(True, 1, 0.0)
+    with pytest.raises(EplbError, match=r"^scenarios needs robust=True"):
+        validation.robust_options(False, scenarios=3)
+    with pytest.raises(EplbError, match=r"^scenarios=0: must be >= 1$"):
+        validation.robust_options(True, scenarios=0)
+    for bad in (-0.01, float("nan")):
+        with pytest.raises(EplbError, match=r"^robust_tolerance=.*must be >= 0$"):
+            validation.robust_options(True, robust_tolerance=bad)
+    with pytest.raises(EplbError, match="dispatch=x"):
+        validation.replay_options(str(SMALL), dispatch="x")
+    with pytest.raises(EplbError, match="scenarios needs robust"):
+        validation.plan_options(str(SMALL), scenarios=2)

@@ -187,7 +187,7 @@ def _map(doc: object, source: str) -> tuple[torch.Tensor, dict]:
     return phy2log, meta
 
 
-def _by_model_layer(p: Placement) -> list[list[int]]:
+def _by_model_layer(p: Placement, name: str) -> list[list[int]]:
     """One row per model layer 0..max id: the planned rows at their ids, SGLang's trivial layout elsewhere.
 
     Trivial rows read back as dense only beside other rows, so where the file
@@ -201,6 +201,9 @@ def _by_model_layer(p: Placement) -> list[list[int]]:
     planned = p.phy2log.tolist()
     rows = [list(trivial) for _ in range(max(p.ids) + 1)]
     mixed = len(rows) > len(planned) or any(row != trivial for row in planned)
+    if mixed and topo.experts == 1:
+        raise EplbError(f"{name}: with one expert a planned layer and a dense one are the same row in an SGLang map, "
+                        "so its layer ids would be lost; write .safetensors or .csv, which keep them")
     for layer, row in zip(p.ids, planned):
         if mixed and row == trivial and topo.experts > 1:
             row[0], row[1] = row[1], row[0]
@@ -221,7 +224,7 @@ def read_map_json(src: Source) -> tuple[torch.Tensor, dict]:
 def write_map_json(p: Placement, extra: dict, name: str) -> bytes:
     """SGLang's --init-expert-location JSON: the map and nothing else."""
     require_full(p, name, "SGLang")
-    return json_bytes({"physical_to_logical_map": _by_model_layer(p)})
+    return json_bytes({"physical_to_logical_map": _by_model_layer(p, name)})
 
 
 def holds_map_pt(src: Source) -> bool:
@@ -241,7 +244,7 @@ def write_map_pt(p: Placement, extra: dict, name: str) -> bytes:
     """SGLang's --init-expert-location .pt: the map as an int64 tensor."""
     require_full(p, name, "SGLang")
     buf = io.BytesIO()
-    torch.save({"physical_to_logical_map": torch.tensor(_by_model_layer(p), dtype=torch.int64)}, buf)
+    torch.save({"physical_to_logical_map": torch.tensor(_by_model_layer(p, name), dtype=torch.int64)}, buf)
     return buf.getvalue()
 
 

@@ -33,8 +33,7 @@ the budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -43,6 +42,7 @@ import torch
 from ..errors import EplbError, arg
 from ..metrics import gpu_loads, live_gpus
 from ..placement import Placement, replica_counts
+from ..threads import one_thread
 from ..topology import Topology
 
 _HOT_GPUS = 1
@@ -52,21 +52,6 @@ _COPY_TARGETS = 4
 _SWAP_PARTNERS = 12
 """How many of the lightest GPUs a swap may trade with."""
 _INF = float("inf")
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block (restored after).
-
-    A budget walk is many small tensor operations: handing them to more
-    threads costs more than it saves, ten times more on a busy 2-core machine.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

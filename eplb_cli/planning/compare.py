@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..dispatch import check_dispatch, lp_gpu_loads, lp_score
 from ..metrics import ServedTally, count_moves, gpu_loads, live_gpus, score
 from ..placement import Placement
 from ..strategies import get_strategy, plan
@@ -62,8 +63,11 @@ def time_plan(load: torch.Tensor, topo: Topology, name: str, *, repeat: int, see
 
 
 def out_of_sample(trace: Trace, topo: Topology, name: str, *, seed: int = 0, device: str = "cpu",
-                  max_pairs: int | None = None) -> dict | None:
-    """Plan on window t, score on window t + 1; figures averaged over the pairs (None for one window)."""
+                  max_pairs: int | None = None, dispatch: str = "even") -> dict | None:
+    """Plan on window t, score on window t + 1; figures averaged over the pairs (None for one window).
+
+    ``dispatch`` is ``even`` or ``lp`` (:mod:`eplb_cli.dispatch`).
+    """
     w, layers, experts = trace.load.shape
     if w < 2:
         return None
@@ -75,18 +79,22 @@ def out_of_sample(trace: Trace, topo: Topology, name: str, *, seed: int = 0, dev
     tally = ServedTally()
     for chunk in starts.split(max(1, ROWS_PER_CALL // layers)):
         stacked = plan(trace.load[chunk].reshape(-1, experts), topo, strat, seed=seed, device=device)
-        tally.add(gpu_loads(stacked, trace.load[chunk + 1].reshape(-1, experts)), live)
+        served = trace.load[chunk + 1].reshape(-1, experts)
+        tally.add(lp_gpu_loads(stacked, served) if dispatch == "lp" else gpu_loads(stacked, served), live)
     return {"oos_gpu_imbalance": tally.imbalance, "oos_balancedness": tally.balancedness, "oos_pairs": len(starts)}
 
 
 def compare(trace: Trace, topo: Topology, names: list[str], *, repeat: int = 3, seed: int = 0, device: str = "cpu",
             oos: bool = True, max_pairs: int | None = 64,
-            progress: Callable[[str], None] | None = None) -> list[CompareRow]:
+            progress: Callable[[str], None] | None = None, dispatch: str = "even") -> list[CompareRow]:
     """Run each named strategy on ``trace``.
 
     Moves are the replicas that differ from the first strategy's placement
-    after relabelling GPUs to keep as many in place as possible.
+    after relabelling GPUs to keep as many in place as possible. ``dispatch``
+    (``even`` or ``lp``) is how every figure splits an expert's tokens.
     """
+    check_dispatch(dispatch)
+    scorer = lp_score if dispatch == "lp" else score
     for name in names:
         get_strategy(name)  # fail on a bad name before any work
     load = trace.total()
@@ -100,10 +108,11 @@ def compare(trace: Trace, topo: Topology, names: list[str], *, repeat: int = 3, 
         rows.append(CompareRow(
             strategy=name,
             placement=placement,
-            summary=score(placement, load).summary(),
+            summary=scorer(placement, load).summary(),
             runtime_ms=statistics.median(times) if times else float("nan"),
             runtimes_ms=times,
             moves=moves,
-            oos=out_of_sample(trace, topo, name, seed=seed, device=device, max_pairs=max_pairs) if oos else None,
+            oos=out_of_sample(trace, topo, name, seed=seed, device=device, max_pairs=max_pairs,
+                              dispatch=dispatch) if oos else None,
         ))
     return rows

@@ -19,7 +19,8 @@ import torch
 from ..errors import EplbError, arg
 from ..metrics import count_moves, score
 from ..placement import Placement
-from .budget import MoveBudget, budget_path, one_thread
+from ..threads import one_thread
+from .budget import MoveBudget, budget_path
 from .migration import check_compatible, follow
 from .transfer import Links, transfer
 

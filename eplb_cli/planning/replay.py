@@ -14,13 +14,18 @@ GPU imbalance on the forecast, ``1 - imbalance(new plan) / imbalance(plan
 served now)``, both on the forecast load. A skipped rebalance keeps serving
 the current plan; the summary counts the moves it saved and the served
 balance it lost (the figures had every skipped plan been served on its
-windows).
+windows). With ``robust``, each plan is made scenario-robust on the history
+windows (:mod:`eplb_cli.planning.robust`) before it is followed, and the
+follow step keeps that gain (:func:`eplb_cli.planning.robust.keep_gain`).
+``dispatch`` says how tokens are split over an expert's replicas when scoring
+(:mod:`eplb_cli.dispatch`).
 
 Figures per rebalance: GPU imbalance in-sample (the plan on its own
 forecast) and served (on the windows it serves), served balancedness, and
 replicas moved. The served figures of all rebalances are pooled over every
 (window, layer) pair with load, so long and short serving periods count by
-their windows.
+their windows; the summary adds the distribution over served windows of each
+window's GPU imbalance (p50, p95, p99, worst).
 """
 
 from __future__ import annotations
@@ -31,16 +36,18 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..dispatch import check_dispatch, dispatch_gpu_loads
 from ..errors import EplbError, arg
-from ..metrics import ServedTally, count_moves, live_gpus, window_gpu_loads
+from ..metrics import ServedTally, count_moves, live_gpus
 from ..placement import Placement
 from ..strategies import get_strategy, plan
 from ..topology import Topology
 from ..trace import Trace
-from ..validation import threads_count
+from ..validation import robust_options, threads_count
 from .budget import MoveBudget
 from .forecast import Forecast
 from .migration import check_compatible, follow
+from .robust import ROBUST_TOLERANCE, robust_rebalance, scenario_weights
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3}
@@ -114,6 +121,8 @@ def replay_intervals(trace: Trace, topo: Topology, intervals: list[int], *, star
         step = None if progress is None else (lambda done, _, before=before: progress(before + done, total))
         results.append(replay(trace, topo, every=every, start=first, progress=step, **kwargs))
     return results
+
+
 def rebalance_windows(windows: int, every: int, start: int | None = None) -> list[tuple[int, int]]:
     """``(first, end)`` of the windows each rebalance serves; raises when none is left to serve."""
     if every < 1:
@@ -147,6 +156,10 @@ def replay(
     threads: int | None = 1,
     min_gain: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    robust: bool = False,
+    scenarios: int | None = None,
+    robust_tolerance: float = ROBUST_TOLERANCE,
+    dispatch: str = "even",
 ) -> ReplayResult:
     """Walk ``trace`` window by window, rebalancing every ``every`` windows (see the module doc).
 
@@ -154,7 +167,11 @@ def replay(
     a replay is many small tensor operations, where handing work to other
     threads costs more than it saves, and on a busy machine several times
     more. None leaves torch's setting alone. ``progress(done, total)`` is
-    called after each rebalance.
+    called after each rebalance. ``robust`` plans each rebalance
+    scenario-robust on its history windows (the last ``scenarios`` of them,
+    weighted as the forecast weighs them), within ``robust_tolerance`` of the
+    forecast plan on the forecast; ``dispatch`` is ``even`` or ``lp``
+    (:mod:`eplb_cli.dispatch`).
     """
     threads_count(threads)
     before = torch.get_num_threads()
@@ -163,7 +180,8 @@ def replay(
     try:
         return _replay(trace, topo, every=every, forecast=forecast, strategy=strategy, history=history, start=start,
                        migration_aware=migration_aware, max_moves=max_moves, expert_bytes=expert_bytes,
-                       previous=previous, seed=seed, device=device, min_gain=min_gain, progress=progress)
+                       previous=previous, seed=seed, device=device, min_gain=min_gain, progress=progress,
+                       robust=robust, scenarios=scenarios, robust_tolerance=robust_tolerance, dispatch=dispatch)
     finally:
         torch.set_num_threads(before)
 
@@ -171,8 +189,13 @@ def replay(
 def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, strategy: str, history: int | None,
             start: int | None, migration_aware: bool, max_moves: int | MoveBudget | None, expert_bytes: int | None,
             previous: Placement | None, seed: int, device: str, min_gain: float | None,
-            progress: Callable[[int, int], None] | None) -> ReplayResult:
+            progress: Callable[[int, int], None] | None, robust: bool, scenarios: int | None,
+            robust_tolerance: float, dispatch: str) -> ReplayResult:
     """The replay loop itself (see :func:`replay`)."""
+    check_dispatch(dispatch)
+    robust_options(robust, scenarios, robust_tolerance)
+    if robust:
+        scenario_weights(forecast, 1, scenarios)  # fail on the oracle before any work
     if history is not None and history < 1:
         raise EplbError(f"{arg('history', history)}: must be >= 1 window")
     if isinstance(max_moves, int) and max_moves < 0:
@@ -199,14 +222,17 @@ def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, str
         predicted = forecast.predict(load[lo:first], future)
         t0 = time.perf_counter()
         placement = plan(predicted, topo, strat, seed=seed, device=device)
-        if serving is not None and migration_aware:
+        if robust:
+            placement = robust_rebalance(placement, serving if migration_aware else None, load[lo:first], predicted,
+                                         forecast, scenarios=scenarios, tolerance=robust_tolerance, max_moves=max_moves)
+        elif serving is not None and migration_aware:
             placement = follow(serving, placement, predicted, max_moves)
         plan_ms = (time.perf_counter() - t0) * 1e3
-        in_sample = ServedTally().add(window_gpu_loads(placement, predicted.unsqueeze(0)), live)
-        served = ServedTally().add(window_gpu_loads(placement, future), live)
+        in_sample = ServedTally().add(dispatch_gpu_loads(placement, predicted.unsqueeze(0), dispatch), live)
+        served = ServedTally().add(dispatch_gpu_loads(placement, future, dispatch), live)
         gain, skipped = None, False
         if min_gain is not None and serving is not None:
-            current = ServedTally().add(window_gpu_loads(serving, predicted.unsqueeze(0)), live)
+            current = ServedTally().add(dispatch_gpu_loads(serving, predicted.unsqueeze(0), dispatch), live)
             gain = 1.0 - in_sample.imbalance / current.imbalance
             skipped = not gain >= min_gain
         if skipped:
@@ -214,7 +240,7 @@ def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, str
             if_taken.merge(served)
             saved += count_moves(serving, placement)["moves"]
             placement, in_sample = serving, current
-            served = ServedTally().add(window_gpu_loads(placement, future), live)
+            served = ServedTally().add(dispatch_gpu_loads(placement, future, dispatch), live)
         else:
             if_taken.merge(served)
         total.merge(served)
@@ -249,10 +275,15 @@ def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, str
         "max_moves": max_moves.label if isinstance(max_moves, MoveBudget) else max_moves,
         "max_moves_scope": None if max_moves is None else (max_moves.scope if isinstance(max_moves, MoveBudget)
                                                            else "per layer"),
+        "robust": robust,
+        "scenarios": scenarios if robust else None,
+        "robust_tolerance": robust_tolerance if robust else None,
+        "dispatch": dispatch,
         "rebalances": len(rows),
         "served_windows": rows[-1].served_until - rows[0].window,
         "served_gpu_imbalance": total.imbalance,
         "served_gpu_imbalance_worst": total.worst,
+        **total.window_summary(),
         "served_balancedness": total.balancedness,
         "in_sample_gpu_imbalance": float(in_samples.nanmean()),
         **moved,

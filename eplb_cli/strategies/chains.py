@@ -16,8 +16,6 @@ levels together with a few NumPy ops.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -272,27 +270,6 @@ def _check(load: torch.Tensor, topo: Topology) -> None:
         raise EplbError(
             f"hierarchical policy needs groups ({topo.groups}) divisible by nodes ({topo.nodes}) and experts by groups"
         )
-
-
-@contextmanager
-def _one_thread(device: torch.device) -> Iterator[None]:
-    """Run torch's CPU ops on one intra-op thread, restoring the setting afterwards.
-
-    For callers made of hundreds of small torch ops (tensors of ~10^4
-    elements, as in :mod:`eplb_cli.span`): a second OpenMP thread saves
-    nothing on them but adds a barrier per op, which costs 3-5x when another
-    process holds the other core. CUDA is left alone. The chains themselves
-    run compiled rows and spread them over torch's thread count instead.
-    """
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def compose(load: torch.Tensor, topo: Topology, chain: Chain | str = "balanced", *, seed: int = 0) -> torch.Tensor:
