@@ -11,6 +11,8 @@ thread count.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
@@ -23,13 +25,35 @@ MIN_ROWS = 8
 """Fewest rows worth a thread of their own."""
 
 _pool: ThreadPoolExecutor | None = None
+_told = False
 
 
 def kernels() -> ModuleType:
-    """The compiled kernels (:mod:`.kernels`), imported here so that Numba loads only when a plan runs."""
+    """The compiled kernels (:mod:`.kernels`), imported here so that Numba loads only when a plan runs.
+
+    The first plan on a machine compiles them (about 40 s of CPU on a slow
+    2-core machine) and Numba caches the machine code; when that cache is
+    missing and standard error is a terminal, one line says so, so that the
+    wait does not look like a hang.
+    """
+    global _told
     from . import kernels as module
 
+    if not _told:
+        _told = True
+        if sys.stderr.isatty() and not compiled_before(module.dhondt_rows):
+            print("eplb: compiling the planning kernels for this machine, once (up to a minute; "
+                  "later runs load them from Numba's cache)", file=sys.stderr, flush=True)
     return module
+
+
+def compiled_before(kernel: object) -> bool:
+    """Whether Numba's cache holds machine code for ``kernel`` (True when that cannot be told)."""
+    try:
+        index = kernel._cache._cache_file._index_path  # type: ignore[attr-defined]
+    except AttributeError:
+        return True
+    return os.path.exists(index)
 
 
 def as_floats(x: torch.Tensor) -> np.ndarray:
