@@ -162,8 +162,12 @@ def test_budget_caps_moves_per_layer(seed, budget):
     goal = relabel(old, new)
     out = budgeted(old, goal, load, budget).validate()
     assert bool(((out.phy2log != old.phy2log).sum(dim=1) <= budget).all())
-    # Each change taken lowered the busiest GPU (or the spread below it), so the peak never rises.
-    assert bool((gpu_loads(out, load).max(dim=1).values <= gpu_loads(old, load).max(dim=1).values + 1e-9).all())
+    # Each change taken lowered the busiest GPU (or the spread below it), so the peak never rises, except
+    # in a layer that took its whole target because it fits the budget (that target need not be lighter here).
+    whole = (out.phy2log == goal.phy2log).all(dim=1)
+    rose = gpu_loads(out, load).max(dim=1).values > gpu_loads(old, load).max(dim=1).values + 1e-9
+    assert not bool((rose & ~whole).any())
+    assert bool((~whole | ((goal.phy2log != old.phy2log).sum(dim=1) <= budget)).all())
     assert torch.equal(replica_counts(out.phy2log, 16) >= 1, torch.ones(3, 16, dtype=torch.bool))
 
 
