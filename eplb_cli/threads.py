@@ -12,8 +12,8 @@ import torch
 def one_thread(device: torch.device | str | None = None) -> Iterator[None]:
     """Run the body on one torch intra-op thread, restoring the setting after (even after an error).
 
-    Loops of many small operations (strategy chains, budget walks, robust
-    swaps, LP dispatch, token spans: tensors of ~10^4 elements) run fastest on
+    Loops of many small operations (strategy chains, budget walks, LP
+    dispatch, token spans: tensors of ~10^4 elements) run fastest on
     one thread: a second OpenMP thread saves nothing on them but adds a barrier
     per operation, which costs several times more when another process holds
     the other core. With a CUDA ``device`` the setting is left alone.

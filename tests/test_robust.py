@@ -2,6 +2,7 @@
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,10 @@ from eplb_cli.placement import Placement, replica_counts
 from eplb_cli.planning.forecast import parse_forecast
 from eplb_cli.planning.replay import replay
 from eplb_cli.planning.robust import (
+    _best,
+    _swap_all,
+    _swap_gain,
+    _top3,
     keep_gain,
     robust_rebalance,
     robust_swaps,
@@ -190,3 +195,78 @@ def test_every_strategy_plan_can_be_made_robust(strategy):
     before, after = scenario_objective(planned, history), scenario_objective(out, history)
     assert torch.all(after <= before * (1 + 1e-12)) and float(after.sum()) < float(before.sum())
     assert torch.all(forecast_gpu_max(out, forecast) <= 1.05 * forecast_gpu_max(planned, forecast) * (1 + 1e-12))
+
+
+def test_best_is_a_stable_partial_sort():
+    gen = torch.Generator().manual_seed(2)
+    for n, count in ((1, 1), (7, 3), (40, 40), (200, 16)):
+        values = torch.randint(0, 6, (n,), generator=gen).to(torch.float64).numpy()
+        values[::5] = np.inf
+        for largest in (False, True):
+            expect = np.argsort(-values if largest else values, kind="stable")[:count]
+            assert np.array_equal(_best(values, count, largest), expect)
+
+
+def kernel_state(phy2log, load, experts, k):
+    """The kernel's arrays for placement ``phy2log`` [L, S] and load [H, L, E], recomputed plainly (numpy loops)."""
+    layers, slots = phy2log.shape
+    windows = load.shape[0]
+    key = np.where(phy2log >= 0, phy2log, experts).astype(np.int64)
+    share = np.zeros((layers, experts + 1, windows))
+    for layer in range(layers):
+        for e in range(experts):
+            count = max(int((phy2log[layer] == e).sum()), 1)
+            share[layer, e] = load[:, layer, e] / count
+    gt = np.zeros((layers, slots // k, windows))
+    for layer in range(layers):
+        for s in range(slots):
+            gt[layer, s // k] += share[layer, key[layer, s]]
+    return key, share, gt
+
+
+@pytest.mark.parametrize("gpus", [2, 3, 5])
+@pytest.mark.parametrize("seed", range(4))
+def test_swap_gain_is_the_recomputed_drop_of_the_summed_busiest_gpu(gpus, seed):
+    gen = torch.Generator().manual_seed(seed)
+    experts, k = 2 * gpus, 3
+    topo = resolve(experts, gpus, slots=gpus * k, policy="global")
+    load = noisy_windows(gen, 6, 1, experts)
+    phy2log = plan(load.mean(0), topo, get_strategy("balanced")).phy2log.numpy()
+    key, share, gt = kernel_state(phy2log, load.numpy(), experts, k)
+    depth = min(3, gpus)
+    top_idx, top_val = np.empty((depth, 6), dtype=np.int64), np.empty((depth, 6))
+    _top3(gt[0], top_idx, top_val)
+    assert np.array_equal(top_val[0], gt[0].max(axis=0))
+    cols = np.arange(6)
+    for si, sj in itertools.combinations(range(gpus * k), 2):
+        if si // k == sj // k:
+            continue
+        d = np.empty(6)
+        gain = _swap_gain(gt[0], top_idx, top_val, share[0], key[0, si], key[0, sj], si // k, sj // k, cols, d)
+        swapped = phy2log.copy()
+        swapped[0, si], swapped[0, sj] = phy2log[0, sj], phy2log[0, si]
+        _, _, after = kernel_state(swapped, load.numpy(), experts, k)
+        assert gain == pytest.approx(gt[0].max(axis=0).sum() - after[0].max(axis=0).sum(), abs=1e-9)
+        assert np.allclose(d, after[0, si // k] - gt[0, si // k])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kernel_keeps_its_loads_equal_to_a_recomputation(seed):
+    """After every layer's swaps, the loads the kernel updated in place are those of its final placement."""
+    gen = torch.Generator().manual_seed(seed)
+    experts, gpus, k, windows = 24, 6, 5, 40
+    topo = resolve(experts, gpus, slots=gpus * k, policy="global")
+    load = noisy_windows(gen, windows, 3, experts)
+    start = plan(load.mean(0), topo, get_strategy("balanced")).phy2log.numpy()
+    key, share, gt = kernel_state(start, load.numpy(), experts, k)
+    fshare = share.mean(axis=2)
+    gf = gt.mean(axis=2)
+    before = gt.max(axis=1).sum(axis=1)
+    gpu_ok = ~np.eye(gpus, dtype=np.bool_)
+    _swap_all(key, gt, gf, np.full(3, np.inf), share, fshare, gpu_ok, k, 4, gpus * k)
+    out = np.where(key < experts, key, -1)
+    _, _, fresh = kernel_state(out, load.numpy(), experts, k)
+    assert np.allclose(gt, fresh, rtol=1e-12, atol=1e-9)
+    assert np.allclose(gf, fresh.mean(axis=2), rtol=1e-12, atol=1e-9)
+    assert np.all(fresh.max(axis=1).sum(axis=1) <= before * (1 + 1e-12))
+    assert (out != start).any()

@@ -30,8 +30,12 @@ first-order gain overstates what they achieve once another GPU becomes the
 busiest). The best candidates are ranked exactly on a sample of the scenarios,
 the finalists scored exactly on all of them, and each layer takes the best
 swap, or several on distinct slots when together they beat the best alone.
-All layers run at once; a layer leaves the loop when no swap lowers its
-objective by :data:`_MIN_GAIN` of it.
+The rounds run in one compiled call (Numba, :func:`_swap_all`), layer after
+layer, so a round costs tens of microseconds rather than a hundred small
+tensor operations; a layer stops at its first round in which no swap lowers
+its objective by :data:`_MIN_GAIN` of it. Ties (candidates of equal screen or
+gain, partners of equal load) go to the lower index, so results are
+deterministic.
 
 :func:`keep_gain` is the migration-aware follow step for a robust plan: it
 keeps replicas in place where that costs no balance on the forecast (relabel
@@ -41,12 +45,13 @@ robust objective wherever swapping back gave some of it away.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from numba import njit
 
 from ..errors import EplbError, arg
 from ..metrics import live_gpus
 from ..placement import Placement, replica_counts
-from ..threads import one_thread
 from .budget import MoveBudget
 from .forecast import Forecast
 from .migration import budgeted, relabel, swap_back
@@ -199,20 +204,10 @@ def robust_swaps(placement: Placement, scenarios: torch.Tensor, forecast: torch.
 
     busy = min(_BUSY_GPUS, g_all)
     rounds = slots if max_rounds is None else max_rounds
-    out = key.clone()
-    rows = torch.arange(layers)
-    state = [key, gt, gf, cap, share_t, fshare]
-    with one_thread():
-        for turn in range(rounds):
-            taken = _round(state[0], state[1], state[2], state[3], state[4], state[5], gpu_of, gpu_ok, busy, k, e, turn)
-            if not bool(taken.all()):
-                out[rows] = state[0]
-                keep = taken.nonzero().squeeze(1)
-                rows = rows[keep]
-                state = [x.index_select(0, keep) for x in state]
-            if rows.numel() == 0:
-                break
-    out[rows] = state[0]
+    slot_expert = np.ascontiguousarray(key.numpy())
+    _swap_all(slot_expert, gt.numpy(), gf.numpy(), cap.numpy(), share_t.numpy(), fshare.numpy(), gpu_ok.numpy(), k,
+              busy, rounds)
+    out = torch.from_numpy(slot_expert)
     return Placement(torch.where(out < e, out, -1), topo)
 
 
@@ -300,150 +295,297 @@ def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table.reshape(r * n, h).index_select(0, flat).view((*index.shape, h))
 
 
-def _cells(table: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """``table[r, row, col]`` for a [R, N, M] table and broadcastable int64 indices [R, ...]."""
-    r, n, m = table.shape
-    base = (torch.arange(r) * (n * m)).view((r,) + (1,) * (max(row.dim(), col.dim()) - 1))
-    flat = base + row * m + col
-    return table.reshape(-1).index_select(0, flat.reshape(-1)).view(flat.shape)
+@njit(cache=True, nogil=True)
+def _best(values: np.ndarray, count: int, largest: bool) -> np.ndarray:
+    """Indices of the ``count`` largest (or smallest) ``values``, best first, ties to the lower index.
 
-
-def _gain(gt: torch.Tensor, share_t: torch.Tensor, top_idx: torch.Tensor, top_val: torch.Tensor, ca: torch.Tensor,
-          cb: torch.Tensor, gi: torch.Tensor, gj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact drop of the summed busiest-GPU load when replicas ``ca`` (on GPU ``gi``) and ``cb`` (on ``gj``) swap.
-
-    ``gt`` [R, G, H] are the GPU loads per scenario, ``share_t`` [R, E + 1, H]
-    the load per replica, ``top_idx``/``top_val`` [R, T, H] (T <= 3) each
-    scenario's busiest GPUs in order: only GPUs gi and gj change (by +d and
-    -d), so the new busiest is the larger of theirs and the busiest of the
-    others. Returns the drop [R, K] and d [R, K, H].
+    An insertion into a short sorted list: one pass when few values enter it.
     """
-    d = _rows(share_t, cb) - _rows(share_t, ca)
-    new = torch.maximum(_rows(gt, gi) + d, _rows(gt, gj) - d)
-    gi3, gj3 = gi.unsqueeze(2), gj.unsqueeze(2)
-    first = top_idx[:, 0:1]
-    rest = top_val[:, 0:1].expand_as(new)
-    if top_val.shape[1] >= 2:
-        second = top_val[:, 1:2]
-        if top_val.shape[1] >= 3:
-            second = torch.where((top_idx[:, 1:2] == gi3) | (top_idx[:, 1:2] == gj3), top_val[:, 2:3], second)
-        else:
-            second = torch.zeros_like(new)
-        rest = torch.where((first == gi3) | (first == gj3), second, rest)
-    else:
-        rest = torch.where((first == gi3) | (first == gj3), torch.zeros_like(new), rest)
-    return (top_val[:, 0:1] - torch.maximum(rest, new)).sum(dim=2), d
+    sign = -1.0 if largest else 1.0
+    idx = np.empty(count, dtype=np.int64)
+    val = np.empty(count)
+    filled = 0
+    for n in range(values.shape[0]):
+        v = sign * values[n]
+        if filled == count and not v < val[count - 1]:
+            continue
+        pos = min(filled, count - 1)
+        while pos > 0 and v < val[pos - 1]:
+            val[pos] = val[pos - 1]
+            idx[pos] = idx[pos - 1]
+            pos -= 1
+        val[pos] = v
+        idx[pos] = n
+        filled = min(filled + 1, count)
+    return idx
 
 
-def _round(key: torch.Tensor, gt: torch.Tensor, gf: torch.Tensor, cap: torch.Tensor, share_t: torch.Tensor,
-           fshare: torch.Tensor, gpu_of: torch.Tensor, gpu_ok: torch.Tensor, busy: int, k: int,
-           e: int, turn: int) -> torch.Tensor:
-    """One round on every layer given: screen, score the candidates exactly, apply the best swaps (in place).
+@njit(cache=True, nogil=True)
+def _swap_gain(gt: np.ndarray, top_idx: np.ndarray, top_val: np.ndarray, share: np.ndarray, ca: int, cb: int,
+               gi: int, gj: int, cols: np.ndarray, d: np.ndarray) -> float:
+    """Exact drop of the summed busiest-GPU load over the scenarios ``cols`` when replicas ``ca`` (on GPU ``gi``)
+    and ``cb`` (on ``gj``) swap; writes each scenario's change of GPU gi's load (-(change of gj's)) into ``d``.
 
-    ``key`` [R, S] holds each slot's expert (``e`` for an empty slot), ``gt``
-    [R, G, H] and ``gf`` [R, G] the GPU loads per scenario and on the
-    forecast, ``share_t`` [R, E + 1, H] and ``fshare`` [R, E + 1] the load per
-    replica. Returns a bool mask over the layers: those that took a swap.
+    ``gt`` [G, H] are the GPU loads per scenario, ``share`` [E + 1, H] the load
+    per replica, ``top_idx``/``top_val`` [T, H] (T <= 3) each scenario's
+    busiest GPUs in order: only gi and gj change (by +d and -d), so the new
+    busiest is the larger of theirs and the busiest of the others.
     """
-    r, _slots = key.shape
-    g_all, h_all = gt.shape[1], gt.shape[2]
-    top = torch.topk(gt, min(3, g_all), dim=1)  # [R, T, H]
-    peak = top.values[:, 0]  # [R, H]
+    depth = top_idx.shape[0]
+    total = 0.0
+    for n in range(cols.shape[0]):
+        h = cols[n]
+        dh = share[cb, h] - share[ca, h]
+        d[n] = dh
+        new = max(gt[gi, h] + dh, gt[gj, h] - dh)
+        first = top_idx[0, h]
+        rest = top_val[0, h]
+        if first == gi or first == gj:
+            rest = 0.0
+            if depth >= 3:
+                second = top_idx[1, h]
+                rest = top_val[2, h] if second == gi or second == gj else top_val[1, h]
+        total += top_val[0, h] - max(rest, new)
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _top3(gt: np.ndarray, top_idx: np.ndarray, top_val: np.ndarray) -> None:
+    """Each scenario's (up to) three busiest GPUs of ``gt`` [G, H], busiest first, ties to the lower index."""
+    g_all, h_all = gt.shape
+    depth = top_idx.shape[0]
+    for h in range(h_all):
+        for t in range(depth):
+            top_idx[t, h] = -1
+            top_val[t, h] = -np.inf
+        for g in range(g_all):
+            v = gt[g, h]
+            for t in range(depth):
+                if top_idx[t, h] < 0 or v > top_val[t, h]:
+                    for u in range(depth - 1, t, -1):
+                        top_idx[u, h] = top_idx[u - 1, h]
+                        top_val[u, h] = top_val[u - 1, h]
+                    top_idx[t, h] = g
+                    top_val[t, h] = v
+                    break
+
+
+@njit(cache=True, nogil=True)
+def _swap_all(key: np.ndarray, gt: np.ndarray, gf: np.ndarray, cap: np.ndarray, share: np.ndarray,
+              fshare: np.ndarray, gpu_ok: np.ndarray, k: int, busy: int, rounds: int) -> None:
+    """Robust swaps on every layer, one layer after another, in place on ``key``, ``gt`` and ``gf``.
+
+    ``key`` [L, S] holds each slot's expert (E for an empty slot), ``gt``
+    [L, G, H] and ``gf`` [L, G] the GPU loads per scenario and on the
+    forecast, ``cap`` [L] the forecast cap, ``share`` [L, E + 1, H] and
+    ``fshare`` [L, E + 1] the load per replica, ``gpu_ok`` [G, G] the GPU
+    pairs a swap may join. A layer stops at its first round without a swap.
+    """
+    for layer in range(key.shape[0]):
+        for turn in range(rounds):
+            if not _round(key[layer], gt[layer], gf[layer], cap[layer], share[layer], fshare[layer], gpu_ok, k,
+                          busy, turn):
+                break
+
+
+@njit(cache=True, nogil=True)
+def _round(key: np.ndarray, gt: np.ndarray, gf: np.ndarray, cap: float, share: np.ndarray, fshare: np.ndarray,
+           gpu_ok: np.ndarray, k: int, busy: int, turn: int) -> bool:
+    """One round on one layer: screen, score the candidates exactly, apply the best swaps; False when none."""
+    e = share.shape[0] - 1
+    g_all, h_all = gt.shape
+    depth = min(3, g_all)
+    top_idx = np.empty((depth, h_all), dtype=np.int64)
+    top_val = np.empty((depth, h_all))
+    _top3(gt, top_idx, top_val)
+    every = np.arange(h_all)
     # Screen and first ranking on every stride-th scenario (a different offset each round) when there are many.
     stride = -(-h_all // _SAMPLE)
-    cols = torch.arange(turn % stride, h_all, stride)
-    gt_s, st_s = (gt, share_t) if stride == 1 else (gt[:, :, cols], share_t[:, :, cols])
-    top_s = top if stride == 1 else torch.topk(gt_s, min(3, g_all), dim=1)
-    arg = top_s.indices[:, 0]  # [R, H']
-    h_s = arg.shape[1]
-    hits = torch.zeros(r, g_all, dtype=torch.float64).scatter_add_(1, top.indices[:, 0], torch.ones_like(peak))
-    total = gt.sum(dim=2)  # [R, G]: load over all scenarios; breaks ties in hits, ranks partners
-    hot = torch.topk(hits + 0.5 * total / total.max(dim=1, keepdim=True).values.clamp(min=1e-300), busy, dim=1).indices
+    cols = np.arange(turn % stride, h_all, stride)
+    h_s = cols.shape[0]
+    hits = np.zeros(g_all)
+    total = np.zeros(g_all)  # load over all scenarios: breaks ties in hits, ranks partners
+    for h in range(h_all):
+        hits[top_idx[0, h]] += 1.0
+        for g in range(g_all):
+            total[g] += gt[g, h]
+    top_total = max(total.max(), 1e-300)
+    hot = _best(hits + 0.5 * total / top_total, busy, True)
     # Partners of each busy GPU: the allowed GPUs with the least load over all scenarios.
     n_part = min(_PARTNERS, g_all - 1)
-    near = torch.topk(torch.where(gpu_ok[hot], total.unsqueeze(1), float("inf")), n_part, dim=2, largest=False)
-    lane = torch.arange(k)
-    mine = hot.unsqueeze(2) * k + lane  # [R, B, k]
-    theirs = (near.indices.unsqueeze(3) * k + lane).reshape(r, busy, -1)  # [R, B, P * k]
-    a = key.gather(1, mine.reshape(r, -1)).view_as(mine)
-    b = key.gather(1, theirs.reshape(r, -1)).view_as(theirs)
-    rows_a = _rows(st_s, a)  # [R, B, k, H']
-    rows_b = _rows(st_s, b)  # [R, B, P * k, H']
-    # First-order screen over the scenarios where the busy GPU g (or the partner h) is the busiest: g sheds
-    # a and takes b, h the reverse. Quadratic penalty: sum over scenarios of (share_b - share_a)^2.
-    at_hot = (arg.unsqueeze(1) == hot.unsqueeze(2)).to(torch.float64).unsqueeze(2)  # [R, B, 1, H]
-    at_part = (arg.view(r, 1, 1, -1) == near.indices.unsqueeze(3)).to(torch.float64)  # [R, B, P, H]
-    lam = (_CURVATURE / top_s.values[:, 0].mean(dim=1).clamp(min=1e-300)).view(r, 1, 1)
-    p_hot_b = (rows_b * at_hot).sum(dim=3)  # [R, B, P * k]
-    p_part_b = (rows_b.view(r, busy, n_part, k, h_s) * at_part.unsqueeze(3)).sum(dim=4).view(r, busy, -1)
-    sq_b, sq_a = (rows_b * rows_b).sum(dim=3), (rows_a * rows_a).sum(dim=3)
-    col = (p_hot_b - p_part_b + lam * sq_b).unsqueeze(2)  # [R, B, 1, P * k]
-    row = (lam * sq_a - (rows_a * at_hot).sum(dim=3)).unsqueeze(3)  # [R, B, k, 1]
-    p_part_a = torch.bmm(rows_a.view(r * busy, k, h_s), at_part.view(r * busy, n_part, h_s).transpose(1, 2))
-    p_part_a = p_part_a.view(r, busy, k, n_part, 1).expand(-1, -1, -1, -1, k).reshape(r, busy, k, -1)
-    cross = torch.bmm(rows_a.view(r * busy, k, h_s), rows_b.view(r * busy, -1, h_s).transpose(1, 2))
-    screen = torch.addcmul(p_part_a, cross.view(r, busy, k, -1), -2.0 * lam.unsqueeze(3)) + col + row
-    valid = ((near.values < float("inf")).repeat_interleave(k, dim=2) & (b < e)).unsqueeze(2) \
-        & (a.unsqueeze(3) != b.unsqueeze(2)) & (a < e).unsqueeze(3)
-    screen = torch.where(valid, screen, float("inf")).view(r, busy, -1)
-    # The best candidates of each busy GPU, so that a round can take a swap at each of them.
-    width = theirs.shape[2]
-    cand = torch.topk(screen, min(-(-CANDIDATES // busy), screen.shape[2]), dim=2, largest=False)
-    flat = (cand.indices + torch.arange(busy).view(1, -1, 1) * screen.shape[2]).reshape(r, -1)
-    si = mine.reshape(r, -1).gather(1, flat // width)  # [R, K] slot on a busy GPU
-    sj = theirs.reshape(r, -1).gather(1, flat // (k * width) * width + flat % width)
-    ca, cb = key.gather(1, si), key.gather(1, sj)
-    gi, gj = gpu_of[si], gpu_of[sj]
-    df = fshare.gather(1, cb) - fshare.gather(1, ca)
-    fits = (gf.gather(1, gi) + df <= cap.unsqueeze(1)) & (gf.gather(1, gj) - df <= cap.unsqueeze(1))
-    fits &= cand.values.reshape(r, -1) < float("inf")
+    near = np.empty((busy, n_part), dtype=np.int64)
+    near_ok = np.empty((busy, n_part), dtype=np.bool_)
+    for b in range(busy):
+        allowed = np.full(g_all, np.inf)
+        for g in range(g_all):
+            if gpu_ok[hot[b], g]:
+                allowed[g] = total[g]
+        pick = _best(allowed, n_part, False)
+        near[b] = pick
+        near_ok[b] = allowed[pick] < np.inf
+    peak_mean = 0.0
+    for n in range(h_s):
+        peak_mean += top_val[0, cols[n]]
+    lam = _CURVATURE / max(peak_mean / h_s, 1e-300)
+    # First-order screen over the sampled scenarios where the busy GPU g (or the partner p) is the busiest: g
+    # sheds a and takes b, p the reverse. Quadratic penalty: sum over scenarios of (share_b - share_a)^2.
+    width = n_part * k
+    per_busy = min(-(-CANDIDATES // busy), k * width)
+    n_cand = busy * per_busy
+    si = np.empty(n_cand, dtype=np.int64)
+    sj = np.empty(n_cand, dtype=np.int64)
+    listed = np.empty(n_cand, dtype=np.bool_)
+    rows_a = np.empty((k, h_s))
+    rows_b = np.empty((h_s, width))  # transposed: the inner loops below run over the partners' slots
+    screen = np.empty((k, width))
+    for b in range(busy):
+        g = hot[b]
+        for i in range(k):
+            for n in range(h_s):
+                rows_a[i, n] = share[key[g * k + i], cols[n]]
+        for j in range(width):
+            x = key[near[b, j // k] * k + j % k]
+            for n in range(h_s):
+                rows_b[n, j] = share[x, cols[n]]
+        part_a = np.zeros((k, n_part))
+        row = np.zeros(k)
+        for i in range(k):
+            sq = 0.0
+            at = 0.0
+            for n in range(h_s):
+                v = rows_a[i, n]
+                sq += v * v
+                top = top_idx[0, cols[n]]
+                if top == g:
+                    at += v
+                for p in range(n_part):
+                    if top == near[b, p]:
+                        part_a[i, p] += v
+            row[i] = lam * sq - at
+        sq_b = np.zeros(width)
+        at_b = np.zeros(width)
+        off_b = np.zeros(width)
+        cross = np.zeros((k, width))
+        for n in range(h_s):
+            top = top_idx[0, cols[n]]
+            for j in range(width):
+                v = rows_b[n, j]
+                sq_b[j] += v * v
+            if top == g:
+                for j in range(width):
+                    at_b[j] += rows_b[n, j]
+            for p in range(n_part):
+                if top == near[b, p]:
+                    for j in range(p * k, (p + 1) * k):
+                        off_b[j] += rows_b[n, j]
+            for i in range(k):
+                va = rows_a[i, n]
+                for j in range(width):
+                    cross[i, j] += va * rows_b[n, j]
+        for i in range(k):
+            xa = key[g * k + i]
+            for j in range(width):
+                p = j // k
+                xb = key[near[b, p] * k + j % k]
+                if not near_ok[b, p] or xb >= e or xa >= e or xa == xb:
+                    screen[i, j] = np.inf
+                else:
+                    screen[i, j] = part_a[i, p] - 2.0 * lam * cross[i, j] + (at_b[j] - off_b[j] + lam * sq_b[j]) \
+                        + row[i]
+        # The best candidates of each busy GPU, so that a round can take a swap at each of them.
+        best = _best(screen.ravel(), per_busy, False)
+        for r in range(per_busy):
+            c = b * per_busy + r
+            flat = best[r]
+            si[c] = g * k + flat // width
+            j = flat % width
+            sj[c] = near[b, j // k] * k + j % k
+            listed[c] = screen[flat // width, flat % width] < np.inf
+    fits = np.empty(n_cand, dtype=np.bool_)
+    for c in range(n_cand):
+        df = fshare[key[sj[c]]] - fshare[key[si[c]]]
+        fits[c] = listed[c] and gf[si[c] // k] + df <= cap and gf[sj[c] // k] - df <= cap
+    d_s = np.empty(h_s)
     if stride > 1:
         # Rank the candidates on the sampled scenarios, then score the best few on all of them.
-        rough, _ = _gain(gt_s, st_s, top_s.indices, top_s.values, ca, cb, gi, gj)
-        per = torch.where(fits, rough, float("-inf")).view(r, busy, -1)
-        few = torch.topk(per, min(-(-_FINALISTS // busy), per.shape[2]), dim=2).indices
-        few = (few + torch.arange(busy).view(1, -1, 1) * per.shape[2]).reshape(r, -1)
-        si, sj, ca, cb, gi, gj, df, fits = (x.gather(1, few) for x in (si, sj, ca, cb, gi, gj, df, fits))
-    gain, d = _gain(gt, share_t, top.indices, top.values, ca, cb, gi, gj)
-    gain = torch.where(fits, gain, -1.0)
-    thr = (_MIN_GAIN * peak.sum(dim=1)).unsqueeze(1)
-    best = torch.topk(gain, min(_PER_ROUND, gain.shape[1]), dim=1)
-    order = best.indices
-    oi, oj = si.gather(1, order), sj.gather(1, order)  # slots
+        rough = np.full(n_cand, -np.inf)
+        for c in range(n_cand):
+            if fits[c]:
+                rough[c] = _swap_gain(gt, top_idx, top_val, share, key[si[c]], key[sj[c]], si[c] // k, sj[c] // k,
+                                      cols, d_s)
+        per_few = min(-(-_FINALISTS // busy), per_busy)
+        few = np.empty(busy * per_few, dtype=np.int64)
+        for b in range(busy):
+            few[b * per_few:(b + 1) * per_few] = b * per_busy + _best(rough[b * per_busy:(b + 1) * per_busy],
+                                                                      per_few, True)
+        si, sj, fits = si[few], sj[few], fits[few]
+        n_cand = few.shape[0]
+    gain = np.full(n_cand, -1.0)
+    d = np.zeros((n_cand, h_all))
+    for c in range(n_cand):
+        if fits[c]:
+            gain[c] = _swap_gain(gt, top_idx, top_val, share, key[si[c]], key[sj[c]], si[c] // k, sj[c] // k,
+                                 every, d[c])
+    peak_sum = 0.0
+    for h in range(h_all):
+        peak_sum += top_val[0, h]
+    thr = _MIN_GAIN * peak_sum
+    order = _best(gain, min(_PER_ROUND, n_cand), True)
     # Take each improving swap that shares no slot with a better improving one.
-    eligible = best.values > thr
-    ends = torch.stack([oi, oj], dim=2)  # [R, C, 2]
-    clash = (ends.unsqueeze(2).unsqueeze(4) == ends.unsqueeze(1).unsqueeze(3)).flatten(3).any(dim=3)  # [R, C, C]
-    earlier = torch.ones(order.shape[1], order.shape[1], dtype=torch.bool).tril(-1)
-    chosen = eligible & ~(clash & earlier & eligible.unsqueeze(1)).any(dim=2)
-    take = chosen[:, 0]
-    if not bool(take.any()):
-        return take
+    chosen = np.zeros(order.shape[0], dtype=np.bool_)
+    for c in range(order.shape[0]):
+        if gain[order[c]] <= thr:
+            continue
+        chosen[c] = True
+        for c2 in range(c):
+            if gain[order[c2]] > thr and (si[order[c]] == si[order[c2]] or si[order[c]] == sj[order[c2]]
+                                          or sj[order[c]] == si[order[c2]] or sj[order[c]] == sj[order[c2]]):
+                chosen[c] = False
+                break
+    if not chosen[0]:
+        return False
     # Several swaps are kept together only where they beat the best one alone and fit the forecast cap together.
-    g_i, g_j = gpu_of[oi], gpu_of[oj]
-    d_o = d.gather(1, order.unsqueeze(2).expand(-1, -1, h_all))  # [R, C, H]
-    df_o = df.gather(1, order)
+    if chosen[1:].any():
+        scen, fc = _moved(gt, gf, d, si, sj, fshare, key, order, chosen, k)
+        joint = 0.0
+        for h in range(h_all):
+            most = -np.inf
+            for g in range(g_all):
+                most = max(most, gt[g, h] + scen[g, h])
+            joint += top_val[0, h] - most
+        fit = True
+        for g in range(g_all):
+            fit = fit and gf[g] + fc[g] <= cap
+        if not (joint >= gain[order[0]] and fit):
+            chosen[1:] = False
+    scen, fc = _moved(gt, gf, d, si, sj, fshare, key, order, chosen, k)
+    for g in range(g_all):
+        gf[g] += fc[g]
+        for h in range(h_all):
+            gt[g, h] += scen[g, h]
+    for c in range(order.shape[0]):
+        if chosen[c]:
+            i, j = si[order[c]], sj[order[c]]
+            key[i], key[j] = key[j], key[i]
+    return True
 
-    def moved(pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        w = pick.to(torch.float64)
-        step = d_o * w.unsqueeze(2)
-        scen = torch.zeros_like(gt).scatter_add_(1, g_i.unsqueeze(2).expand(-1, -1, h_all), step)
-        scen.scatter_add_(1, g_j.unsqueeze(2).expand(-1, -1, h_all), -step)
-        fc = torch.zeros_like(gf).scatter_add_(1, g_i, df_o * w).scatter_add_(1, g_j, -df_o * w)
-        return scen, fc
 
-    several = chosen[:, 1:].any(dim=1)
-    if bool(several.any()):
-        scen_all, fc_all = moved(chosen)
-        joint = (peak - (gt + scen_all).max(dim=1).values).sum(dim=1)
-        together = (joint >= gain.gather(1, order[:, :1]).squeeze(1)) & ((gf + fc_all) <= cap.unsqueeze(1)).all(dim=1)
-        chosen = torch.where(together.unsqueeze(1), chosen, chosen & (torch.arange(order.shape[1]) == 0))
-    scen_step, fc_step = moved(chosen)
-    gt += scen_step
-    gf += fc_step
-    row, col = chosen.nonzero(as_tuple=True)
-    i, j = oi[row, col], oj[row, col]
-    xa, xb = key[row, i], key[row, j]
-    key[row, i] = xb
-    key[row, j] = xa
-    return take
+@njit(cache=True, nogil=True)
+def _moved(gt: np.ndarray, gf: np.ndarray, d: np.ndarray, si: np.ndarray, sj: np.ndarray, fshare: np.ndarray,
+           key: np.ndarray, order: np.ndarray, chosen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Change of the GPU loads per scenario [G, H] and on the forecast [G] when the ``chosen`` swaps are made."""
+    scen = np.zeros_like(gt)
+    fc = np.zeros_like(gf)
+    for c in range(order.shape[0]):
+        if chosen[c]:
+            o = order[c]
+            for h in range(d.shape[1]):
+                scen[si[o] // k, h] += d[o, h]
+            fc[si[o] // k] += fshare[key[sj[o]]] - fshare[key[si[o]]]
+    for c in range(order.shape[0]):
+        if chosen[c]:
+            o = order[c]
+            for h in range(d.shape[1]):
+                scen[sj[o] // k, h] -= d[o, h]
+            fc[sj[o] // k] -= fshare[key[sj[o]]] - fshare[key[si[o]]]
+    return scen, fc
