@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from eplb_cli.cli import main
+from eplb_cli.placement import Placement
+from eplb_cli.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository's root."""
@@ -37,3 +39,13 @@ def random_weights(gen: torch.Generator, shape: tuple[int, ...], kind: str, *, s
     if kind == "ties":
         return torch.randint(0, ties, shape, generator=gen).double()
     return torch.zeros(shape, dtype=torch.float64)
+
+
+def random_placement(topo: Topology, layers: int, gen: torch.Generator) -> Placement:
+    """A valid placement: every expert once, the redundant slots to random experts, slots shuffled."""
+    rows = []
+    for _ in range(layers):
+        extra = torch.randint(0, topo.experts, (topo.slots - topo.experts,), generator=gen)
+        row = torch.cat([torch.arange(topo.experts), extra])
+        rows.append(row[torch.randperm(topo.slots, generator=gen)])
+    return Placement(torch.stack(rows), topo).validate()

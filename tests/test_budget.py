@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import torch
+from helpers import random_placement
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,16 +16,6 @@ from eplb_cli.planning.budget import MoveBudget, budget_path
 from eplb_cli.planning.migration import budgeted, relabel, swap_back
 from eplb_cli.strategies import get_strategy, plan
 from eplb_cli.topology import resolve
-
-
-def random_placement(topo, layers, gen):
-    """A valid placement: every expert once, the redundant slots to random experts, slots shuffled."""
-    rows = []
-    for _ in range(layers):
-        extra = torch.randint(0, topo.experts, (topo.slots - topo.experts,), generator=gen)
-        row = torch.cat([torch.arange(topo.experts), extra])
-        rows.append(row[torch.randperm(topo.slots, generator=gen)])
-    return Placement(torch.stack(rows), topo).validate()
 
 
 def case(seed, hier=False, layers=4):

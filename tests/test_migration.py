@@ -2,6 +2,7 @@
 
 
 import torch
+from helpers import random_placement
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,16 +10,6 @@ from eplb_cli.metrics import count_moves, gpu_loads, node_loads, score
 from eplb_cli.placement import Placement, replica_counts
 from eplb_cli.planning.migration import budgeted, follow, relabel, swap_back
 from eplb_cli.topology import resolve
-
-
-def random_placement(topo, layers, gen):
-    """A valid placement: every expert once, the redundant slots to random experts, slots shuffled."""
-    rows = []
-    for _ in range(layers):
-        extra = torch.randint(0, topo.experts, (topo.slots - topo.experts,), generator=gen)
-        row = torch.cat([torch.arange(topo.experts), extra])
-        rows.append(row[torch.randperm(topo.slots, generator=gen)])
-    return Placement(torch.stack(rows), topo).validate()
 
 
 def shuffle_gpus(p, gen, within_nodes=False):
