@@ -172,13 +172,12 @@ def test_window_percentiles_by_hand():
 
 
 def _pair_optimum(w: torch.Tensor, slots: int) -> float:
-    """Best busiest GPU at two slots per GPU by brute force: every count vector, every pairing."""
+    """Best busiest GPU at two slots per GPU by brute force: every count vector, each paired largest with
+    smallest (the best pairing; tests/test_pairing.py checks that against every pairing)."""
 
     def best_pairing(items: list[float]) -> float:
-        if not items:
-            return 0.0
-        first, rest = items[0], items[1:]
-        return min(max(first + rest[j], best_pairing(rest[:j] + rest[j + 1:])) for j in range(len(rest)))
+        items = sorted(items)
+        return max(items[i] + items[-1 - i] for i in range(len(items) // 2))
 
     best = float("inf")
     n = w.numel()
