@@ -148,3 +148,16 @@ def test_improve_keeps_rows_where_the_pairing_is_not_lighter() -> None:
         if replaced:
             loads = (w[row] / np.bincount(out[row], minlength=32))[out[row]].reshape(-1, 2).sum(1)
             assert float(loads.max()) == pytest.approx(float(searched[row]), rel=1e-12)
+
+
+def test_compiled_kernels_match_their_python_originals() -> None:
+    rng = np.random.default_rng(8)
+    w = np.exp(1.5 * rng.normal(size=(5, 24)))
+    w[0, :6] = 0.0
+    start = dhondt_rows(w, 40)
+    got, peak = search(w, start, MOVES, DONORS, 4)
+    want, want_peak = search.py_func(w, start, MOVES, DONORS, 4)
+    assert np.array_equal(got, want) and np.array_equal(peak, want_peak)
+    phy, top = paired(w, got)
+    want_phy, want_top = paired.py_func(w, got)
+    assert np.array_equal(phy, want_phy) and np.array_equal(top, want_top)
