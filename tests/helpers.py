@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,3 +38,20 @@ def random_weights(gen: torch.Generator, shape: tuple[int, ...], kind: str, *, s
     if kind == "ties":
         return torch.randint(0, ties, shape, generator=gen).double()
     return torch.zeros(shape, dtype=torch.float64)
+
+
+def pair_cases(seed: int, n: int) -> list[tuple[np.ndarray, int]]:
+    """Small rows for brute force at two slots per GPU: (loads [2-5], slots up to 12, 2 per GPU).
+
+    Half integer loads (ties, zeros), half log-normal ones.
+    """
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < n:
+        experts = int(rng.integers(2, 6))
+        gpus = int(rng.integers(experts // 2 + 1, experts + 3))
+        if 2 * gpus > 12:
+            continue
+        w = rng.integers(0, 20, experts).astype(np.float64) if rng.random() < 0.5 else np.exp(1.5 * rng.normal(size=experts))
+        cases.append((w, 2 * gpus))
+    return cases

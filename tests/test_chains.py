@@ -239,7 +239,7 @@ def test_real_deepseek_trace_balanced_beats_lpt(shared_traces) -> None:
 @pytest.mark.parametrize("sigma", [0.8, 1.4])
 def test_two_slots_per_gpu_pairing_never_worse_than_lpt_and_often_better(sigma: float) -> None:
     """At 2 slots per GPU balanced and thorough search the counts for pairing (issue 17): no layer above
-    LPT on D'Hondt's counts, some layers below it, and thorough never above balanced."""
+    LPT on D'Hondt's counts, and some layers below it."""
     load = synthetic(12, 64, sigma, seed=17)
     topo = Topology(experts=64, slots=96, gpus=48)
     lpt = gpu_loads(load, compose(load, topo, "lpt"), 48).amax(1)
@@ -247,4 +247,3 @@ def test_two_slots_per_gpu_pairing_never_worse_than_lpt_and_often_better(sigma: 
     for peak in got.values():
         assert (peak <= lpt * (1 + 1e-12)).all()
         assert (peak < lpt * (1 - 1e-6)).any()
-    assert (got["thorough"] <= got["balanced"] * (1 + 1e-12)).all()

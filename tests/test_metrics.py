@@ -1,8 +1,8 @@
 import itertools
 
-import numpy as np
 import pytest
 import torch
+from helpers import pair_cases
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -189,16 +189,7 @@ def _pair_optimum(w: torch.Tensor, slots: int) -> float:
 
 
 def _pair_cases(seed: int, n: int) -> list[tuple[torch.Tensor, int]]:
-    rng = np.random.default_rng(seed)
-    cases = []
-    while len(cases) < n:
-        experts = int(rng.integers(2, 6))
-        gpus = int(rng.integers(experts // 2 + 1, experts + 3))
-        if 2 * gpus > 12:
-            continue
-        w = rng.integers(0, 20, experts).astype(np.float64) if rng.random() < 0.5 else np.exp(1.5 * rng.normal(size=experts))
-        cases.append((torch.from_numpy(w), 2 * gpus))
-    return cases
+    return [(torch.from_numpy(w), slots) for w, slots in pair_cases(seed, n)]
 
 
 @pytest.mark.parametrize("case", _pair_cases(11, 120))

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import pair_cases
 
 from eplb_cli.strategies.kernels import dhondt_rows
 from eplb_cli.strategies.pairing import DONORS, MOVES, QUICK, improve, pair_peak, paired, search
@@ -48,17 +49,7 @@ def optimum(w: np.ndarray, slots: int) -> float:
     return min(sorted_peak(w, c) for c in compositions(slots, w.size))
 
 
-def random_cases(seed: int, n: int) -> list[tuple[np.ndarray, int]]:
-    rng = np.random.default_rng(seed)
-    cases = []
-    while len(cases) < n:
-        experts = int(rng.integers(2, 6))
-        gpus = int(rng.integers(experts // 2 + 1, experts + 3))
-        if 2 * gpus > 12:
-            continue
-        w = rng.integers(0, 20, experts).astype(np.float64) if rng.random() < 0.5 else np.exp(1.5 * rng.normal(size=experts))
-        cases.append((w, 2 * gpus))
-    return cases
+random_cases = pair_cases
 
 
 def runs(w: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
