@@ -159,6 +159,97 @@ def hierarchical_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
     return _best_split(torch.maximum(member.sum(-1) / gpn, t_star), subsets, k)
 
 
+PAIRING_STEPS = 12
+"""Bisection steps of :func:`pairing_bound` (the interval shrinks 4096-fold)."""
+PAIRING_LEVELS = 24
+"""Threshold levels tried per step: the partner limits T - s of the largest replicas."""
+PAIRING_WEIGHTS = (0.25, 1 / 3, 0.5, 2 / 3, 1.0)
+"""Weights m of the threshold in the certificate cost (see :func:`_pair_certified`)."""
+
+
+def _pair_certified(load: torch.Tensor, slots: int, target: torch.Tensor) -> torch.Tensor:
+    """Bool [L]: rows proven unable to keep every GPU's two replicas at or below ``target`` [L].
+
+    A certificate is a cost per replica size, psi, with psi(a) + psi(b) <= 2
+    whenever a + b <= T: then the S replicas of any placement within T cost
+    at most 2 per GPU, S in all, so counts whose cheapest cost exceeds S
+    cannot exist. Here psi(s) = 1 - m for s <= y, 1 + m for s >= T - y, 1 in
+    between (y <= T / 2, 0 <= m <= 1: a replica reaching T - y needs a partner
+    of at most y). Each expert pays the least of c * psi(load / c) over its
+    possible counts c (at least ceil(load / T), at most S - E + 1); as psi
+    only falls with c, the cheapest is the fewest replicas, the first count
+    whose size drops below T - y, or the first that drops to y. Tried for
+    y = T - s of the :data:`PAIRING_LEVELS` largest fewest-count replicas s,
+    with each weight in :data:`PAIRING_WEIGHTS`; rows whose fewest counts
+    already exceed S are proven too (the count bound).
+    """
+    layers, experts = load.shape
+    t = target.unsqueeze(1)
+    cmin = torch.ceil(load / t * (1 - 1e-12)).clamp(min=1)
+    proven = cmin.sum(1) > slots
+    cmax = slots - experts + 1
+    k = min(PAIRING_LEVELS, experts)
+    top = torch.topk(load / cmin, k, dim=1).values
+    tt = t.unsqueeze(2)
+    level = torch.minimum((t - top).clamp(min=0.0), t / 2).unsqueeze(2)  # [L, k, 1]
+    w, c0 = load.unsqueeze(1), cmin.unsqueeze(1)
+    counts = torch.stack(
+        [
+            c0.expand(layers, k, experts),
+            torch.maximum(c0, torch.floor(w / (tt - level)) + 1),
+            torch.maximum(c0, torch.ceil(w / level.clamp(min=1e-300) * (1 - 1e-12))),
+        ],
+        3,
+    )  # [L, k, E, 3]
+    s = w.unsqueeze(3) / counts
+    # Nudged so that a + b <= T always gives low(a) >= high(b): rounding never breaks validity.
+    half = (tt / 2).unsqueeze(3)
+    low = (s <= level.unsqueeze(3) * (1 + 1e-9)) & (s <= half * (1 + 1e-9))
+    high = (s >= (tt - level).unsqueeze(3) * (1 - 1e-9)) & (s > half * (1 + 1e-9))
+    slope = counts * (high.to(s.dtype) - low.to(s.dtype))
+    base = torch.where(counts <= cmax, counts, torch.inf)
+    for m in PAIRING_WEIGHTS:
+        cost = torch.add(base, slope, alpha=m).amin(3).sum(2)
+        proven |= (cost > slots * (1 + 1e-9)).any(1)
+    return proven
+
+
+def pairing_bound(load: torch.Tensor, slots: int, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Lower bound [L] on the busiest GPU when each of slots / 2 GPUs holds two replicas.
+
+    Bisects between ``low`` (a known bound) and ``high`` (a known placement's
+    busiest GPU), keeping the largest target that :func:`_pair_certified`
+    proves unreachable. It sees what the count bound cannot: a replica near
+    the target needs a small partner, and small partners cost replicas.
+    """
+    lo, hi = low.clone(), torch.maximum(high, low)
+    for _ in range(PAIRING_STEPS):
+        mid = (lo + hi) / 2
+        proven = _pair_certified(load, slots, mid)
+        lo = torch.where(proven, mid, lo)
+        hi = torch.where(proven, hi, mid)
+    return lo
+
+
+def decode_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
+    """:func:`lower_bound`, raised by :func:`pairing_bound` where GPUs hold two slots each, per layer [L].
+
+    Not part of :func:`lower_bound` (which ``plan`` and ``compare`` report):
+    it costs hundreds of milliseconds on 58 x 256 experts, more than a plan.
+    The upper end of its bisection is D'Hondt's counts paired best.
+    """
+    lb = lower_bound(load, topo)
+    if topo.slots_per_gpu != 2 or load.shape[0] == 0 or load.shape[1] < 2:
+        return lb
+    from .strategies.kernels import dhondt_rows
+    from .strategies.pairing import paired
+
+    slots = int(live_gpus(topo).sum()) * 2
+    w = np.ascontiguousarray(load.detach().to("cpu", torch.float64).numpy())
+    high = torch.from_numpy(paired(w, dhondt_rows(w, slots))[1]).to(load)
+    return pairing_bound(load.double(), slots, lb.double(), high.double()).to(lb.dtype)
+
+
 def lower_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
     """Lower bound on the max GPU load of any placement, per layer [L].
 

@@ -1,6 +1,7 @@
 """Strategy benchmark: eplb's planners against the engines' own, speed and balance, and how plan time scales.
 
-Usage:  python examples/benchmark.py [--repeat 15] [--markdown] [--device cpu] [--skip-scale] [--skip-start]
+Usage:  python examples/benchmark.py [--repeat 15] [--markdown] [--device cpu] [--shapes decode] [--skip-scale]
+        [--skip-start] [--decode-only]
 
 Prints three tables, each with the settings it ran under:
 
@@ -9,7 +10,8 @@ Prints three tables, each with the settings it ran under:
    ../shared/traces/sglang-deepseek-v3 (dense layers dropped; when present) and
    the shipped synthetic trace, at four clusters (288 slots / 32 GPUs / 4 nodes
    and 320 / 64 / 8, each under the global and the hierarchical policy) plus
-   decode (288 / 144 / 18, global only: 8 groups cannot cover 18 nodes). Every
+   decode (288 / 144 / 18 and 320 / 160 / 20, global only: 8 groups cannot
+   cover 18 nodes). Every
    planner is timed as the whole call an engine makes, phy2log, log2phy and
    logcnt out: eplb's through ``eplb_cli.rebalance_experts``; when installed
    (``pip install --no-deps sglang vllm``), SGLang's ``deepseek`` and
@@ -22,6 +24,11 @@ Prints three tables, each with the settings it ran under:
    layers of max / mean GPU load, "gap" is sum of max GPU load / sum of the
    lower bound - 1, "worse" counts layers (over all traces) whose busiest GPU
    is heavier than under eplb's ``deepseek`` (DeepSeek's algorithm, exactly).
+1b. Decode (two slots per GPU), on the real traces only (skipped when
+   absent): mean imbalance, the mean of the pairing-aware lower bound
+   (``metrics.decode_bound``) over the mean GPU load, the gap to it (sum of
+   busiest GPUs / sum of the bound - 1) and to the plain ``lower_bound``,
+   and the layers lighter / heavier than under DeepSeek's algorithm.
 2. Scale: plan time and peak memory of each preset, one fresh process per
    case (``strategies.plan``, which returns the validated placement; the
    padded log2phy of ``rebalance_experts`` alone would take 3.9 GB at 4096
@@ -56,7 +63,7 @@ from engine_baselines import engine_planners  # noqa: E402
 
 import eplb_cli  # noqa: E402
 from eplb_cli.formats import read_trace  # noqa: E402
-from eplb_cli.metrics import gpu_loads, lower_bound  # noqa: E402
+from eplb_cli.metrics import decode_bound, gpu_loads, lower_bound  # noqa: E402
 from eplb_cli.placement import Placement  # noqa: E402
 from eplb_cli.topology import Topology, resolve  # noqa: E402
 
@@ -66,7 +73,9 @@ SHAPES = [
     ("320/64 global", dict(gpus=64, nodes=8, slots=320), "global"),
     ("320/64 hier.", dict(gpus=64, nodes=8, slots=320), "hierarchical"),
     ("288/144 decode", dict(gpus=144, nodes=18, slots=288), "global"),
+    ("320/160 decode", dict(gpus=160, nodes=20, slots=320), "global"),
 ]
+DECODE = [shape for shape in SHAPES if shape[0].endswith("decode")]
 STRATEGIES = ["deepseek", "fast", "balanced", "thorough"]
 BASELINES = ("sglang:deepseek", "sglang:deepseek_vec")
 SCALE = [  # (layers, experts, gpus, slots per GPU)
@@ -111,7 +120,8 @@ def balance(w: torch.Tensor, topo: Topology, phy2log: torch.Tensor) -> tuple[flo
     return float((busiest / loads.mean(-1)).mean()), float(busiest.sum() / lower_bound(w.double(), topo).sum() - 1), busiest
 
 
-def speed_table(traces: dict[str, torch.Tensor], names: list[str], repeat: int, device: str, markdown: bool) -> None:
+def speed_table(traces: dict[str, torch.Tensor], names: list[str], repeat: int, device: str, markdown: bool,
+                shapes: str = "") -> None:
     """Table 1: interleaved medians, ratios to the engines, balance."""
     heads = ["shape", "planner", "ms", "x sglang", "x vec", "imb. real", "gap real", "imb. synth", "gap synth", "worse"]
     widths = [14, 19, 8, 8, 6, 9, 8, 10, 9, 5]
@@ -121,6 +131,8 @@ def speed_table(traces: dict[str, torch.Tensor], names: list[str], repeat: int, 
     if markdown:
         print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
     for shape, kw, policy in SHAPES:
+        if shapes not in shape:
+            continue
         topo = resolve(256, groups=8, policy=policy, **kw)
         plan = planners(names, topo, policy == "hierarchical", device)
         times: dict[str, list[float]] = {name: [] for name in plan}
@@ -156,6 +168,37 @@ def speed_table(traces: dict[str, torch.Tensor], names: list[str], repeat: int, 
             print(line([shape, name, f"{median[name]:.2f}", *ratio, f"{mean(imb['real']):.4f}",
                         f"{100 * mean(gap['real']):.3f}%", f"{mean(imb['synth']):.4f}", f"{100 * mean(gap['synth']):.3f}%",
                         "" if name == "deepseek" else str(worse)]), flush=True)
+
+
+def decode_table(traces: dict[str, torch.Tensor], names: list[str], markdown: bool) -> None:
+    """Table 1b: two slots per GPU on the real traces, against the pairing-aware bound (``decode_bound``)."""
+    real = {name: w.double() for name, w in traces.items() if name != "synthetic"}
+    if not real:
+        print("(skipped: no real traces in ../shared/traces/sglang-deepseek-v3)")
+        return
+    heads = ["shape", "planner", "imb.", "bound imb.", "gap", "old bound gap", "lighter", "heavier", "layers"]
+    widths = [14, 10, 7, 10, 7, 13, 7, 7, 6]
+    line = (lambda cells: "| " + " | ".join(f"{c:>{n}}" for c, n in zip(cells, widths)) + " |") if markdown else (
+        lambda cells: "  ".join(f"{c:>{n}}" for c, n in zip(cells, widths)))
+    print(line(heads))
+    if markdown:
+        print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
+    for shape, kw, policy in DECODE:
+        topo = resolve(256, groups=8, policy=policy, **kw)
+        bound = {tname: decode_bound(w, topo) for tname, w in real.items()}
+        old = {tname: lower_bound(w, topo) for tname, w in real.items()}
+        busiest = {(name, tname): balance(w, topo, eplb_cli.rebalance_experts(w, topo.slots, 1, 1, topo.gpus,
+                                                                            strategy=name)[0])[2]
+                   for name in ["deepseek", *names] for tname, w in real.items()}
+        for name in dict.fromkeys(["deepseek", *names]):
+            top = torch.cat([busiest[name, t] for t in real])
+            base = torch.cat([busiest["deepseek", t] for t in real])
+            mean = torch.cat([w.sum(-1) / topo.gpus for w in real.values()])
+            low, low_old = torch.cat(list(bound.values())), torch.cat(list(old.values()))
+            print(line([shape, name, f"{float((top / mean).mean()):.4f}", f"{float((low / mean).mean()):.4f}",
+                        f"{100 * float(top.sum() / low.sum() - 1):.2f}%", f"{100 * float(top.sum() / low_old.sum() - 1):.2f}%",
+                        int((top < base * (1 - 1e-12)).sum()), int((top > base * (1 + 1e-12)).sum()), top.numel()]),
+                  flush=True)
 
 
 def one_scale_case(spec: dict) -> dict:
@@ -230,6 +273,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="where eplb's planners get the load (the engines run on CPU)")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--shapes", default="", help="table 1: only the shapes whose name contains this text")
+    ap.add_argument("--decode-only", action="store_true", help="only table 1b (decode shapes vs the pairing bound)")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-start", action="store_true")
     ap.add_argument("--one-case", help=argparse.SUPPRESS)
@@ -241,11 +286,17 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), Python {platform.python_version()}; engines: "
           f"{', '.join(engines) or 'none installed (pip install --no-deps sglang vllm)'}")
+    if args.decode_only:
+        print("\n## 1b. Decode, two slots per GPU: real traces against the pairing-aware bound\n")
+        decode_table(load_traces(), [n for n in args.strategies.split(",") if n != "deepseek"], args.markdown)
+        return
     if not args.skip_speed:
         traces = load_traces()
         print(f"\n## 1. Speed and balance, 58 x 256 ({len(traces)} traces: {', '.join(traces)}; {args.repeat} "
               f"interleaved repeats; eplb on {args.device})\n")
-        speed_table(traces, args.strategies.split(","), args.repeat, args.device, args.markdown)
+        speed_table(traces, args.strategies.split(","), args.repeat, args.device, args.markdown, args.shapes)
+        print("\n## 1b. Decode, two slots per GPU: real traces against the pairing-aware bound\n")
+        decode_table(traces, [n for n in args.strategies.split(",") if n != "deepseek"], args.markdown)
     if not args.skip_scale:
         print("\n## 2. Scale: one plan per fresh process (synthetic loads, global policy)\n")
         scale_table(args.markdown)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,3 +50,18 @@ def random_placement(topo: Topology, layers: int, gen: torch.Generator) -> Place
         row = torch.cat([torch.arange(topo.experts), extra])
         rows.append(row[torch.randperm(topo.slots, generator=gen)])
     return Placement(torch.stack(rows), topo).validate()
+def pair_cases(seed: int, n: int) -> list[tuple[np.ndarray, int]]:
+    """Small rows for brute force at two slots per GPU: (loads [2-5], slots up to 12, 2 per GPU).
+
+    Half integer loads (ties, zeros), half log-normal ones.
+    """
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < n:
+        experts = int(rng.integers(2, 6))
+        gpus = int(rng.integers(experts // 2 + 1, experts + 3))
+        if 2 * gpus > 12:
+            continue
+        w = rng.integers(0, 20, experts).astype(np.float64) if rng.random() < 0.5 else np.exp(1.5 * rng.normal(size=experts))
+        cases.append((w, 2 * gpus))
+    return cases

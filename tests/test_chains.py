@@ -234,3 +234,16 @@ def test_real_deepseek_trace_balanced_beats_lpt(shared_traces) -> None:
     topo = Topology(experts=256, slots=288, gpus=32, nodes=4, groups=8, policy="global")
     lpt = gpu_loads(load, compose(load, topo, "lpt"), 32).amax(1)
     assert (gpu_loads(load, compose(load, topo, "balanced"), 32).amax(1) <= lpt * (1 + 1e-12)).all()
+
+
+@pytest.mark.parametrize("sigma", [0.8, 1.4])
+def test_two_slots_per_gpu_pairing_never_worse_than_lpt_and_often_better(sigma: float) -> None:
+    """At 2 slots per GPU balanced and thorough search the counts for pairing (issue 17): no layer above
+    LPT on D'Hondt's counts, and some layers below it."""
+    load = synthetic(12, 64, sigma, seed=17)
+    topo = Topology(experts=64, slots=96, gpus=48)
+    lpt = gpu_loads(load, compose(load, topo, "lpt"), 48).amax(1)
+    got = {chain: gpu_loads(load, compose(load, topo, chain), 48).amax(1) for chain in ("balanced", "thorough")}
+    for peak in got.values():
+        assert (peak <= lpt * (1 + 1e-12)).all()
+        assert (peak < lpt * (1 - 1e-6)).any()

@@ -1,11 +1,14 @@
 import itertools
 
+import pytest
 import torch
+from helpers import pair_cases
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.metrics import (
     count_moves,
+    decode_bound,
     gpu_loads,
     group_split_bound,
     lower_bound,
@@ -14,7 +17,7 @@ from eplb_cli.metrics import (
 )
 from eplb_cli.placement import Placement
 from eplb_cli.strategies.deepseek import DeepSeekStrategy, greedy_replicate
-from eplb_cli.topology import resolve
+from eplb_cli.topology import Topology, resolve
 
 
 def test_gpu_loads_split_replicas_evenly():
@@ -163,3 +166,67 @@ def test_window_percentiles_by_hand():
     assert s["served_gpu_imbalance_worst_window"] == 1.5 and t.worst == 2.0  # worst window vs worst (window, layer)
     assert abs(t.imbalance - (1.0 + 1.5 + 1.0 + 2.0 + 1.0 + 1.5 + 1.5 + 1.0 + 1.0) / 9) < 1e-12
     assert ServedTally().window_percentile(95) != ServedTally().window_percentile(95)  # nan when empty
+
+
+# --- pairing-aware bound at two slots per GPU (issue 17) -------------------------
+
+
+def _pair_optimum(w: torch.Tensor, slots: int) -> float:
+    """Best busiest GPU at two slots per GPU by brute force: every count vector, each paired largest with
+    smallest (the best pairing; tests/test_pairing.py checks that against every pairing)."""
+
+    def best_pairing(items: list[float]) -> float:
+        items = sorted(items)
+        return max(items[i] + items[-1 - i] for i in range(len(items) // 2))
+
+    best = float("inf")
+    n = w.numel()
+    for cut in itertools.combinations(range(1, slots), n - 1):
+        edges = (0, *cut, slots)
+        counts = [edges[i + 1] - edges[i] for i in range(n)]
+        best = min(best, best_pairing([float(w[e]) / counts[e] for e in range(n) for _ in range(counts[e])]))
+    return best
+
+
+def _pair_cases(seed: int, n: int) -> list[tuple[torch.Tensor, int]]:
+    return [(torch.from_numpy(w), slots) for w, slots in pair_cases(seed, n)]
+
+
+@pytest.mark.parametrize("case", _pair_cases(11, 120))
+def test_decode_bound_never_exceeds_the_brute_force_optimum(case: tuple[torch.Tensor, int]) -> None:
+    w, slots = case
+    topo = Topology(experts=w.numel(), slots=slots, gpus=slots // 2)
+    bound = float(decode_bound(w[None], topo)[0])
+    assert bound >= float(lower_bound(w[None], topo)[0])
+    assert bound <= _pair_optimum(w, slots) * (1 + 1e-9) + 1e-12
+
+
+def test_decode_bound_sees_what_the_count_bound_cannot() -> None:
+    # 17 and 13 each need a partner of at most T - 17 / T - 13; the count bound (mean 14.33)
+    # cannot see that, the optimum is 16 and the certificate proves nearly all of it.
+    w = torch.tensor([[7.0, 3.0, 17.0, 13.0, 3.0]], dtype=torch.float64)
+    topo = Topology(experts=5, slots=6, gpus=3)
+    assert float(lower_bound(w, topo)[0]) == pytest.approx(43 / 3)
+    assert 15.99 <= float(decode_bound(w, topo)[0]) <= _pair_optimum(w[0], 6) == 16.0
+
+
+def test_decode_bound_is_the_plain_bound_beyond_two_slots_per_gpu() -> None:
+    w = torch.exp(torch.randn(3, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    topo = Topology(experts=16, slots=24, gpus=8)
+    assert torch.equal(decode_bound(w, topo), lower_bound(w, topo))
+
+
+def test_decode_bound_on_a_real_decode_trace_is_tighter_and_below_the_placement(shared_traces) -> None:
+    path = shared_traces / "sglang-deepseek-v3" / "decode_in2000out100.json"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    from eplb_cli.formats import read_trace
+    from eplb_cli.strategies import get_strategy
+
+    w = read_trace(path).total().double()
+    w = w[w.sum(1) > 0][:12]
+    topo = resolve(256, 144, 1, 288, None, 8, "global")
+    old, new = lower_bound(w, topo), decode_bound(w, topo)
+    placed = gpu_loads(Placement(get_strategy("thorough").plan(w, topo), topo), w).amax(1)
+    assert (new >= old).all() and float((new / old).mean()) > 1.02
+    assert (new <= placed * (1 + 1e-9)).all()

@@ -238,6 +238,8 @@ def _place(w: np.ndarray, slots: int, bins: int, chain: Chain, seed: int, rows_p
     rows, n = w.shape
     dhondt = kernels().dhondt_rows
     (counts,) = by_rows(rows, lambda at: (dhondt(w[at], slots),))
+    if chain.swap and slots == 2 * bins and slots > n and rows and "diverse" not in chain.pack:
+        return _paired(w, counts, slots, bins, chain, seed)
     if not chain.swap or not 3 <= slots // bins <= COARSE_CAP or slots == n or rows == 0:
         return _arrange(w, counts, slots, bins, chain, seed)[0]
     bound = np.maximum(w.sum(1) / bins, (w / counts).max(1))
@@ -259,6 +261,22 @@ def _place(w: np.ndarray, slots: int, bins: int, chain: Chain, seed: int, rows_p
     chosen = np.concatenate([phy[retry, None], alt.reshape(-1, THINNED, slots)], 1)[np.arange(retry.size), best]
     phy[retry] = chosen
     return phy
+
+
+def _paired(w: np.ndarray, counts: np.ndarray, slots: int, bins: int, chain: Chain, seed: int) -> np.ndarray:
+    """Two slots per bin: the chain's packing, each row replaced by a pairing-aware one where that is lighter.
+
+    The replica counts are searched for the best pairing (:mod:`.pairing`;
+    the full search with fix-ups, the quick one without) and paired largest
+    with smallest; a row keeps the chain's own placement unless the pairing's
+    busiest bin is strictly lighter, so no row gets worse.
+    """
+    from .pairing import improve
+
+    phy, busiest, _ = _arrange(w, counts, slots, bins, chain, seed)
+    quick = not chain.fixup
+    (out,) = by_rows(w.shape[0], lambda at: (improve(w[at], counts[at], phy[at], busiest[at], quick),))
+    return out
 
 
 def _check(load: torch.Tensor, topo: Topology) -> None:
