@@ -50,6 +50,8 @@ def random_placement(topo: Topology, layers: int, gen: torch.Generator) -> Place
         row = torch.cat([torch.arange(topo.experts), extra])
         rows.append(row[torch.randperm(topo.slots, generator=gen)])
     return Placement(torch.stack(rows), topo).validate()
+
+
 def pair_cases(seed: int, n: int) -> list[tuple[np.ndarray, int]]:
     """Small rows for brute force at two slots per GPU: (loads [2-5], slots up to 12, 2 per GPU).
 
