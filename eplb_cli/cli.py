@@ -334,7 +334,7 @@ MaxImbalance = Annotated[float | None, typer.Option("--max-imbalance", help="CI 
 MinBalancedness = Annotated[float | None, typer.Option("--min-balancedness", help="CI gate: exit 1 when balancedness (sum of mean / sum of max) is below X.", metavar="X", show_default=False)]
 Scenarios = Annotated[int | None, typer.Option("--scenarios", help="With --robust: use only the last H recorded windows as scenarios (default: all).", metavar="H", show_default=False)]
 RobustTolerance = Annotated[float, typer.Option("--robust-tolerance", help="With --robust: no GPU's load on the forecast may end above (1 + X) x the forecast plan's busiest GPU.", metavar="X")]
-Dispatch = Annotated[str, typer.Option("--dispatch", help="How tokens split over an expert's replicas: even (load / replicas) | lp (the split that minimises each window's busiest GPU, as an LP dispatcher would).")]
+Dispatch = Annotated[str, typer.Option("--dispatch", help="How tokens split over an expert's replicas: even (load / replicas) | lp (the split that minimises each window's busiest GPU, as an LP dispatcher would).", metavar="even|lp")]
 
 
 @app.command()
