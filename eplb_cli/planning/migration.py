@@ -249,106 +249,174 @@ def _swap_layer(cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.nd
     held: g's load changes by ``d = share(y) - share(x)`` and h's by -d.
     The best allowed swap keeps the most replicas (2 when h lost a copy of x),
     then changes the loads least (|d|), then has the lowest (s, t, a).
+
+    Each lacking slot caches its best candidate; a swap on GPUs g and h only
+    changes candidates that start on g or h or take a replica from them, so
+    only those slots are searched again.
     """
     slots = cur.shape[0]
-    experts = share.shape[0] - 1
-    moved = np.zeros(slots, dtype=np.bool_)
-    first = np.empty(experts + 1, dtype=np.int64)  # incoming slots grouped by expert: by_expert[first[e]:first[e+1]]
-    by_expert = np.empty(slots, dtype=np.int64)
+    held, start = _slots_by_expert(cur, share.shape[0] - 1)  # slots holding e now: held[start[e]:start[e + 1]]
+    owned, ostart = _slots_by_expert(was, share.shape[0] - 1)  # slots the old placement gave e
+    mv = np.zeros(slots, dtype=np.bool_)  # the slot is live and holds another expert than it had
+    for i in range(slots):
+        mv[i] = live[i // k] and cur[i] != was[i]
+    moved = 0
+    for i in range(slots):
+        moved += mv[i]
+    # Each lacking slot's best candidate: rank (2 - kept) * 2 + |d| / cap (inf when none), slots t and a.
+    rank = np.full(slots, np.inf)
+    best_t = np.zeros(slots, dtype=np.int64)
+    best_a = np.zeros(slots, dtype=np.int64)
+    lost = np.zeros(share.shape[0], dtype=np.int64)  # scratch for _search
+    seen = np.zeros(slots, dtype=np.int64)  # seen[s] == stamp: s was searched again after this swap
+    stamp = 0
+    for s in range(slots):
+        _search(s, cur, was, share, load, cap, mv, part, k, held, start, lost, rank, best_t, best_a)
+    before_cur = np.empty(2 * k, dtype=np.int64)
+    cur_before = np.empty(2 * k, dtype=np.int64)
     while True:
-        lacking = _mark_moved(cur, was, live, k, moved)
-        if lacking == 0:
-            return
-        before = 0
+        lacking = 0
         for i in range(slots):
-            before += moved[i]
-        done = 0
-        while done < lacking:
-            _group_incoming(cur, moved, first, by_expert)
-            if not _best_swap(cur, was, share, load, cap, part, k, moved, first, by_expert):
+            if was[i] >= 0 and mv[i]:
+                lacking += 1
+        before = moved
+        for _ in range(lacking):
+            bs = -1
+            for s in range(slots):
+                if rank[s] < np.inf and (bs < 0 or rank[s] < rank[bs]):
+                    bs = s
+            if bs < 0:
                 return
-            done += 1
-            _mark_moved(cur, was, live, k, moved)
-        after = 0
-        for i in range(slots):
-            after += moved[i]
-        if before - after < min_gain * before:
+            stamp += 1
+            g, h = bs // k, best_t[bs] // k
+            for q in range(k):
+                # Only a slot that moved can give its expert back: remember those (-1 for the others).
+                cur_before[q], cur_before[k + q] = cur[g * k + q], cur[h * k + q]
+                before_cur[q] = cur[g * k + q] if mv[g * k + q] else -1
+                before_cur[k + q] = cur[h * k + q] if mv[h * k + q] else -1
+                moved -= mv[g * k + q] + mv[h * k + q]
+            _apply(bs, best_t[bs], best_a[bs], cur, was, share, load, k)
+            for q in range(k):
+                mv[g * k + q] = live[g] and cur[g * k + q] != was[g * k + q]
+                mv[h * k + q] = live[h] and cur[h * k + q] != was[h * k + q]
+                moved += mv[g * k + q] + mv[h * k + q]
+            # Refresh the slot lists of every expert g or h held, then the candidates that may have changed:
+            # those of slots on g or h, and those of slots that lost an expert that moved in on g or h
+            # (before or after: only those can be a candidate's t).
+            for q in range(2 * k):
+                u = (g if q < k else h) * k + q % k
+                if cur_before[q] != cur[u]:
+                    for e in (cur_before[q], cur[u]):
+                        if e >= 0:
+                            _relist(e, g, h, cur, k, held, start)
+            for q in range(2 * k):
+                u = (g if q < k else h) * k + q % k
+                seen[u] = stamp
+                _search(u, cur, was, share, load, cap, mv, part, k, held, start, lost, rank, best_t, best_a)
+            for q in range(2 * k):
+                u = (g if q < k else h) * k + q % k
+                for e in (before_cur[q], cur[u] if mv[u] else -1):
+                    if e >= 0:
+                        for j in range(ostart[e], ostart[e + 1]):
+                            v = owned[j]  # off g and h, so whether it lacks did not change
+                            if seen[v] != stamp and mv[v]:
+                                seen[v] = stamp
+                                _search(v, cur, was, share, load, cap, mv, part, k, held, start, lost, rank,
+                                        best_t, best_a)
+        if before - moved < min_gain * before:
             return
 
 
 @njit(cache=True, nogil=True)
-def _mark_moved(cur: np.ndarray, was: np.ndarray, live: np.ndarray, k: int, moved: np.ndarray) -> int:
-    """Mark the live slots holding another expert than ``was`` in ``moved``; returns how many lost a replica."""
-    lacking = 0
-    for i in range(cur.shape[0]):
-        moved[i] = live[i // k] and cur[i] != was[i]
-        if moved[i] and was[i] >= 0:
-            lacking += 1
-    return lacking
+def _slots_by_expert(row: np.ndarray, experts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slots of ``row`` grouped by expert, in slot order: ``slot[start[e]:start[e + 1]]`` hold e (-1 left out)."""
+    start = np.zeros(experts + 1, dtype=np.int64)
+    for i in range(row.shape[0]):
+        if row[i] >= 0:
+            start[row[i] + 1] += 1
+    for e in range(experts):
+        start[e + 1] += start[e]
+    slot = np.empty(start[experts], dtype=np.int64)
+    fill = start[:experts].copy()
+    for i in range(row.shape[0]):
+        if row[i] >= 0:
+            slot[fill[row[i]]] = i
+            fill[row[i]] += 1
+    return slot, start
 
 
-@njit(cache=True, nogil=True)
-def _group_incoming(cur: np.ndarray, moved: np.ndarray, first: np.ndarray, by_expert: np.ndarray) -> None:
-    """Counting sort of the slots holding a replica that moved in, by expert (in slot order within an expert)."""
-    first[:] = 0
-    for i in range(cur.shape[0]):
-        if moved[i] and cur[i] >= 0:
-            first[cur[i] + 1] += 1
-    for e in range(1, first.shape[0]):
-        first[e] += first[e - 1]
-    fill = first.copy()
-    for i in range(cur.shape[0]):
-        if moved[i] and cur[i] >= 0:
-            by_expert[fill[cur[i]]] = i
-            fill[cur[i]] += 1
+@njit(cache=True, nogil=True, inline="always")
+def _search(s: int, cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.ndarray, cap: float,
+            mv: np.ndarray, part: np.ndarray, k: int, held: np.ndarray, start: np.ndarray, lost: np.ndarray,
+            rank: np.ndarray, best_t: np.ndarray, best_a: np.ndarray) -> None:
+    """Cache slot s's best allowed candidate (rank[s] = inf when s is not lacking or has none).
 
-
-@njit(cache=True, nogil=True)
-def _best_swap(cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.ndarray, cap: float,
-               part: np.ndarray, k: int, moved: np.ndarray, first: np.ndarray, by_expert: np.ndarray) -> bool:
-    """Find the best allowed swap (see :func:`_swap_layer`) and apply it; False when none is allowed."""
-    best_kept, best_d, bs, bt, ba = 0, np.inf, -1, -1, -1
-    for s in range(cur.shape[0]):
-        if not moved[s] or was[s] < 0:
+    Ties go to the lowest t, then the lowest a. ``lost`` is zeroed scratch [E + 1]
+    (marks the experts GPU h lost while its candidates are scored).
+    """
+    rank[s] = np.inf
+    y = was[s]
+    if y < 0 or not mv[s]:
+        return
+    g = s // k
+    room_g = cap - load[g]
+    for j in range(start[y], start[y + 1]):
+        t = held[j]
+        h = t // k
+        if h == g or part[h] != part[g] or not mv[t]:
             continue
-        g, y = s // k, was[s]
-        room_g = cap - load[g]
-        for j in range(first[y], first[y + 1]):
-            t = by_expert[j]
-            h = t // k
-            if h == g or part[h] != part[g]:
+        room_h = cap - load[h]
+        for q in range(h * k, h * k + k):
+            if was[q] >= 0 and cur[q] != was[q]:
+                lost[was[q]] = 1
+        for a in range(g * k, g * k + k):
+            x = cur[a]
+            if x < 0 or not mv[a]:
                 continue
-            room_h = cap - load[h]
-            for a in range(g * k, g * k + k):
-                x = cur[a]
-                if not moved[a] or x < 0:
-                    continue
-                d = share[y] - share[x]
-                if d > room_g or -d > room_h:
-                    continue
-                kept = 1
-                for q in range(h * k, h * k + k):
-                    if moved[q] and was[q] == x:
-                        kept = 2
-                        break
-                if kept > best_kept or (kept == best_kept and abs(d) < best_d):
-                    best_kept, best_d, bs, bt, ba = kept, abs(d), s, t, a
-    if bs < 0:
-        return False
-    g, h = bs // k, bt // k
-    y, x, z = cur[bt], cur[ba], cur[bs]
+            d = share[y] - share[x]
+            if d > room_g or -d > room_h:
+                continue
+            r = (0.0 if lost[x] else 2.0) + abs(d) / cap
+            if r < rank[s] or (r == rank[s] and (t < best_t[s] or (t == best_t[s] and a < best_a[s]))):
+                rank[s], best_t[s], best_a[s] = r, t, a
+        for q in range(h * k, h * k + k):
+            if was[q] >= 0:
+                lost[was[q]] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _apply(s: int, t: int, a: int, cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.ndarray,
+           k: int) -> None:
+    """Take the swap (s, t, a): s gets y back, a gets what s held (y too when a is s), t gets x."""
+    g, h = s // k, t // k
+    y, x, z = cur[t], cur[a], cur[s]
     d = share[y] - share[x]
-    cur[bs] = y
-    cur[ba] = y if ba == bs else z
-    cur[bt] = x
+    cur[s] = y
+    cur[a] = y if a == s else z
+    cur[t] = x
     load[g] += d
     load[h] -= d
     _settle(cur, was, g, k)
     _settle(cur, was, h, k)
-    return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
+def _relist(e: int, g: int, h: int, cur: np.ndarray, k: int, held: np.ndarray, start: np.ndarray) -> None:
+    """Rewrite expert e's slot list after GPUs g and h permuted their replicas among themselves."""
+    n = start[e]
+    for j in range(start[e], start[e + 1]):
+        gpu = held[j] // k
+        if gpu != g and gpu != h:
+            held[n] = held[j]
+            n += 1
+    for gpu in (g, h):
+        for q in range(gpu * k, gpu * k + k):
+            if cur[q] == e:
+                held[n] = q
+                n += 1
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _settle(cur: np.ndarray, was: np.ndarray, gpu: int, k: int) -> None:
     """Permute the slots of ``gpu`` so every replica it holds that ``was`` had there sits in its old slot."""
     lo = gpu * k
