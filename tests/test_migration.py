@@ -266,3 +266,12 @@ def test_budget_lowers_the_peak_by_hand():
     assert count_moves(old, out)["moves"] == 2
     # One move is not enough for a swap, and no single move can leave an expert without a replica.
     assert torch.equal(budgeted(old, target, load, 1).phy2log, old.phy2log)
+
+
+def test_swap_back_returns_when_nothing_moved():
+    gen = torch.Generator().manual_seed(11)
+    topo = resolve(16, 4, slots=20, policy="global")
+    old = random_placement(topo, 3, gen)
+    load = torch.rand(3, 16, generator=gen, dtype=torch.float64)
+    for min_gain in (0.0, 0.005):
+        assert torch.equal(swap_back(old, old, load, min_gain).phy2log, old.phy2log)

@@ -279,6 +279,8 @@ def _swap_layer(cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.nd
         for i in range(slots):
             if was[i] >= 0 and mv[i]:
                 lacking += 1
+        if lacking == 0:
+            return
         before = moved
         for _ in range(lacking):
             bs = -1
