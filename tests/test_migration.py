@@ -143,6 +143,76 @@ def test_swap_back_finds_the_free_swap():
     assert count_moves(old, swap_back(old, relabel(old, new), heavy))["moves"] == 2
 
 
+def _counts_on_gpu(row, k, gpu):
+    """Expert -> copies on ``gpu`` of one layer's phy2log list."""
+    out = {}
+    for e in row[gpu * k:(gpu + 1) * k]:
+        out[e] = out.get(e, 0) + 1
+    return out
+
+
+def _allowed_swaps_left(old_row, out_row, load_row, cap, topo):
+    """Brute force: (g, h, x, y) swaps of the kind swap_back takes that still fit the cap on ``out_row``.
+
+    g lacks a copy of y that h holds in excess, g holds x in excess; trading x for y fits both GPUs.
+    """
+    k, e = topo.slots_per_gpu, topo.experts
+    counts = [0] * e
+    for v in out_row:
+        counts[v] += 1
+    share = [load_row[v] / counts[v] for v in range(e)]
+    loads = [sum(share[v] for v in out_row[g * k:(g + 1) * k]) for g in range(topo.gpus)]
+    now = [_counts_on_gpu(out_row, k, g) for g in range(topo.gpus)]
+    then = [_counts_on_gpu(old_row, k, g) for g in range(topo.gpus)]
+    part = [g // topo.gpus_per_node if topo.hierarchical else 0 for g in range(topo.gpus)]
+    left = []
+    for g in range(topo.gpus):
+        for h in range(topo.gpus):
+            if g == h or part[g] != part[h]:
+                continue
+            for y in range(e):
+                if not (now[g].get(y, 0) < then[g].get(y, 0) and now[h].get(y, 0) > then[h].get(y, 0)):
+                    continue
+                for x in range(e):
+                    if now[g].get(x, 0) <= then[g].get(x, 0):
+                        continue
+                    d = share[y] - share[x]
+                    if loads[g] + d <= cap and loads[h] - d <= cap:
+                        left.append((g, h, x, y))
+    return left
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), hier=st.booleans(), integer=st.booleans())
+def test_swap_back_leaves_no_allowed_swap_against_brute_force(seed, hier, integer):
+    gen = torch.Generator().manual_seed(seed)
+    topo = resolve(6, 4, 2, slots=12, groups=2 if hier else 1, policy="hierarchical" if hier else "global")
+    old, new = random_placement(topo, 3, gen), random_placement(topo, 3, gen)
+    load = torch.rand(3, 6, generator=gen, dtype=torch.float64) * 10
+    if integer:  # ties and equal shares, where free swaps exist
+        load = load.floor()
+    r = relabel(old, new)
+    s = swap_back(old, r, load, min_gain=0.0).validate()
+    assert torch.equal(replica_counts(s.phy2log, 6), replica_counts(new.phy2log, 6))
+    before, after = gpu_loads(new, load), gpu_loads(s, load)
+    cap = before.max(dim=1).values
+    assert bool((after <= (cap * (1 + 1e-9)).unsqueeze(1)).all())
+    if hier:
+        assert torch.allclose(node_loads(after, topo), node_loads(gpu_loads(r, load), topo))
+    k = topo.slots_per_gpu
+    for layer in range(3):
+        old_row, out_row = old.phy2log[layer].tolist(), s.phy2log[layer].tolist()
+        # Within each GPU every replica the old placement had there sits in its old slot.
+        for g in range(topo.gpus):
+            now, then = _counts_on_gpu(out_row, k, g), _counts_on_gpu(old_row, k, g)
+            same = sum(a == b for a, b in zip(out_row[g * k:(g + 1) * k], old_row[g * k:(g + 1) * k]))
+            assert same == sum(min(c, then.get(v, 0)) for v, c in now.items())
+        # Cap as swap_back computes it: the busiest GPU of the relabelled plan plus 1e-9 relative.
+        c = float(cap[layer])
+        c = c + 1e-9 * max(c, 1.0)
+        assert _allowed_swaps_left(old_row, out_row, load[layer].tolist(), c, topo) == []
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), budget=st.integers(0, 6))
 def test_budget_caps_moves_per_layer(seed, budget):
@@ -196,3 +266,12 @@ def test_budget_lowers_the_peak_by_hand():
     assert count_moves(old, out)["moves"] == 2
     # One move is not enough for a swap, and no single move can leave an expert without a replica.
     assert torch.equal(budgeted(old, target, load, 1).phy2log, old.phy2log)
+
+
+def test_swap_back_returns_when_nothing_moved():
+    gen = torch.Generator().manual_seed(11)
+    topo = resolve(16, 4, slots=20, policy="global")
+    old = random_placement(topo, 3, gen)
+    load = torch.rand(3, 16, generator=gen, dtype=torch.float64)
+    for min_gain in (0.0, 0.005):
+        assert torch.equal(swap_back(old, old, load, min_gain).phy2log, old.phy2log)

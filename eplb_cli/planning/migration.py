@@ -27,9 +27,9 @@ intra-/inter-node).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import numpy as np
 import torch
+from numba import njit
 
 from ..errors import EplbError, arg
 from ..metrics import live_gpus
@@ -183,64 +183,6 @@ def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values.index_select(0, index.reshape(-1)).view(index.shape)
 
 
-@dataclass
-class _SwapBoard:
-    """What :func:`swap_back` tracks, with every layer's slots laid end to end (flat index ``layer * S + slot``).
-
-    GPUs get ids unique over layers (``layer * G + gpu``), and an expert's
-    per-replica load is read from ``share`` at ``layer * (E + 1) + expert``
-    (index E of each layer is the empty slot, with load 0).
-    """
-
-    cur: torch.Tensor  # int64 [L*S]: expert each slot holds now (-1: empty)
-    was: torch.Tensor  # int64 [L*S]: expert the old placement held there
-    old_codes: torch.Tensor  # int64 [L, S]: the old placement's replica codes (see _slot_codes)
-    slot_layer: torch.Tensor  # int64 [L*S]
-    slot_gpu: torch.Tensor  # int64 [L*S]: GPU id of the slot, unique over layers
-    slot_part: torch.Tensor  # int64 [L*S]: node of the slot under the hierarchical policy, else 0
-    slot_live: torch.Tensor  # bool [L*S]: the slot is on a live GPU
-    parts: int  # nodes under the hierarchical policy, else 1
-    share: torch.Tensor  # float64 [L*(E+1)]: load of one replica of each expert (counts never change)
-    gpu_load: torch.Tensor  # float64 [L*G]
-    cap: torch.Tensor  # float64 [L*G]: the busiest live GPU of the GPU's layer, which no swap may exceed
-    per_gpu: int
-    experts: int
-
-    def share_at(self, layer: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
-        """Load of one replica of ``expert`` (E for an empty slot) in ``layer``."""
-        return _at(self.share, layer * (self.experts + 1) + expert)
-
-
-def _swap_board(old: Placement, cur: Placement, load: torch.Tensor) -> _SwapBoard:
-    """The board for swapping ``cur`` back towards ``old``, with GPU loads and caps on ``load`` [L, E].
-
-    Live GPUs and nodes are those of ``cur``'s topology (GPUs newly excluded there hold nothing).
-    """
-    topo = cur.topology
-    now = cur.phy2log
-    layers, slots = now.shape
-    gpus, k, e = topo.gpus, topo.slots_per_gpu, topo.experts
-    flat = torch.arange(layers * slots)
-    slot_layer = flat // slots
-    slot_gpu = slot_layer * gpus + flat % slots // k
-    hierarchical = topo.hierarchical
-    share = torch.cat([load.to(torch.float64) / replica_counts(now, e).clamp(min=1),
-                       torch.zeros(layers, 1, dtype=torch.float64)], dim=1).reshape(-1)
-    flat_now = now.reshape(-1)
-    gpu_load = torch.zeros(layers * gpus, dtype=torch.float64)
-    gpu_load.index_add_(0, slot_gpu, _at(share, slot_layer * (e + 1) + torch.where(flat_now >= 0, flat_now, e)))
-    # No GPU may end above the layer's busiest live GPU (with a relative tolerance of 1e-9 for rounding).
-    cap = gpu_load.view(layers, gpus)[:, live_gpus(topo)].max(dim=1).values
-    cap = (cap + 1e-9 * cap.clamp(min=1.0)).repeat_interleave(gpus)
-    return _SwapBoard(
-        cur=flat_now, was=old.phy2log.reshape(-1), old_codes=_slot_codes(old.phy2log, k, -1),
-        slot_layer=slot_layer, slot_gpu=slot_gpu,
-        slot_part=slot_gpu % gpus // topo.gpus_per_node if hierarchical else torch.zeros_like(slot_gpu),
-        slot_live=live_gpus(topo).repeat(layers)[slot_gpu], parts=topo.nodes if hierarchical else 1,
-        share=share, gpu_load=gpu_load, cap=cap, per_gpu=k, experts=e,
-    )
-
-
 def swap_back(old: Placement, new: Placement, load: torch.Tensor, min_gain: float = 0.005) -> Placement:
     """Swap replicas between GPUs of ``new`` to put more of them where ``old`` had them, at no cost to balance.
 
@@ -252,10 +194,11 @@ def swap_back(old: Placement, new: Placement, load: torch.Tensor, min_gain: floa
     or drops; under the hierarchical policy swaps stay within a node, which
     keeps every node's load too. Replica counts never change.
 
-    Rounds run on all layers at once (:func:`_swap_round`). A round takes a
-    set of swaps that touch no slot twice and raise no GPU's load twice, so
-    their effects add up exactly. Rounds stop when a round keeps fewer than
-    ``min_gain`` of the replicas still moved. ``new`` should already be
+    Each layer is swapped on its own, one swap at a time, in one compiled call
+    (:func:`_swap_layers`): every swap is applied at once, so the next one sees
+    the loads it left. Swaps come in passes (as many swaps as the layer had
+    lacking slots when the pass began); the passes stop when one keeps fewer
+    than ``min_gain`` of the replicas still moved. ``new`` should already be
     relabelled (:func:`relabel`).
     """
     check_compatible(old, new)
@@ -263,155 +206,233 @@ def swap_back(old: Placement, new: Placement, load: torch.Tensor, min_gain: floa
     cur = keep_slots(old.phy2log, new.phy2log, topo.slots_per_gpu)
     if topo.gpus == 1:
         return Placement(cur, topo)
-    board = _swap_board(old, Placement(cur, topo), load)
-    for _ in range(topo.slots):
-        if not _swap_round(board, min_gain):
-            break
-    return Placement(board.cur.view(new.layers, topo.slots), topo)
+    layers, gpus, e = new.layers, topo.gpus, topo.experts
+    share = torch.cat([load.to(torch.float64) / replica_counts(cur, e).clamp(min=1),
+                       torch.zeros(layers, 1, dtype=torch.float64)], dim=1)
+    held = share.gather(1, torch.where(cur >= 0, cur, e))
+    gpu_load = held.view(layers, gpus, -1).sum(dim=2)
+    live = live_gpus(topo)
+    # No GPU may end above the layer's busiest live GPU (with a relative tolerance of 1e-9 for rounding).
+    cap = gpu_load[:, live].max(dim=1).values
+    cap = cap + 1e-9 * cap.clamp(min=1.0)
+    gpu = torch.arange(gpus)
+    part = gpu // topo.gpus_per_node if topo.hierarchical else torch.zeros_like(gpu)
+    out = cur.numpy().copy()
+    _swap_layers(out, old.phy2log.numpy(), share.numpy(), gpu_load.numpy().copy(), cap.numpy(),
+                 live.numpy(), part.numpy(), topo.slots_per_gpu, float(min_gain))
+    return Placement(torch.from_numpy(out), topo)
 
 
-def _swap_round(board: _SwapBoard, min_gain: float) -> bool:
-    """One round of :func:`swap_back` on every layer (in place); False when the rounds should stop.
+@njit(cache=True, nogil=True)
+def _swap_layers(cur: np.ndarray, was: np.ndarray, share: np.ndarray, gpu_load: np.ndarray, cap: np.ndarray,
+                 live: np.ndarray, part: np.ndarray, k: int, min_gain: float) -> None:
+    """:func:`swap_back` on every layer of ``cur`` [L, S] (in place), towards ``was`` [L, S].
+
+    ``share`` [L, E + 1] is one replica's load (column E: an empty slot),
+    ``gpu_load`` [L, G] the GPUs' loads (updated in place), ``cap`` [L] the
+    most any GPU of the layer may carry, ``live`` [G] and ``part`` [G] (node
+    under the hierarchical policy, else 0) describe the GPUs.
+    """
+    for layer in range(cur.shape[0]):
+        _swap_layer(cur[layer], was[layer], share[layer], gpu_load[layer], cap[layer], live, part, k, min_gain)
+
+
+@njit(cache=True, nogil=True)
+def _swap_layer(cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.ndarray, cap: float,
+                live: np.ndarray, part: np.ndarray, k: int, min_gain: float) -> None:
+    """Swap one layer back, one best swap at a time (in place).
 
     A swap is named by three slots: ``s`` on GPU g, which lost its old
-    expert y; ``t`` on GPU h (same node under the hierarchical policy), where
-    a replica of y moved in; and ``a`` on GPU g, holding a replica x that
-    moved in (``a`` may be ``s``). After the swap ``s`` holds y again, ``t``
-    holds x, and ``a`` holds what ``s`` held: g trades x for y, h trades y
-    for x, so g's load changes by ``d = share(y) - share(x)`` and h's by -d.
+    expert y; ``t`` on GPU h (same part), where a replica of y moved in; and
+    ``a`` on GPU g, holding a replica x that moved in (``a`` may be ``s``).
+    After it ``s`` holds y again, ``t`` holds x, and ``a`` holds what ``s``
+    held: g's load changes by ``d = share(y) - share(x)`` and h's by -d.
+    The best allowed swap keeps the most replicas (2 when h lost a copy of x),
+    then changes the loads least (|d|), then has the lowest (s, t, a).
+
+    Each lacking slot caches its best candidate; a swap on GPUs g and h only
+    changes candidates that start on g or h or take a replica from them, so
+    only those slots are searched again.
     """
-    b = board
-    # Step 1: the slots that moved (hold another expert than the old placement had there).
-    moved = (b.cur != b.was) & b.slot_live
-    incoming = (moved & (b.cur >= 0)).nonzero().squeeze(1)  # slots holding a replica that moved in
-    lacking = (moved & (b.was >= 0)).nonzero().squeeze(1)  # slots whose old replica is gone
-    if lacking.numel() == 0 or incoming.numel() == 0:
-        return False
+    slots = cur.shape[0]
+    held, start = _slots_by_expert(cur, share.shape[0] - 1)  # slots holding e now: held[start[e]:start[e + 1]]
+    owned, ostart = _slots_by_expert(was, share.shape[0] - 1)  # slots the old placement gave e
+    mv = np.zeros(slots, dtype=np.bool_)  # the slot is live and holds another expert than it had
+    for i in range(slots):
+        mv[i] = live[i // k] and cur[i] != was[i]
+    moved = 0
+    for i in range(slots):
+        moved += mv[i]
+    # Each lacking slot's best candidate: rank (2 - kept) * 2 + |d| / cap (inf when none), slots t and a.
+    rank = np.full(slots, np.inf)
+    best_t = np.zeros(slots, dtype=np.int64)
+    best_a = np.zeros(slots, dtype=np.int64)
+    lost = np.zeros(share.shape[0], dtype=np.int64)  # scratch for _search
+    seen = np.zeros(slots, dtype=np.int64)  # seen[s] == stamp: s was searched again after this swap
+    stamp = 0
+    for s in range(slots):
+        _search(s, cur, was, share, load, cap, mv, part, k, held, start, lost, rank, best_t, best_a)
+    before_cur = np.empty(2 * k, dtype=np.int64)
+    cur_before = np.empty(2 * k, dtype=np.int64)
+    while True:
+        lacking = 0
+        for i in range(slots):
+            if was[i] >= 0 and mv[i]:
+                lacking += 1
+        if lacking == 0:
+            return
+        before = moved
+        for _ in range(lacking):
+            bs = -1
+            for s in range(slots):
+                if rank[s] < np.inf and (bs < 0 or rank[s] < rank[bs]):
+                    bs = s
+            if bs < 0:
+                return
+            stamp += 1
+            g, h = bs // k, best_t[bs] // k
+            for q in range(k):
+                # Only a slot that moved can give its expert back: remember those (-1 for the others).
+                cur_before[q], cur_before[k + q] = cur[g * k + q], cur[h * k + q]
+                before_cur[q] = cur[g * k + q] if mv[g * k + q] else -1
+                before_cur[k + q] = cur[h * k + q] if mv[h * k + q] else -1
+                moved -= mv[g * k + q] + mv[h * k + q]
+            _apply(bs, best_t[bs], best_a[bs], cur, was, share, load, k)
+            for q in range(k):
+                mv[g * k + q] = live[g] and cur[g * k + q] != was[g * k + q]
+                mv[h * k + q] = live[h] and cur[h * k + q] != was[h * k + q]
+                moved += mv[g * k + q] + mv[h * k + q]
+            # Refresh the slot lists of every expert g or h held, then the candidates that may have changed:
+            # those of slots on g or h, and those of slots that lost an expert that moved in on g or h
+            # (before or after: only those can be a candidate's t).
+            for q in range(2 * k):
+                u = (g if q < k else h) * k + q % k
+                if cur_before[q] != cur[u]:
+                    for e in (cur_before[q], cur[u]):
+                        if e >= 0:
+                            _relist(e, g, h, cur, k, held, start)
+            for q in range(2 * k):
+                u = (g if q < k else h) * k + q % k
+                seen[u] = stamp
+                _search(u, cur, was, share, load, cap, mv, part, k, held, start, lost, rank, best_t, best_a)
+            for q in range(2 * k):
+                u = (g if q < k else h) * k + q % k
+                for e in (before_cur[q], cur[u] if mv[u] else -1):
+                    if e >= 0:
+                        for j in range(ostart[e], ostart[e + 1]):
+                            v = owned[j]  # off g and h, so whether it lacks did not change
+                            if seen[v] != stamp and mv[v]:
+                                seen[v] = stamp
+                                _search(v, cur, was, share, load, cap, mv, part, k, held, start, lost, rank,
+                                        best_t, best_a)
+        if before - moved < min_gain * before:
+            return
 
-    # Step 2: pair every lacking slot s with every incoming slot t holding s's old expert in s's part.
-    s, y, t = _pair_lacking(b, incoming, lacking)
-    if s.numel() == 0:
-        return False
 
-    # Step 3: keep the pairs where g holds some incoming replica light or heavy enough to fit both caps.
-    fits = _some_replica_fits(b, incoming, s, y, t)
-    s, y, t = s[fits], y[fits], t[fits]
-    if s.numel() == 0:
-        return False
-
-    # Step 4: every candidate (s, t, a) with a any slot of g: how many replicas it keeps, and whether it is allowed.
-    g, h = _at(b.slot_gpu, s), _at(b.slot_gpu, t)
-    layer = _at(b.slot_layer, s)
-    k, e = b.per_gpu, b.experts
-    a = (s - s % k).unsqueeze(1) + torch.arange(k)  # [P, k]: the slots of g
-    x = _at(b.cur, a)
-    x_or_empty = torch.where(x >= 0, x, e)
-    wanted = torch.zeros(b.cap.numel() * (e + 1), dtype=torch.bool)  # (GPU id, expert): a slot there lost that expert
-    wanted.index_fill_(0, _at(b.slot_gpu, lacking) * (e + 1) + _at(b.was, lacking), True)
-    kept = 1 + _at(wanted, h.unsqueeze(1) * (e + 1) + x_or_empty).to(torch.int64)  # 2 when h wanted x back
-    d = b.share_at(layer, y).unsqueeze(1) - b.share_at(layer.unsqueeze(1), x_or_empty)
-    room_g, room_h = _at(b.cap, g) - _at(b.gpu_load, g), _at(b.cap, h) - _at(b.gpu_load, h)
-    allowed = _at(moved, a) & (x >= 0) & (d <= room_g.unsqueeze(1)) & (-d <= room_h.unsqueeze(1))
-    if not bool(allowed.any()):
-        return False
-
-    # Step 5: take a set of candidates that share no slot and raise no GPU twice.
-    take = _disjoint_best(b, a, s, t, g, h, d, kept, allowed)
-    row, col = take.nonzero(as_tuple=True)
-    slot_a, slot_t, slot_s = a[row, col], t[row], s[row]
-
-    # Step 6: apply them: s gets y back, a gets what s held (y too when a is s), t gets x.
-    x_at_a, y_at_t, z_at_s = _at(b.cur, slot_a), _at(b.cur, slot_t), _at(b.cur, slot_s)
-    b.cur.index_copy_(0, slot_s, y_at_t)
-    b.cur.index_copy_(0, slot_a, torch.where(slot_a == slot_s, y_at_t, z_at_s))
-    b.cur.index_copy_(0, slot_t, x_at_a)
-    b.gpu_load.index_add_(0, g[row], d[row, col])
-    b.gpu_load.index_add_(0, h[row], -d[row, col])
-    moved_before = int(moved.sum())
-
-    # Step 7: on every GPU h that took a replica, put the replicas it kept back into their old slots.
-    touched = torch.unique(_at(h, row))
-    grid = b.cur.view(-1, k)
-    grid.index_copy_(0, touched, _keep_slots(b.old_codes.view(-1, k).index_select(0, touched),
-                                             grid.index_select(0, touched), k))
-
-    # Step 8: go on while a round still puts back at least min_gain of the replicas that were moved.
-    moved_after = int(((b.cur != b.was) & b.slot_live).sum())
-    return moved_before - moved_after >= min_gain * moved_before
+@njit(cache=True, nogil=True)
+def _slots_by_expert(row: np.ndarray, experts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slots of ``row`` grouped by expert, in slot order: ``slot[start[e]:start[e + 1]]`` hold e (-1 left out)."""
+    start = np.zeros(experts + 1, dtype=np.int64)
+    for i in range(row.shape[0]):
+        if row[i] >= 0:
+            start[row[i] + 1] += 1
+    for e in range(experts):
+        start[e + 1] += start[e]
+    slot = np.empty(start[experts], dtype=np.int64)
+    fill = start[:experts].copy()
+    for i in range(row.shape[0]):
+        if row[i] >= 0:
+            slot[fill[row[i]]] = i
+            fill[row[i]] += 1
+    return slot, start
 
 
-def _pair_lacking(b: _SwapBoard, incoming: torch.Tensor, lacking: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All pairs (lacking slot s, its old expert y, incoming slot t holding y in s's part), as three [P] tensors.
+@njit(cache=True, nogil=True, inline="always")
+def _search(s: int, cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.ndarray, cap: float,
+            mv: np.ndarray, part: np.ndarray, k: int, held: np.ndarray, start: np.ndarray, lost: np.ndarray,
+            rank: np.ndarray, best_t: np.ndarray, best_a: np.ndarray) -> None:
+    """Cache slot s's best allowed candidate (rank[s] = inf when s is not lacking or has none).
 
-    Incoming slots are sorted by their group key ``(layer * (E + 1) + expert)
-    * parts + part``, which unpacks as part = key % parts, then layer and
-    expert from key // parts as in :attr:`_SwapBoard.share`. Each lacking
-    slot looks up the run of its own key (layer, old expert, part): every
-    slot in that run is a partner.
+    Ties go to the lowest t, then the lowest a. ``lost`` is zeroed scratch [E + 1]
+    (marks the experts GPU h lost while its candidates are scored).
     """
-    e1 = b.experts + 1
-    group = (_at(b.slot_layer, incoming) * e1 + _at(b.cur, incoming)) * b.parts + _at(b.slot_part, incoming)
-    incoming = _at(incoming, torch.sort(group, stable=True).indices)
-    run_length = torch.bincount(group, minlength=b.share.numel() * b.parts)
-    run_start = torch.cumsum(run_length, 0) - run_length
-    y = _at(b.was, lacking)
-    want = (_at(b.slot_layer, lacking) * e1 + y) * b.parts + _at(b.slot_part, lacking)
-    partners = _at(run_length, want)
-    pair = torch.repeat_interleave(torch.arange(lacking.numel()), partners)  # index into lacking, once per partner
-    nth = torch.arange(pair.numel()) - _at(torch.cumsum(partners, 0) - partners, pair)  # which partner of its run
-    t = _at(incoming, _at(_at(run_start, want), pair) + nth)
-    return _at(lacking, pair), _at(y, pair), t
+    rank[s] = np.inf
+    y = was[s]
+    if y < 0 or not mv[s]:
+        return
+    g = s // k
+    room_g = cap - load[g]
+    for j in range(start[y], start[y + 1]):
+        t = held[j]
+        h = t // k
+        if h == g or part[h] != part[g] or not mv[t]:
+            continue
+        room_h = cap - load[h]
+        for q in range(h * k, h * k + k):
+            if was[q] >= 0 and cur[q] != was[q]:
+                lost[was[q]] = 1
+        for a in range(g * k, g * k + k):
+            x = cur[a]
+            if x < 0 or not mv[a]:
+                continue
+            d = share[y] - share[x]
+            if d > room_g or -d > room_h:
+                continue
+            r = (0.0 if lost[x] else 2.0) + abs(d) / cap
+            if r < rank[s] or (r == rank[s] and (t < best_t[s] or (t == best_t[s] and a < best_a[s]))):
+                rank[s], best_t[s], best_a[s] = r, t, a
+        for q in range(h * k, h * k + k):
+            if was[q] >= 0:
+                lost[was[q]] = 0
 
 
-def _some_replica_fits(b: _SwapBoard, incoming: torch.Tensor, s: torch.Tensor, y: torch.Tensor, t: torch.Tensor
-                       ) -> torch.Tensor:
-    """Bool [P]: GPU g of s holds an incoming replica x with share(y) - room(g) <= share(x) <= share(y) + room(h).
-
-    A quick filter before the [P, k] candidates are built. Each incoming
-    replica gets the float key ``gpu id + share * 0.5 / cap(gpu)``: a share
-    never exceeds its GPU's cap, so a GPU's keys lie in [id, id + 0.5] and
-    one sorted array answers the question with two binary searches (bounds
-    clamped to [id, id + 0.75] so they never reach the next GPU's keys).
-    """
-    gpu = _at(b.slot_gpu, incoming)
-    scale = 0.5 / _at(b.cap, gpu)
-    key = torch.sort(gpu + b.share_at(_at(b.slot_layer, incoming), _at(b.cur, incoming)) * scale).values
-    g, h = _at(b.slot_gpu, s), _at(b.slot_gpu, t)
-    share_y = b.share_at(_at(b.slot_layer, s), y)
-    half = 0.5 / _at(b.cap, g)
-    low = g + ((share_y - (_at(b.cap, g) - _at(b.gpu_load, g))) * half).clamp(min=0.0)
-    high = g + ((share_y + (_at(b.cap, h) - _at(b.gpu_load, h))) * half).clamp(max=0.75)
-    return torch.searchsorted(key, high, right=True) > torch.searchsorted(key, low)
+@njit(cache=True, nogil=True, inline="always")
+def _apply(s: int, t: int, a: int, cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.ndarray,
+           k: int) -> None:
+    """Take the swap (s, t, a): s gets y back, a gets what s held (y too when a is s), t gets x."""
+    g, h = s // k, t // k
+    y, x, z = cur[t], cur[a], cur[s]
+    d = share[y] - share[x]
+    cur[s] = y
+    cur[a] = y if a == s else z
+    cur[t] = x
+    load[g] += d
+    load[h] -= d
+    _settle(cur, was, g, k)
+    _settle(cur, was, h, k)
 
 
-def _disjoint_best(b: _SwapBoard, a: torch.Tensor, s: torch.Tensor, t: torch.Tensor, g: torch.Tensor,
-                   h: torch.Tensor, d: torch.Tensor, kept: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Bool [P, k]: the allowed candidates that are the best at every slot they use and at the GPU they load.
+@njit(cache=True, nogil=True, inline="always")
+def _relist(e: int, g: int, h: int, cur: np.ndarray, k: int, held: np.ndarray, start: np.ndarray) -> None:
+    """Rewrite expert e's slot list after GPUs g and h permuted their replicas among themselves."""
+    n = start[e]
+    for j in range(start[e], start[e + 1]):
+        gpu = held[j] // k
+        if gpu != g and gpu != h:
+            held[n] = held[j]
+            n += 1
+    for gpu in (g, h):
+        for q in range(gpu * k, gpu * k + k):
+            if cur[q] == e:
+                held[n] = q
+                n += 1
 
-    Candidates are ranked by replicas kept, then by the smallest load change
-    |d| (relative to g's cap), then by position. The three are packed into
-    one int64 priority, ``((kept << 20) + closeness) << 32 + position``: it
-    unpacks as kept = p >> 52, closeness = (p >> 32) & (2**20 - 1), position
-    = p & (2**32 - 1); a disallowed candidate gets -1. Each resource keeps
-    the highest priority that claims it: slots by their flat index, and the
-    GPU whose load rises (g when d > 0, h when d < 0) at ``L * S + GPU id``
-    (a candidate with d == 0 raises nothing and claims the unused entry
-    after them). A candidate is taken when it holds every one of its claims.
-    """
-    closeness = ((1.0 - (d.abs() / _at(b.cap, g).unsqueeze(1)).clamp(max=1.0)) * ((1 << 20) - 1)).to(torch.int64)
-    position = torch.arange(allowed.numel()).view_as(allowed)
-    priority = torch.where(allowed, (((kept << 20) + closeness) << 32) + position, -1)
-    slots = b.cur.numel()
-    rises = torch.where(d > 0, g.unsqueeze(1), h.unsqueeze(1))
-    rises = torch.where(d != 0, slots + rises, slots + b.cap.numel())
-    claims = (a, t.unsqueeze(1).expand_as(priority), s.unsqueeze(1).expand_as(priority), rises)
-    best = torch.full((slots + b.cap.numel() + 1,), -1, dtype=torch.int64)
-    for claim in claims:
-        best.scatter_reduce_(0, claim.reshape(-1), priority.reshape(-1), reduce="amax")
-    take = (allowed & (priority == _at(best, a)) & (priority == _at(best, t).unsqueeze(1))
-            & (priority == _at(best, s).unsqueeze(1)))
-    return take & ((d == 0) | (priority == _at(best, rises)))
+
+@njit(cache=True, nogil=True, inline="always")
+def _settle(cur: np.ndarray, was: np.ndarray, gpu: int, k: int) -> None:
+    """Permute the slots of ``gpu`` so every replica it holds that ``was`` had there sits in its old slot."""
+    lo = gpu * k
+    changed = True
+    while changed:
+        changed = False
+        for i in range(lo, lo + k):
+            if was[i] < 0 or cur[i] == was[i]:
+                continue
+            for j in range(lo, lo + k):
+                if cur[j] == was[i] and cur[j] != was[j]:
+                    cur[i], cur[j] = cur[j], cur[i]
+                    changed = True
+                    break
 
 
 # ---------------------------------------------------------------- move budget
