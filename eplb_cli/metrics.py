@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from numba import njit
 
+from .jit import njit
 from .placement import Placement, replica_counts
 from .topology import Topology
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit
+
+from ..jit import njit
 
 _INF = np.inf
 

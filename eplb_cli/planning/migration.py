@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit
 
 from ..errors import EplbError, arg
+from ..jit import njit
 from ..metrics import live_gpus
 from ..placement import Placement, replica_counts
 from .assignment import max_weight_assignment
