@@ -398,7 +398,7 @@ def replay(
     exclude_gpus: ExcludeGpus = None,
     seed: Seed = 0,
     device: Device = "cpu",
-    threads: Annotated[int, typer.Option("--threads", help="Torch threads for the replay: its many small tensor operations run fastest on one.")] = 1,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads for the replay's many small tensor operations (fastest on one); the compiled loops use torch's usual count (OMP_NUM_THREADS).")] = 1,
     robust: Annotated[bool, typer.Option("--robust", help="Make each plan scenario-robust on the history windows, weighted as the forecast weighs them (see README, robust planning).")] = False,
     scenarios: Scenarios = None,
     robust_tolerance: RobustTolerance = 0.05,

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from eplb_cli.metrics import count_moves, gpu_loads, node_loads, score
 from eplb_cli.placement import Placement, replica_counts
-from eplb_cli.planning.migration import budgeted, follow, relabel, swap_back
+from eplb_cli.planning.migration import budgeted, follow, keep_slots, relabel, stay_matrix, swap_back
 from eplb_cli.topology import resolve
 
 
@@ -88,6 +88,60 @@ def test_relabelling_never_changes_imbalance(seed, gpus, per, hier):
     # A renamed copy of the old placement relabels back to it exactly.
     back = relabel(old, shuffle_gpus(old, gen, within_nodes=topo.hierarchical))
     assert torch.equal(back.phy2log, old.phy2log)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), gpus=st.integers(1, 6), per=st.integers(1, 5), experts=st.integers(1, 6))
+def test_stay_matrix_against_counting(seed, gpus, per, experts):
+    # Few experts and many slots per GPU: several copies of an expert on a GPU, and some empty (-1) slots.
+    gen = torch.Generator().manual_seed(seed)
+    topo = resolve(experts, gpus, slots=gpus * per, policy="global") if gpus * per >= experts else None
+    if topo is None:
+        return
+    rows = [torch.randint(-1, experts, (2, gpus * per), generator=gen) for _ in range(2)]
+    old, new = (Placement(r, topo) for r in rows)
+    got = stay_matrix(old, new)
+    for layer in range(2):
+        for h in range(gpus):
+            for g in range(gpus):
+                a = rows[1][layer, h * per:(h + 1) * per].tolist()
+                b = rows[0][layer, g * per:(g + 1) * per].tolist()
+                want = sum(min(a.count(e), b.count(e)) for e in range(experts))
+                assert got[layer, h, g] == want
+
+
+def _keep_slots_by_hand(old_row: list[int], new_row: list[int]) -> list[int]:
+    """The rule of keep_slots for one GPU: the r-th copy of e goes to old's r-th copy of e, the rest in order."""
+    out: list[int | None] = [None] * len(new_row)
+    rest = []
+    for i, e in enumerate(new_row):
+        r = new_row[:i].count(e)
+        spots = [j for j, x in enumerate(old_row) if x == e and e >= 0]
+        if r < len(spots):
+            out[spots[r]] = e
+        else:
+            rest.append(e)
+    free = [j for j in range(len(out)) if out[j] is None]
+    for j, e in zip(free, rest):
+        out[j] = e
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), gpus=st.integers(1, 5), per=st.integers(1, 6), experts=st.integers(1, 5))
+def test_keep_slots_against_the_rule(seed, gpus, per, experts):
+    gen = torch.Generator().manual_seed(seed)
+    old, new = (torch.randint(-1, experts, (3, gpus * per), generator=gen) for _ in range(2))
+    got = keep_slots(old, new, per)
+    for layer in range(3):
+        for g in range(gpus):
+            part = slice(g * per, (g + 1) * per)
+            want = _keep_slots_by_hand(old[layer, part].tolist(), new[layer, part].tolist())
+            assert got[layer, part].tolist() == want
+            # As many replicas as the two GPUs share keep their slot.
+            shared = sum(min(old[layer, part].tolist().count(e), new[layer, part].tolist().count(e))
+                         for e in range(experts))
+            assert (got[layer, part] == old[layer, part]).logical_and(old[layer, part] >= 0).sum() == shared
 
 
 def _gpu1_fails(gen: torch.Generator) -> tuple[Placement, Placement]:

@@ -34,6 +34,7 @@ from ..errors import EplbError, arg
 from ..jit import njit
 from ..metrics import live_gpus
 from ..placement import Placement, replica_counts
+from ..threads import by_rows
 from .assignment import max_weight_assignment
 from .budget import MoveBudget, budget_path
 
@@ -55,57 +56,46 @@ def check_compatible(old: Placement, new: Placement, old_name: str = "previous",
         )
 
 
-def _rank_on_gpu(phy2log: torch.Tensor, per_gpu: int) -> torch.Tensor:
-    """For each slot, how many earlier slots of its GPU hold the same expert, int64 [L, S].
-
-    The r-th copy of expert e on a GPU is "the same replica" in two placements,
-    so (expert, rank) pairs identify the replicas that can stay.
-    """
-    rows = phy2log.reshape(-1, per_gpu)
-    srt = torch.sort(rows, dim=1, stable=True)
-    pos = torch.arange(per_gpu).expand_as(rows)
-    starts = torch.ones_like(rows, dtype=torch.bool)
-    starts[:, 1:] = srt.values[:, 1:] != srt.values[:, :-1]
-    run_start = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), dim=1).values
-    rank = torch.empty_like(rows)
-    rank.scatter_(1, srt.indices, pos - run_start)
-    return rank.view_as(phy2log)
-
-
-def _slot_codes(phy2log: torch.Tensor, per_gpu: int, empty: int) -> torch.Tensor:
-    """Code ``expert * per_gpu + rank`` of each slot's replica (see :func:`_rank_on_gpu`); ``empty`` for -1 slots."""
-    code = phy2log * per_gpu + _rank_on_gpu(phy2log, per_gpu)
-    return torch.where(phy2log >= 0, code, torch.full_like(code, empty))
-
-
 def stay_matrix(old: Placement, new: Placement) -> torch.Tensor:
     """Replicas that stay when new GPU h takes old GPU g's place, int64 [L, G, G] (h, g).
 
-    Equals sum over experts of min(copies on new GPU h, copies on old GPU g):
-    the r-th copy of expert e on new GPU h stays on old GPU g exactly when g
-    holds at least r copies of e, so every new replica (expert, rank) adds
-    one for each old GPU holding the same (expert, rank). Those matches are
-    found by sorting the old replicas' keys ``layer * (E * k + 1) + code``
-    (code = expert * k + rank, see :func:`_slot_codes`; it unpacks as layer =
-    key // (E * k + 1), expert = key % (E * k + 1) // k, rank = key % k)
-    and looking the new replicas' keys up in them.
+    Equals the sum over experts of min(copies on new GPU h, copies on old GPU
+    g): the r-th copy of expert e on new GPU h stays on old GPU g exactly when
+    g holds more than r copies of e. One compiled pass per layer
+    (:func:`_stay_layers`) walks each new replica over the old GPUs holding
+    its expert, so the work grows with slots x replicas per expert, not GPUs squared.
     """
     topo = new.topology
-    layers, slots = new.phy2log.shape
-    g, k = topo.gpus, topo.slots_per_gpu
-    span = topo.experts * k + 1
-    base = torch.arange(layers).unsqueeze(1) * span
-    old_key = (base + _slot_codes(old.phy2log, k, span - 1)).reshape(-1)  # empty old slots: code span - 1
-    new_key = (base + _slot_codes(new.phy2log, k, span - 1)).reshape(-1)
-    old_sorted = torch.sort(old_key, stable=True)
-    first = torch.searchsorted(old_sorted.values, new_key)
-    count = torch.searchsorted(old_sorted.values, new_key, right=True) - first
-    count = torch.where(new.phy2log.reshape(-1) >= 0, count, 0)  # an empty new slot keeps nothing
-    new_slot = torch.repeat_interleave(torch.arange(new_key.numel()), count)  # once per matching old replica
-    nth = torch.arange(new_slot.numel()) - _at(torch.cumsum(count, 0) - count, new_slot)
-    old_slot = _at(old_sorted.indices, _at(first, new_slot) + nth)
-    cell = (new_slot // slots) * g * g + (new_slot % slots) // k * g + (old_slot % slots) // k
-    return torch.bincount(cell, minlength=layers * g * g).view(layers, g, g)
+    old_np, new_np = np.ascontiguousarray(old.phy2log.numpy()), np.ascontiguousarray(new.phy2log.numpy())
+    (out,) = by_rows(new.layers, lambda at: (_stay_layers(old_np[at], new_np[at], topo.gpus, topo.slots_per_gpu,
+                                                           topo.experts),))
+    return torch.from_numpy(out)
+
+
+@njit(cache=True, nogil=True)
+def _stay_layers(old: np.ndarray, new: np.ndarray, gpus: int, k: int, experts: int) -> np.ndarray:
+    """:func:`stay_matrix` of phy2log rows ``old`` and ``new`` [L, S]."""
+    out = np.zeros((old.shape[0], gpus, gpus), dtype=np.int64)
+    for layer in range(old.shape[0]):
+        held, start = _slots_by_expert(old[layer], experts)  # in slot order, so grouped by GPU
+        row = new[layer]
+        for q in range(row.shape[0]):
+            e = row[q]
+            if e < 0:
+                continue
+            h = q // k
+            r = 0  # earlier copies of e on new GPU h
+            for p in range(h * k, q):
+                r += row[p] == e
+            j = start[e]
+            while j < start[e + 1]:
+                g, n = held[j] // k, 1
+                while j + n < start[e + 1] and held[j + n] // k == g:
+                    n += 1
+                if n > r:
+                    out[layer, h, g] += 1
+                j += n
+    return out
 
 
 def gpu_mapping(old: Placement, new: Placement) -> torch.Tensor:
@@ -139,27 +129,49 @@ def keep_slots(old: torch.Tensor, new: torch.Tensor, per_gpu: int) -> torch.Tens
     """Permute the slots within each GPU of ``new`` so replicas ``old`` held there keep their slot.
 
     Both are phy2log [L, S] with the same GPUs; returns ``new`` with each GPU's
-    experts reordered: a replica that matches one of ``old`` on that GPU goes to
-    that slot, the others fill the remaining slots in their order.
+    experts reordered: the r-th copy of an expert on a GPU goes to the slot of
+    ``old``'s r-th copy there when it has one, the others fill the remaining
+    slots in their order (one compiled pass, :func:`_keep_rows`).
     """
-    return _keep_slots(_slot_codes(old, per_gpu, -1), new, per_gpu)
+    a = np.ascontiguousarray(old.reshape(-1, per_gpu).numpy())
+    b = np.ascontiguousarray(new.reshape(-1, per_gpu).numpy())
+    (out,) = by_rows(a.shape[0], lambda at: (_keep_rows(a[at], b[at]),))
+    return torch.from_numpy(out).view(new.shape)
 
 
-def _keep_slots(old_codes: torch.Tensor, new: torch.Tensor, per_gpu: int) -> torch.Tensor:
-    """:func:`keep_slots` with the old placement's slot codes computed once by the caller."""
-    a = old_codes.reshape(-1, per_gpu)
-    b_rows = new.reshape(-1, per_gpu)
-    b = _slot_codes(new, per_gpu, -2).reshape(-1, per_gpu)
-    same = b.unsqueeze(2) == a.unsqueeze(1)
-    kept = same.any(dim=2)
-    target = same.to(torch.int8).argmax(dim=2)
-    taken = same.any(dim=1)
-    free = torch.sort(taken.to(torch.int8), dim=1, stable=True).indices
-    order = (torch.cumsum((~kept).to(torch.int64), dim=1) - 1).clamp(min=0)
-    target = torch.where(kept, target, free.gather(1, order))
-    out = torch.empty_like(b_rows)
-    out.scatter_(1, target, b_rows)
-    return out.view_as(new)
+@njit(cache=True, nogil=True)
+def _keep_rows(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """:func:`keep_slots` for rows of one GPU's slots each, ``old`` and ``new`` [R, k]."""
+    rows, k = new.shape
+    out = np.empty_like(new)
+    target = np.empty(k, dtype=np.int64)
+    taken = np.zeros(k, dtype=np.bool_)
+    for row in range(rows):
+        taken[:] = False
+        for i in range(k):
+            target[i] = -1
+            e = new[row, i]
+            if e < 0:
+                continue
+            r = 0  # earlier copies of e in new's row
+            for p in range(i):
+                r += new[row, p] == e
+            for j in range(k):
+                if old[row, j] == e:
+                    if r == 0:
+                        target[i] = j
+                        taken[j] = True
+                        break
+                    r -= 1
+        free = 0
+        for i in range(k):
+            if target[i] < 0:
+                while taken[free]:
+                    free += 1
+                target[i] = free
+                free += 1
+            out[row, target[i]] = new[row, i]
+    return out
 
 
 def relabel(old: Placement, new: Placement) -> Placement:
@@ -176,11 +188,6 @@ def relabel(old: Placement, new: Placement) -> Placement:
     moved = torch.empty(layers, g, k, dtype=torch.int64)
     moved.scatter_(1, to.unsqueeze(2).expand(layers, g, k), new.phy2log.view(layers, g, k))
     return Placement(keep_slots(old.phy2log, moved.view(layers, -1), k), topo)
-
-
-def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``values[index]`` for a 1-D ``values`` and an index of any shape (index_select, faster than indexing)."""
-    return values.index_select(0, index.reshape(-1)).view(index.shape)
 
 
 def swap_back(old: Placement, new: Placement, load: torch.Tensor, min_gain: float = 0.005) -> Placement:
@@ -217,10 +224,17 @@ def swap_back(old: Placement, new: Placement, load: torch.Tensor, min_gain: floa
     cap = cap + 1e-9 * cap.clamp(min=1.0)
     gpu = torch.arange(gpus)
     part = gpu // topo.gpus_per_node if topo.hierarchical else torch.zeros_like(gpu)
-    out = cur.numpy().copy()
-    _swap_layers(out, old.phy2log.numpy(), share.numpy(), gpu_load.numpy().copy(), cap.numpy(),
-                 live.numpy(), part.numpy(), topo.slots_per_gpu, float(min_gain))
-    return Placement(torch.from_numpy(out), topo)
+    out, was, shares, loads, caps = cur.numpy().copy(), old.phy2log.numpy(), share.numpy(), gpu_load.numpy(), cap.numpy()
+    live_np, part_np = live.numpy(), part.numpy()
+
+    def block(at: slice) -> tuple[np.ndarray]:
+        rows = out[at]
+        _swap_layers(rows, was[at], shares[at], loads[at].copy(), caps[at], live_np, part_np, topo.slots_per_gpu,
+                     float(min_gain))
+        return (rows,)
+
+    (swapped,) = by_rows(layers, block)
+    return Placement(torch.from_numpy(swapped), topo)
 
 
 @njit(cache=True, nogil=True)
@@ -267,11 +281,16 @@ def _swap_layer(cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.nd
     rank = np.full(slots, np.inf)
     best_t = np.zeros(slots, dtype=np.int64)
     best_a = np.zeros(slots, dtype=np.int64)
-    lost = np.zeros(share.shape[0], dtype=np.int64)  # scratch for _search
+    lost = np.zeros((slots // k, share.shape[0]), dtype=np.bool_)  # lost[h, e]: GPU h lost expert e
+    for gpu in range(slots // k):
+        _mark_lost(gpu, cur, was, k, lost)
     seen = np.zeros(slots, dtype=np.int64)  # seen[s] == stamp: s was searched again after this swap
     stamp = 0
     for s in range(slots):
         _search(s, cur, was, share, load, cap, mv, part, k, held, start, lost, rank, best_t, best_a)
+    best_on = np.empty(slots // k, dtype=np.int64)  # each GPU's best lacking slot (-1: none with a candidate)
+    for gpu in range(slots // k):
+        best_on[gpu] = _gpu_best(gpu, rank, k)
     before_cur = np.empty(2 * k, dtype=np.int64)
     cur_before = np.empty(2 * k, dtype=np.int64)
     while True:
@@ -284,8 +303,9 @@ def _swap_layer(cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.nd
         before = moved
         for _ in range(lacking):
             bs = -1
-            for s in range(slots):
-                if rank[s] < np.inf and (bs < 0 or rank[s] < rank[bs]):
+            for gpu in range(slots // k):
+                s = best_on[gpu]
+                if s >= 0 and (bs < 0 or rank[s] < rank[bs]):
                     bs = s
             if bs < 0:
                 return
@@ -298,6 +318,8 @@ def _swap_layer(cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.nd
                 before_cur[k + q] = cur[h * k + q] if mv[h * k + q] else -1
                 moved -= mv[g * k + q] + mv[h * k + q]
             _apply(bs, best_t[bs], best_a[bs], cur, was, share, load, k)
+            _mark_lost(g, cur, was, k, lost)
+            _mark_lost(h, cur, was, k, lost)
             for q in range(k):
                 mv[g * k + q] = live[g] and cur[g * k + q] != was[g * k + q]
                 mv[h * k + q] = live[h] and cur[h * k + q] != was[h * k + q]
@@ -315,6 +337,8 @@ def _swap_layer(cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.nd
                 u = (g if q < k else h) * k + q % k
                 seen[u] = stamp
                 _search(u, cur, was, share, load, cap, mv, part, k, held, start, lost, rank, best_t, best_a)
+            best_on[g] = _gpu_best(g, rank, k)
+            best_on[h] = _gpu_best(h, rank, k)
             for q in range(2 * k):
                 u = (g if q < k else h) * k + q % k
                 for e in (before_cur[q], cur[u] if mv[u] else -1):
@@ -325,6 +349,7 @@ def _swap_layer(cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: np.nd
                                 seen[v] = stamp
                                 _search(v, cur, was, share, load, cap, mv, part, k, held, start, lost, rank,
                                         best_t, best_a)
+                                best_on[v // k] = _gpu_best(v // k, rank, k)
         if before - moved < min_gain * before:
             return
 
@@ -353,8 +378,8 @@ def _search(s: int, cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: n
             rank: np.ndarray, best_t: np.ndarray, best_a: np.ndarray) -> None:
     """Cache slot s's best allowed candidate (rank[s] = inf when s is not lacking or has none).
 
-    Ties go to the lowest t, then the lowest a. ``lost`` is zeroed scratch [E + 1]
-    (marks the experts GPU h lost while its candidates are scored).
+    Ties go to the lowest t, then the lowest a. ``lost[h, e]`` says whether
+    GPU h lost expert e (:func:`_mark_lost`).
     """
     rank[s] = np.inf
     y = was[s]
@@ -368,9 +393,6 @@ def _search(s: int, cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: n
         if h == g or part[h] != part[g] or not mv[t]:
             continue
         room_h = cap - load[h]
-        for q in range(h * k, h * k + k):
-            if was[q] >= 0 and cur[q] != was[q]:
-                lost[was[q]] = 1
         for a in range(g * k, g * k + k):
             x = cur[a]
             if x < 0 or not mv[a]:
@@ -378,12 +400,30 @@ def _search(s: int, cur: np.ndarray, was: np.ndarray, share: np.ndarray, load: n
             d = share[y] - share[x]
             if d > room_g or -d > room_h:
                 continue
-            r = (0.0 if lost[x] else 2.0) + abs(d) / cap
+            r = (0.0 if lost[h, x] else 2.0) + abs(d) / cap
             if r < rank[s] or (r == rank[s] and (t < best_t[s] or (t == best_t[s] and a < best_a[s]))):
                 rank[s], best_t[s], best_a[s] = r, t, a
-        for q in range(h * k, h * k + k):
-            if was[q] >= 0:
-                lost[was[q]] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _gpu_best(gpu: int, rank: np.ndarray, k: int) -> int:
+    """The slot of ``gpu`` with the lowest finite rank (the first of equals), or -1."""
+    best = -1
+    for s in range(gpu * k, gpu * k + k):
+        if rank[s] < np.inf and (best < 0 or rank[s] < rank[best]):
+            best = s
+    return best
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mark_lost(gpu: int, cur: np.ndarray, was: np.ndarray, k: int, lost: np.ndarray) -> None:
+    """Set row ``gpu`` of ``lost`` [G, E + 1]: the experts ``was`` had on the GPU in a slot that now holds another."""
+    for q in range(gpu * k, gpu * k + k):
+        if was[q] >= 0:
+            lost[gpu, was[q]] = False
+    for q in range(gpu * k, gpu * k + k):
+        if was[q] >= 0 and cur[q] != was[q]:
+            lost[gpu, was[q]] = True
 
 
 @njit(cache=True, nogil=True, inline="always")

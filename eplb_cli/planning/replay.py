@@ -41,6 +41,7 @@ from ..errors import EplbError, arg
 from ..metrics import ServedTally, count_moves, live_gpus
 from ..placement import Placement
 from ..strategies import get_strategy, plan
+from ..threads import torch_threads
 from ..topology import Topology
 from ..trace import Trace
 from ..validation import robust_options, threads_count
@@ -166,7 +167,9 @@ def replay(
     ``threads`` sets torch's intra-op threads for the run (restored after):
     a replay is many small tensor operations, where handing work to other
     threads costs more than it saves, and on a busy machine several times
-    more. None leaves torch's setting alone. ``progress(done, total)`` is
+    more. None leaves torch's setting alone. The compiled loops (planning,
+    relabelling, swapping back) keep torch's setting from outside the run
+    (:func:`eplb_cli.threads.torch_threads`). ``progress(done, total)`` is
     called after each rebalance. ``robust`` plans each rebalance
     scenario-robust on its history windows (the last ``scenarios`` of them,
     weighted as the forecast weighs them), within ``robust_tolerance`` of the
@@ -174,16 +177,11 @@ def replay(
     (:mod:`eplb_cli.dispatch`).
     """
     threads_count(threads)
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _replay(trace, topo, every=every, forecast=forecast, strategy=strategy, history=history, start=start,
                        migration_aware=migration_aware, max_moves=max_moves, expert_bytes=expert_bytes,
                        previous=previous, seed=seed, device=device, min_gain=min_gain, progress=progress,
                        robust=robust, scenarios=scenarios, robust_tolerance=robust_tolerance, dispatch=dispatch)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _replay(trace: Trace, topo: Topology, *, every: int, forecast: Forecast, strategy: str, history: int | None,

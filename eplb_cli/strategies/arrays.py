@@ -2,29 +2,19 @@
 
 The kernels are loaded on first use (:func:`kernels`), so that Numba is
 imported only when a plan runs. They release the GIL and treat every row
-(a layer, or one node of a layer) on its own, so :func:`by_rows` hands
-contiguous blocks of rows to as many threads as torch is set to use
-(``torch.get_num_threads()``, so ``OMP_NUM_THREADS`` or
-``torch.set_num_threads`` governs both): the result is the same for any
-thread count.
+(a layer, or one node of a layer) on its own, so
+:func:`eplb_cli.threads.by_rows` spreads blocks of rows over threads.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from itertools import pairwise
 from types import ModuleType
 
 import numpy as np
 import torch
 
-MIN_ROWS = 8
-"""Fewest rows worth a thread of their own."""
-
-_pool: ThreadPoolExecutor | None = None
 _told = False
 
 
@@ -69,23 +59,3 @@ def as_ints(x: torch.Tensor) -> np.ndarray:
 def to_tensor(a: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """``a`` as a tensor on ``device`` (sharing memory on CPU)."""
     return torch.from_numpy(a).to(device)
-
-
-def by_rows(rows: int, work: Callable[[slice], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """``work(block)`` for contiguous blocks of ``rows`` at once, outputs joined along their first axis.
-
-    ``work`` must treat each row on its own (every output row depends only
-    on the same input row); up to ``torch.get_num_threads()`` blocks of at
-    least :data:`MIN_ROWS` rows run in parallel, the first in this thread.
-    """
-    global _pool
-    parts = max(1, min(torch.get_num_threads(), rows // MIN_ROWS))
-    if parts == 1:
-        return work(slice(0, rows))
-    if _pool is None or _pool._max_workers < parts - 1:
-        _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="eplb-rows")
-    edges = [rows * k // parts for k in range(parts + 1)]
-    blocks = [slice(a, b) for a, b in pairwise(edges)]
-    pending = [_pool.submit(work, block) for block in blocks[1:]]
-    done = [work(blocks[0])] + [future.result() for future in pending]
-    return tuple(np.concatenate(parts_) for parts_ in zip(*done))

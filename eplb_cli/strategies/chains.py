@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from ..errors import EplbError
+from ..threads import by_rows
 from ..topology import Topology
 from . import pack as packers
-from .arrays import as_floats, by_rows, kernels, to_tensor
+from .arrays import as_floats, kernels, to_tensor
 from .base import Strategy
 from .pack import PACKERS
 from .refine import RESPLIT_CAP, RESPLIT_PARTNERS
