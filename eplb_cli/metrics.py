@@ -15,6 +15,7 @@ import torch
 
 from .jit import njit
 from .placement import Placement, replica_counts
+from .threads import by_rows
 from .topology import Topology
 
 
@@ -163,12 +164,47 @@ PAIRING_STEPS = 12
 """Bisection steps of :func:`pairing_bound` (the interval shrinks 4096-fold)."""
 PAIRING_LEVELS = 24
 """Threshold levels tried per step: the partner limits T - s of the largest replicas."""
-PAIRING_WEIGHTS = (0.25, 1 / 3, 0.5, 2 / 3, 1.0)
+PAIRING_WEIGHTS = np.array([0.25, 1 / 3, 0.5, 2 / 3, 1.0])
 """Weights m of the threshold in the certificate cost (see :func:`_pair_certified`)."""
 
 
-def _pair_certified(load: torch.Tensor, slots: int, target: torch.Tensor) -> torch.Tensor:
-    """Bool [L]: rows proven unable to keep every GPU's two replicas at or below ``target`` [L].
+def pairing_bound(load: torch.Tensor, slots: int, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Lower bound [L] on the busiest GPU when each of slots / 2 GPUs holds two replicas.
+
+    Bisects between ``low`` (a known bound) and ``high`` (a known placement's
+    busiest GPU), keeping the largest target that :func:`_pair_certified`
+    proves unreachable. It sees what the count bound cannot: a replica near
+    the target needs a small partner, and small partners cost replicas.
+    Compiled (:func:`_pairing_rows`), blocks of layers over threads.
+    """
+    w = np.ascontiguousarray(load.detach().to("cpu", torch.float64).numpy())
+    lo = np.ascontiguousarray(low.detach().to("cpu", torch.float64).numpy())
+    hi = np.ascontiguousarray(high.detach().to("cpu", torch.float64).numpy())
+    (out,) = by_rows(w.shape[0], lambda at: (_pairing_rows(w[at], slots, lo[at], hi[at], PAIRING_STEPS,
+                                                            PAIRING_LEVELS, PAIRING_WEIGHTS),))
+    return torch.from_numpy(out).to(device=load.device, dtype=load.dtype)
+
+
+@njit(cache=True, nogil=True)
+def _pairing_rows(w: np.ndarray, slots: int, low: np.ndarray, high: np.ndarray, steps: int, levels: int,
+                  weights: np.ndarray) -> np.ndarray:
+    """:func:`pairing_bound` of every row of ``w`` [L, E]."""
+    out = low.copy()
+    for r in range(w.shape[0]):
+        lo, hi = low[r], max(high[r], low[r])
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            if _pair_certified(w[r], slots, mid, levels, weights):
+                lo = mid
+            else:
+                hi = mid
+        out[r] = lo
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _pair_certified(w: np.ndarray, slots: int, t: float, levels: int, weights: np.ndarray) -> bool:
+    """Whether the row ``w`` [E] is proven unable to keep every GPU's two replicas at or below ``t``.
 
     A certificate is a cost per replica size, psi, with psi(a) + psi(b) <= 2
     whenever a + b <= T: then the S replicas of any placement within T cost
@@ -179,81 +215,56 @@ def _pair_certified(load: torch.Tensor, slots: int, target: torch.Tensor) -> tor
     possible counts c (at least ceil(load / T), at most S - E + 1); as psi
     only falls with c, the cheapest is the fewest replicas, the first count
     whose size drops below T - y, or the first that drops to y. Tried for
-    y = T - s of the :data:`PAIRING_LEVELS` largest fewest-count replicas s,
-    with each weight in :data:`PAIRING_WEIGHTS`; rows whose fewest counts
-    already exceed S are proven too (the count bound).
+    y = T - s of the ``levels`` largest fewest-count replicas s, with each
+    of ``weights`` as m; a row whose fewest counts already exceed S is
+    proven too (the count bound). Sizes are compared with relative margins
+    of 1e-9, so that a + b <= T always gives psi(a) + psi(b) <= 2 despite rounding.
     """
-    layers, experts = load.shape
-    t = target.unsqueeze(1)
-    cmin = torch.ceil(load / t * (1 - 1e-12)).clamp(min=1)
-    proven = cmin.sum(1) > slots
+    if not t > 0:
+        return False  # a layer without load: nothing to prove
+    experts = w.shape[0]
+    cmin = np.empty(experts)
+    size = np.empty(experts)
+    need = 0.0
+    for e in range(experts):
+        cmin[e] = max(np.ceil(w[e] / t * (1 - 1e-12)), 1.0)
+        size[e] = w[e] / cmin[e]
+        need += cmin[e]
+    if need > slots:
+        return True
     cmax = slots - experts + 1
-    k = min(PAIRING_LEVELS, experts)
-    top = torch.topk(load / cmin, k, dim=1).values
-    tt = t.unsqueeze(2)
-    level = torch.minimum((t - top).clamp(min=0.0), t / 2).unsqueeze(2)  # [L, k, 1]
-    w, c0 = load.unsqueeze(1), cmin.unsqueeze(1)
-    counts = torch.stack(
-        [
-            c0.expand(layers, k, experts),
-            torch.maximum(c0, torch.floor(w / (tt - level)) + 1),
-            torch.maximum(c0, torch.ceil(w / level.clamp(min=1e-300) * (1 - 1e-12))),
-        ],
-        3,
-    )  # [L, k, E, 3]
-    s = w.unsqueeze(3) / counts
-    # Nudged so that a + b <= T always gives low(a) >= high(b): rounding never breaks validity.
-    half = (tt / 2).unsqueeze(3)
-    low = (s <= level.unsqueeze(3) * (1 + 1e-9)) & (s <= half * (1 + 1e-9))
-    high = (s >= (tt - level).unsqueeze(3) * (1 - 1e-9)) & (s > half * (1 + 1e-9))
-    slope = counts * (high.to(s.dtype) - low.to(s.dtype))
-    base = torch.where(counts <= cmax, counts, torch.inf)
-    for m in PAIRING_WEIGHTS:
-        cost = torch.add(base, slope, alpha=m).amin(3).sum(2)
-        proven |= (cost > slots * (1 + 1e-9)).any(1)
-    return proven
+    k = min(levels, experts)
+    top = np.sort(size)[::-1][:k]
+    half = t / 2
+    base = np.empty(3)
+    slope = np.empty(3)
+    cost = np.empty(weights.shape[0])
+    for i in range(k):
+        y = min(max(t - top[i], 0.0), half)
+        cost[:] = 0.0
+        for e in range(experts):
+            c0 = cmin[e]
+            counts = (c0, max(c0, np.floor(w[e] / (t - y)) + 1), max(c0, np.ceil(w[e] / max(y, 1e-300) * (1 - 1e-12))))
+            for j in range(3):
+                c = counts[j]
+                s = w[e] / c
+                low = s <= y * (1 + 1e-9) and s <= half * (1 + 1e-9)
+                high = s >= (t - y) * (1 - 1e-9) and s > half * (1 + 1e-9)
+                base[j] = c if c <= cmax else np.inf  # a count beyond S - E + 1 leaves other experts none
+                slope[j] = c * ((1.0 if high else 0.0) - (1.0 if low else 0.0)) if c <= cmax else 0.0
+            for q in range(weights.shape[0]):
+                m = weights[q]
+                cost[q] += min(base[0] + m * slope[0], base[1] + m * slope[1], base[2] + m * slope[2])
+        for q in range(weights.shape[0]):
+            if cost[q] > slots * (1 + 1e-9):
+                return True
+    return False
 
 
-def pairing_bound(load: torch.Tensor, slots: int, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """Lower bound [L] on the busiest GPU when each of slots / 2 GPUs holds two replicas.
+def count_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
+    """The bound from loads and replica counts alone, per layer [L]: the :func:`lower_bound` of any slot count.
 
-    Bisects between ``low`` (a known bound) and ``high`` (a known placement's
-    busiest GPU), keeping the largest target that :func:`_pair_certified`
-    proves unreachable. It sees what the count bound cannot: a replica near
-    the target needs a small partner, and small partners cost replicas.
-    """
-    lo, hi = low.clone(), torch.maximum(high, low)
-    for _ in range(PAIRING_STEPS):
-        mid = (lo + hi) / 2
-        proven = _pair_certified(load, slots, mid)
-        lo = torch.where(proven, mid, lo)
-        hi = torch.where(proven, hi, mid)
-    return lo
-
-
-def decode_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
-    """:func:`lower_bound`, raised by :func:`pairing_bound` where GPUs hold two slots each, per layer [L].
-
-    Not part of :func:`lower_bound` (which ``plan`` and ``compare`` report):
-    it costs hundreds of milliseconds on 58 x 256 experts, more than a plan.
-    The upper end of its bisection is D'Hondt's counts paired best.
-    """
-    lb = lower_bound(load, topo)
-    if topo.slots_per_gpu != 2 or load.shape[0] == 0 or load.shape[1] < 2:
-        return lb
-    from .strategies.kernels import dhondt_rows
-    from .strategies.pairing import paired
-
-    slots = int(live_gpus(topo).sum()) * 2
-    w = np.ascontiguousarray(load.detach().to("cpu", torch.float64).numpy())
-    high = torch.from_numpy(paired(w, dhondt_rows(w, slots))[1]).to(load)
-    return pairing_bound(load.double(), slots, lb.double(), high.double()).to(lb.dtype)
-
-
-def lower_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
-    """Lower bound on the max GPU load of any placement, per layer [L].
-
-    LB = max(total / live GPUs, optimal max per-replica load over live slots),
+    max(total / live GPUs, optimal max per-replica load over live slots),
     and under the hierarchical policy also the best group->node split, where
     each node's GPUs carry at least its load share and its own replicas' max
     (see :func:`hierarchical_bound`).
@@ -264,6 +275,25 @@ def lower_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
     if topo.hierarchical:
         lb = torch.maximum(lb, hierarchical_bound(load, topo))
     return lb
+
+
+def lower_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
+    """Lower bound on the max GPU load of any placement, per layer [L].
+
+    :func:`count_bound`; where GPUs hold two slots each (decode shapes), raised
+    by :func:`pairing_bound`, whose upper end is D'Hondt's counts paired best
+    (the two replicas of a GPU must fit together, which the count bound cannot see).
+    """
+    lb = count_bound(load, topo)
+    if topo.slots_per_gpu != 2 or load.shape[0] == 0 or load.shape[1] < 2:
+        return lb
+    from .strategies.kernels import dhondt_rows
+    from .strategies.pairing import paired
+
+    slots = int(live_gpus(topo).sum()) * 2
+    w = np.ascontiguousarray(load.detach().to("cpu", torch.float64).numpy())
+    high = torch.from_numpy(paired(w, dhondt_rows(w, slots))[1]).to(load)
+    return pairing_bound(load.double(), slots, lb.double(), high.double()).to(lb.dtype)
 
 
 @dataclass

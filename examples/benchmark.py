@@ -25,10 +25,11 @@ Prints three tables, each with the settings it ran under:
    lower bound - 1, "worse" counts layers (over all traces) whose busiest GPU
    is heavier than under eplb's ``deepseek`` (DeepSeek's algorithm, exactly).
 1b. Decode (two slots per GPU), on the real traces only (skipped when
-   absent): mean imbalance, the mean of the pairing-aware lower bound
-   (``metrics.decode_bound``) over the mean GPU load, the gap to it (sum of
-   busiest GPUs / sum of the bound - 1) and to the plain ``lower_bound``,
-   and the layers lighter / heavier than under DeepSeek's algorithm.
+   absent): mean imbalance, the mean of the lower bound (``metrics.lower_bound``,
+   pairing-aware at two slots per GPU) over the mean GPU load, the gap to it
+   (sum of busiest GPUs / sum of the bound - 1) and to the count bound alone
+   (``metrics.count_bound``), and the layers lighter / heavier than under
+   DeepSeek's algorithm.
 2. Scale: plan time and peak memory of each preset, one fresh process per
    case (``strategies.plan``, which returns the validated placement; the
    padded log2phy of ``rebalance_experts`` alone would take 3.9 GB at 4096
@@ -63,7 +64,7 @@ from engine_baselines import engine_planners  # noqa: E402
 
 import eplb_cli  # noqa: E402
 from eplb_cli.formats import read_trace  # noqa: E402
-from eplb_cli.metrics import decode_bound, gpu_loads, lower_bound  # noqa: E402
+from eplb_cli.metrics import count_bound, gpu_loads, lower_bound  # noqa: E402
 from eplb_cli.placement import Placement  # noqa: E402
 from eplb_cli.topology import Topology, resolve  # noqa: E402
 
@@ -171,13 +172,13 @@ def speed_table(traces: dict[str, torch.Tensor], names: list[str], repeat: int, 
 
 
 def decode_table(traces: dict[str, torch.Tensor], names: list[str], markdown: bool) -> None:
-    """Table 1b: two slots per GPU on the real traces, against the pairing-aware bound (``decode_bound``)."""
+    """Table 1b: two slots per GPU on the real traces, against the pairing-aware bound (``lower_bound``)."""
     real = {name: w.double() for name, w in traces.items() if name != "synthetic"}
     if not real:
         print("(skipped: no real traces in ../shared/traces/sglang-deepseek-v3)")
         return
-    heads = ["shape", "planner", "imb.", "bound imb.", "gap", "old bound gap", "lighter", "heavier", "layers"]
-    widths = [14, 10, 7, 10, 7, 13, 7, 7, 6]
+    heads = ["shape", "planner", "imb.", "bound imb.", "gap", "count bound gap", "lighter", "heavier", "layers"]
+    widths = [14, 10, 7, 10, 7, 15, 7, 7, 6]
     line = (lambda cells: "| " + " | ".join(f"{c:>{n}}" for c, n in zip(cells, widths)) + " |") if markdown else (
         lambda cells: "  ".join(f"{c:>{n}}" for c, n in zip(cells, widths)))
     print(line(heads))
@@ -185,8 +186,8 @@ def decode_table(traces: dict[str, torch.Tensor], names: list[str], markdown: bo
         print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
     for shape, kw, policy in DECODE:
         topo = resolve(256, groups=8, policy=policy, **kw)
-        bound = {tname: decode_bound(w, topo) for tname, w in real.items()}
-        old = {tname: lower_bound(w, topo) for tname, w in real.items()}
+        bound = {tname: lower_bound(w, topo) for tname, w in real.items()}
+        old = {tname: count_bound(w, topo) for tname, w in real.items()}
         busiest = {(name, tname): balance(w, topo, eplb_cli.rebalance_experts(w, topo.slots, 1, 1, topo.gpus,
                                                                             strategy=name)[0])[2]
                    for name in ["deepseek", *names] for tname, w in real.items()}

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eplb_cli.metrics import (
+    count_bound,
     count_moves,
-    decode_bound,
     gpu_loads,
     group_split_bound,
     lower_bound,
@@ -193,30 +193,30 @@ def _pair_cases(seed: int, n: int) -> list[tuple[torch.Tensor, int]]:
 
 
 @pytest.mark.parametrize("case", _pair_cases(11, 120))
-def test_decode_bound_never_exceeds_the_brute_force_optimum(case: tuple[torch.Tensor, int]) -> None:
+def test_pairing_bound_never_exceeds_the_brute_force_optimum(case: tuple[torch.Tensor, int]) -> None:
     w, slots = case
     topo = Topology(experts=w.numel(), slots=slots, gpus=slots // 2)
-    bound = float(decode_bound(w[None], topo)[0])
-    assert bound >= float(lower_bound(w[None], topo)[0])
+    bound = float(lower_bound(w[None], topo)[0])
+    assert bound >= float(count_bound(w[None], topo)[0])
     assert bound <= _pair_optimum(w, slots) * (1 + 1e-9) + 1e-12
 
 
-def test_decode_bound_sees_what_the_count_bound_cannot() -> None:
+def test_pairing_bound_sees_what_the_count_bound_cannot() -> None:
     # 17 and 13 each need a partner of at most T - 17 / T - 13; the count bound (mean 14.33)
     # cannot see that, the optimum is 16 and the certificate proves nearly all of it.
     w = torch.tensor([[7.0, 3.0, 17.0, 13.0, 3.0]], dtype=torch.float64)
     topo = Topology(experts=5, slots=6, gpus=3)
-    assert float(lower_bound(w, topo)[0]) == pytest.approx(43 / 3)
-    assert 15.99 <= float(decode_bound(w, topo)[0]) <= _pair_optimum(w[0], 6) == 16.0
+    assert float(count_bound(w, topo)[0]) == pytest.approx(43 / 3)
+    assert 15.99 <= float(lower_bound(w, topo)[0]) <= _pair_optimum(w[0], 6) == 16.0
 
 
-def test_decode_bound_is_the_plain_bound_beyond_two_slots_per_gpu() -> None:
+def test_lower_bound_is_the_count_bound_beyond_two_slots_per_gpu() -> None:
     w = torch.exp(torch.randn(3, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
     topo = Topology(experts=16, slots=24, gpus=8)
-    assert torch.equal(decode_bound(w, topo), lower_bound(w, topo))
+    assert torch.equal(lower_bound(w, topo), count_bound(w, topo))
 
 
-def test_decode_bound_on_a_real_decode_trace_is_tighter_and_below_the_placement(shared_traces) -> None:
+def test_pairing_bound_on_a_real_decode_trace_is_tighter_and_below_the_placement(shared_traces) -> None:
     path = shared_traces / "sglang-deepseek-v3" / "decode_in2000out100.json"
     if not path.exists():
         pytest.skip(f"{path} not present")
@@ -226,7 +226,7 @@ def test_decode_bound_on_a_real_decode_trace_is_tighter_and_below_the_placement(
     w = read_trace(path).total().double()
     w = w[w.sum(1) > 0][:12]
     topo = resolve(256, 144, 1, 288, None, 8, "global")
-    old, new = lower_bound(w, topo), decode_bound(w, topo)
+    old, new = count_bound(w, topo), lower_bound(w, topo)
     placed = gpu_loads(Placement(get_strategy("thorough").plan(w, topo), topo), w).amax(1)
     assert (new >= old).all() and float((new / old).mean()) > 1.02
     assert (new <= placed * (1 + 1e-9)).all()
