@@ -168,8 +168,8 @@ PAIRING_WEIGHTS = np.array([0.25, 1 / 3, 0.5, 2 / 3, 1.0])
 """Weights m of the threshold in the certificate cost (see :func:`_pair_certified`)."""
 
 
-def pairing_bound(load: torch.Tensor, slots: int, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """Lower bound [L] on the busiest GPU when each of slots / 2 GPUs holds two replicas.
+def pairing_bound(load: torch.Tensor, slots: int, low: torch.Tensor, high: torch.Tensor, per_gpu: int = 2) -> torch.Tensor:
+    """Lower bound [L] on the busiest GPU when each of slots / ``per_gpu`` GPUs holds ``per_gpu`` replicas.
 
     Bisects between ``low`` (a known bound) and ``high`` (a known placement's
     busiest GPU), keeping the largest target that :func:`_pair_certified`
@@ -180,13 +180,13 @@ def pairing_bound(load: torch.Tensor, slots: int, low: torch.Tensor, high: torch
     w = np.ascontiguousarray(load.detach().to("cpu", torch.float64).numpy())
     lo = np.ascontiguousarray(low.detach().to("cpu", torch.float64).numpy())
     hi = np.ascontiguousarray(high.detach().to("cpu", torch.float64).numpy())
-    (out,) = by_rows(w.shape[0], lambda at: (_pairing_rows(w[at], slots, lo[at], hi[at], PAIRING_STEPS,
+    (out,) = by_rows(w.shape[0], lambda at: (_pairing_rows(w[at], slots, lo[at], hi[at], per_gpu, PAIRING_STEPS,
                                                             PAIRING_LEVELS, PAIRING_WEIGHTS),))
     return torch.from_numpy(out).to(device=load.device, dtype=load.dtype)
 
 
 @njit(cache=True, nogil=True)
-def _pairing_rows(w: np.ndarray, slots: int, low: np.ndarray, high: np.ndarray, steps: int, levels: int,
+def _pairing_rows(w: np.ndarray, slots: int, low: np.ndarray, high: np.ndarray, per: int, steps: int, levels: int,
                   weights: np.ndarray) -> np.ndarray:
     """:func:`pairing_bound` of every row of ``w`` [L, E]."""
     out = low.copy()
@@ -194,7 +194,7 @@ def _pairing_rows(w: np.ndarray, slots: int, low: np.ndarray, high: np.ndarray, 
         lo, hi = low[r], max(high[r], low[r])
         for _ in range(steps):
             mid = (lo + hi) / 2
-            if _pair_certified(w[r], slots, mid, levels, weights):
+            if _pair_certified(w[r], slots, mid, per, levels, weights):
                 lo = mid
             else:
                 hi = mid
@@ -203,15 +203,19 @@ def _pairing_rows(w: np.ndarray, slots: int, low: np.ndarray, high: np.ndarray, 
 
 
 @njit(cache=True, nogil=True)
-def _pair_certified(w: np.ndarray, slots: int, t: float, levels: int, weights: np.ndarray) -> bool:
-    """Whether the row ``w`` [E] is proven unable to keep every GPU's two replicas at or below ``t``.
+def _pair_certified(w: np.ndarray, slots: int, t: float, per: int, levels: int, weights: np.ndarray) -> bool:
+    """Whether the row ``w`` [E] is proven unable to keep every GPU's ``per`` replicas at or below ``t``.
 
-    A certificate is a cost per replica size, psi, with psi(a) + psi(b) <= 2
-    whenever a + b <= T: then the S replicas of any placement within T cost
-    at most 2 per GPU, S in all, so counts whose cheapest cost exceeds S
-    cannot exist. Here psi(s) = 1 - m for s <= y, 1 + m for s >= T - y, 1 in
-    between (y <= T / 2, 0 <= m <= 1: a replica reaching T - y needs a partner
-    of at most y). Each expert pays the least of c * psi(load / c) over its
+    A certificate is a cost per replica size, psi, whose sum over the ``per``
+    replicas of a GPU is at most ``per`` whenever they sum to at most T: then
+    the S replicas of any placement within T cost at most S in all, so counts
+    whose cheapest cost exceeds S cannot exist. Here psi(s) = 1 - m / (per - 1)
+    for s <= y, 1 + m for s >= T - y (and > T / 2), 1 in between (y <= T / 2,
+    0 <= m <= 1). It is valid: a GPU holds at most one replica above T / 2,
+    and one of at least T - y leaves at most y to the other per - 1, so each
+    of them is at most y and the GPU's sum is exactly ``per``; a GPU without
+    one sums to at most ``per``. (At 2 per GPU: a replica reaching T - y
+    needs a partner of at most y.) Each expert pays the least of c * psi(load / c) over its
     possible counts c (at least ceil(load / T), at most S - E + 1); as psi
     only falls with c, the cheapest is the fewest replicas, the first count
     whose size drops below T - y, or the first that drops to y. Tried for
@@ -251,7 +255,7 @@ def _pair_certified(w: np.ndarray, slots: int, t: float, levels: int, weights: n
                 low = s <= y * (1 + 1e-9) and s <= half * (1 + 1e-9)
                 high = s >= (t - y) * (1 - 1e-9) and s > half * (1 + 1e-9)
                 base[j] = c if c <= cmax else np.inf  # a count beyond S - E + 1 leaves other experts none
-                slope[j] = c * ((1.0 if high else 0.0) - (1.0 if low else 0.0)) if c <= cmax else 0.0
+                slope[j] = c * ((1.0 if high else 0.0) - (1.0 / (per - 1) if low else 0.0)) if c <= cmax else 0.0
             for q in range(weights.shape[0]):
                 m = weights[q]
                 cost[q] += min(base[0] + m * slope[0], base[1] + m * slope[1], base[2] + m * slope[2])
@@ -277,23 +281,38 @@ def count_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
     return lb
 
 
+PAIRING_SHAPES = (2, 3, 4)
+"""Slots per GPU where :func:`lower_bound` adds :func:`pairing_bound` (few replicas per GPU: there it can bite)."""
+
+
 def lower_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
     """Lower bound on the max GPU load of any placement, per layer [L].
 
-    :func:`count_bound`; where GPUs hold two slots each (decode shapes), raised
-    by :func:`pairing_bound`, whose upper end is D'Hondt's counts paired best
-    (the two replicas of a GPU must fit together, which the count bound cannot see).
+    :func:`count_bound`; where GPUs hold 2 to 4 slots each (decode shapes,
+    few replicas per GPU), raised by :func:`pairing_bound`: the replicas
+    sharing a GPU must fit together, which the count bound cannot see. The
+    upper end of its bisection is a placement's busiest GPU: D'Hondt's counts
+    paired best at 2 slots per GPU, the ``fast`` plan otherwise.
     """
     lb = count_bound(load, topo)
-    if topo.slots_per_gpu != 2 or load.shape[0] == 0 or load.shape[1] < 2:
+    per = topo.slots_per_gpu
+    if per not in PAIRING_SHAPES or load.shape[0] == 0 or load.shape[1] < 2:
         return lb
-    from .strategies.kernels import dhondt_rows
-    from .strategies.pairing import paired
-
-    slots = int(live_gpus(topo).sum()) * 2
+    live = int(live_gpus(topo).sum())
+    slots = live * per
     w = np.ascontiguousarray(load.detach().to("cpu", torch.float64).numpy())
-    high = torch.from_numpy(paired(w, dhondt_rows(w, slots))[1]).to(load)
-    return pairing_bound(load.double(), slots, lb.double(), high.double()).to(lb.dtype)
+    if per == 2:
+        from .strategies.kernels import dhondt_rows
+        from .strategies.pairing import paired
+
+        high = torch.from_numpy(paired(w, dhondt_rows(w, slots))[1])
+    else:
+        from .strategies.chains import compose
+
+        flat = Topology(experts=topo.experts, slots=slots, gpus=live)
+        phy2log = compose(load.detach().to("cpu", torch.float64), flat, "fast")
+        high = gpu_loads(Placement(phy2log, flat), load.detach().to("cpu", torch.float64)).amax(1)
+    return pairing_bound(load.double(), slots, lb.double(), high.double().to(load.device), per).to(lb.dtype)
 
 
 @dataclass

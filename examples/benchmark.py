@@ -24,7 +24,7 @@ Prints three tables, each with the settings it ran under:
    layers of max / mean GPU load, "gap" is sum of max GPU load / sum of the
    lower bound - 1, "worse" counts layers (over all traces) whose busiest GPU
    is heavier than under eplb's ``deepseek`` (DeepSeek's algorithm, exactly).
-1b. Decode (two slots per GPU), on the real traces only (skipped when
+1b. Few slots per GPU (2 to 4: decode shapes), on the real traces only (skipped when
    absent): mean imbalance, the mean of the lower bound (``metrics.lower_bound``,
    pairing-aware at two slots per GPU) over the mean GPU load, the gap to it
    (sum of busiest GPUs / sum of the bound - 1) and to the count bound alone
@@ -77,6 +77,9 @@ SHAPES = [
     ("320/160 decode", dict(gpus=160, nodes=20, slots=320), "global"),
 ]
 DECODE = [shape for shape in SHAPES if shape[0].endswith("decode")]
+FEW_SLOTS = [*DECODE, ("288/96 3/GPU", dict(gpus=96, nodes=12, slots=288), "global"),
+             ("320/80 4/GPU", dict(gpus=80, nodes=10, slots=320), "global")]
+"""Table 1b: the shapes with 2 to 4 slots per GPU, where the lower bound is pairing-aware."""
 STRATEGIES = ["deepseek", "fast", "balanced", "thorough"]
 BASELINES = ("sglang:deepseek", "sglang:deepseek_vec")
 SCALE = [  # (layers, experts, gpus, slots per GPU)
@@ -172,7 +175,7 @@ def speed_table(traces: dict[str, torch.Tensor], names: list[str], repeat: int, 
 
 
 def decode_table(traces: dict[str, torch.Tensor], names: list[str], markdown: bool) -> None:
-    """Table 1b: two slots per GPU on the real traces, against the pairing-aware bound (``lower_bound``)."""
+    """Table 1b: 2 to 4 slots per GPU on the real traces, against the pairing-aware bound (``lower_bound``)."""
     real = {name: w.double() for name, w in traces.items() if name != "synthetic"}
     if not real:
         print("(skipped: no real traces in ../shared/traces/sglang-deepseek-v3)")
@@ -184,7 +187,7 @@ def decode_table(traces: dict[str, torch.Tensor], names: list[str], markdown: bo
     print(line(heads))
     if markdown:
         print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
-    for shape, kw, policy in DECODE:
+    for shape, kw, policy in FEW_SLOTS:
         topo = resolve(256, groups=8, policy=policy, **kw)
         bound = {tname: lower_bound(w, topo) for tname, w in real.items()}
         old = {tname: count_bound(w, topo) for tname, w in real.items()}
@@ -288,7 +291,7 @@ def main() -> None:
           f"({torch.get_num_threads()} threads), Python {platform.python_version()}; engines: "
           f"{', '.join(engines) or 'none installed (pip install --no-deps sglang vllm)'}")
     if args.decode_only:
-        print("\n## 1b. Decode, two slots per GPU: real traces against the pairing-aware bound\n")
+        print("\n## 1b. Few slots per GPU (2-4): real traces against the pairing-aware bound\n")
         decode_table(load_traces(), [n for n in args.strategies.split(",") if n != "deepseek"], args.markdown)
         return
     if not args.skip_speed:
@@ -296,7 +299,7 @@ def main() -> None:
         print(f"\n## 1. Speed and balance, 58 x 256 ({len(traces)} traces: {', '.join(traces)}; {args.repeat} "
               f"interleaved repeats; eplb on {args.device})\n")
         speed_table(traces, args.strategies.split(","), args.repeat, args.device, args.markdown, args.shapes)
-        print("\n## 1b. Decode, two slots per GPU: real traces against the pairing-aware bound\n")
+        print("\n## 1b. Few slots per GPU (2-4): real traces against the pairing-aware bound\n")
         decode_table(traces, [n for n in args.strategies.split(",") if n != "deepseek"], args.markdown)
     if not args.skip_scale:
         print("\n## 2. Scale: one plan per fresh process (synthetic loads, global policy)\n")

@@ -210,9 +210,78 @@ def test_pairing_bound_sees_what_the_count_bound_cannot() -> None:
     assert 15.99 <= float(lower_bound(w, topo)[0]) <= _pair_optimum(w[0], 6) == 16.0
 
 
-def test_lower_bound_is_the_count_bound_beyond_two_slots_per_gpu() -> None:
+def _pack_optimum(w: torch.Tensor, gpus: int, per: int) -> float:
+    """Best busiest GPU with ``per`` replicas on each of ``gpus`` GPUs, by brute force: every count vector,
+    every split of its replicas into GPUs."""
+
+    def best_split(items: tuple[float, ...]) -> float:
+        if not items:
+            return 0.0
+        first, rest = items[0], items[1:]
+        best = float("inf")
+        for mates in itertools.combinations(range(len(rest)), per - 1):
+            left = tuple(x for i, x in enumerate(rest) if i not in mates)
+            best = min(best, max(first + sum(rest[i] for i in mates), best_split(left)))
+        return best
+
+    n, slots = w.numel(), gpus * per
+    best = float("inf")
+    for cut in itertools.combinations(range(1, slots), n - 1):
+        edges = (0, *cut, slots)
+        counts = [edges[i + 1] - edges[i] for i in range(n)]
+        best = min(best, best_split(tuple(float(w[e]) / counts[e] for e in range(n) for _ in range(counts[e]))))
+    return best
+
+
+def _group_cases(seed: int, n: int) -> list[tuple[torch.Tensor, int, int]]:
+    """Small rows at 3 and 4 slots per GPU: a quarter integer loads (ties), the rest very skewed log-normal
+    ones, some with zeros (hot replicas that need small partners: where the bound rises above the count bound)."""
+    gen = torch.Generator().manual_seed(seed)
+    cases = []
+    for i in range(n):
+        per = 3 if i % 2 else 4
+        gpus = 2 if per == 4 else int(torch.randint(2, 4, (1,), generator=gen))
+        experts = int(torch.randint(3, min(6, gpus * per) + 1, (1,), generator=gen))
+        if i % 4 == 0:
+            w = torch.randint(0, 20, (experts,), generator=gen).to(torch.float64)
+        else:
+            w = torch.exp(2.5 * torch.randn(experts, generator=gen, dtype=torch.float64))
+            if i % 3 == 0:
+                w[torch.randint(0, experts, (2,), generator=gen)] = 0.0
+        cases.append((w, gpus, per))
+    return cases
+
+
+def test_group_cases_reach_past_the_count_bound() -> None:
+    # The brute-force check below must exercise the certificate, not only the count bound.
+    raised = 0
+    for w, gpus, per in _group_cases(5, 120):
+        topo = Topology(experts=w.numel(), slots=gpus * per, gpus=gpus)
+        raised += float(lower_bound(w[None], topo)[0]) > float(count_bound(w[None], topo)[0]) * (1 + 1e-9)
+    assert raised >= 5
+
+
+@pytest.mark.parametrize("case", _group_cases(5, 120))
+def test_bound_at_three_and_four_slots_never_exceeds_the_brute_force_optimum(case) -> None:
+    w, gpus, per = case
+    topo = Topology(experts=w.numel(), slots=gpus * per, gpus=gpus)
+    bound = float(lower_bound(w[None], topo)[0])
+    assert bound >= float(count_bound(w[None], topo)[0])
+    assert bound <= _pack_optimum(w, gpus, per) * (1 + 1e-9) + 1e-12
+
+
+def test_bound_at_four_slots_sees_replicas_that_cannot_share() -> None:
+    # Two GPUs of four slots, no spare slot: three replicas of 7 cannot each have a GPU, so one GPU holds
+    # 7 + 7 (+ 0 + 0): the optimum is 14, the count bound only the mean, 12.
+    w = torch.tensor([[7.0, 7.0, 7.0, 1.0, 1.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
+    topo = Topology(experts=8, slots=8, gpus=2)
+    assert float(count_bound(w, topo)[0]) == pytest.approx(12.0)
+    assert 13.99 <= float(lower_bound(w, topo)[0]) <= _pack_optimum(w[0], 2, 4) == 14.0
+
+
+def test_lower_bound_is_the_count_bound_beyond_four_slots_per_gpu() -> None:
     w = torch.exp(torch.randn(3, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
-    topo = Topology(experts=16, slots=24, gpus=8)
+    topo = Topology(experts=16, slots=40, gpus=8)
     assert torch.equal(lower_bound(w, topo), count_bound(w, topo))
 
 
