@@ -210,7 +210,7 @@ def _pair_certified(w: np.ndarray, slots: int, t: float, per: int, levels: int, 
     replicas of a GPU is at most ``per`` whenever they sum to at most T: then
     the S replicas of any placement within T cost at most S in all, so counts
     whose cheapest cost exceeds S cannot exist. Here psi(s) = 1 - m / (per - 1)
-    for s <= y, 1 + m for s >= T - y (and > T / 2), 1 in between (y <= T / 2,
+    for s <= y, 1 + m for s >= h = T - y (and > T / 2), 1 in between (y <= T / 2,
     0 <= m <= 1). It is valid: a GPU holds at most one replica above T / 2,
     and one of at least T - y leaves at most y to the other per - 1, so each
     of them is at most y and the GPU's sum is exactly ``per``; a GPU without
@@ -221,8 +221,10 @@ def _pair_certified(w: np.ndarray, slots: int, t: float, per: int, levels: int, 
     whose size drops below T - y, or the first that drops to y. Tried for
     y = T - s of the ``levels`` largest fewest-count replicas s, with each
     of ``weights`` as m; a row whose fewest counts already exceed S is
-    proven too (the count bound). Sizes are compared with relative margins
-    of 1e-9, so that a + b <= T always gives psi(a) + psi(b) <= 2 despite rounding.
+    proven too (the count bound). High is tested exactly against the level's
+    own replica size and low with margins (:func:`_high`, :func:`_low`), and
+    each run's fewest count is found with the same tests (:func:`_first_count`),
+    so rounding can only weaken a certificate, never make a false one.
     """
     if not t > 0:
         return False  # a layer without load: nothing to prove
@@ -243,19 +245,22 @@ def _pair_certified(w: np.ndarray, slots: int, t: float, per: int, levels: int, 
     base = np.empty(3)
     slope = np.empty(3)
     cost = np.empty(weights.shape[0])
+    lw = 1.0 / (per - 1)
     for i in range(k):
-        y = min(max(t - top[i], 0.0), half)
+        h = top[i]
+        y = min(max(t - h, 0.0), half)
         cost[:] = 0.0
         for e in range(experts):
             c0 = cmin[e]
-            counts = (c0, max(c0, np.floor(w[e] / (t - y)) + 1), max(c0, np.ceil(w[e] / max(y, 1e-300) * (1 - 1e-12))))
+            counts = (c0, _first_count(w[e], c0, cmax, h, y, t, False), _first_count(w[e], c0, cmax, h, y, t, True))
             for j in range(3):
                 c = counts[j]
-                s = w[e] / c
-                low = s <= y * (1 + 1e-9) and s <= half * (1 + 1e-9)
-                high = s >= (t - y) * (1 - 1e-9) and s > half * (1 + 1e-9)
-                base[j] = c if c <= cmax else np.inf  # a count beyond S - E + 1 leaves other experts none
-                slope[j] = c * ((1.0 if high else 0.0) - (1.0 / (per - 1) if low else 0.0)) if c <= cmax else 0.0
+                if c > cmax:
+                    base[j], slope[j] = np.inf, 0.0  # a count beyond S - E + 1 leaves other experts none
+                    continue
+                sz = w[e] / c
+                base[j] = c
+                slope[j] = c * ((1.0 if _high(sz, h, t) else 0.0) - (lw if _low(sz, y, t) else 0.0))
             for q in range(weights.shape[0]):
                 m = weights[q]
                 cost[q] += min(base[0] + m * slope[0], base[1] + m * slope[1], base[2] + m * slope[2])
@@ -263,6 +268,44 @@ def _pair_certified(w: np.ndarray, slots: int, t: float, per: int, levels: int, 
             if cost[q] > slots * (1 + 1e-9):
                 return True
     return False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _high(s: float, h: float, t: float) -> bool:
+    """A replica of size s is high at level h (the level's own replica size): s >= h and s > T / 2.
+
+    Strict on purpose (no margin): a high replica must leave its GPU's others
+    at most T - h, whatever the rounding.
+    """
+    return s >= h and s > t / 2 * (1 + 1e-9)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _low(s: float, y: float, t: float) -> bool:
+    """A replica of size s is low at level y = T - h: s <= y, with margins (1e-9 relative, 1e-12 T absolute) that
+    only ever count more replicas low, so that rounding can never leave a high replica's partner out."""
+    return s <= y * (1 + 1e-9) + 1e-12 * t and s <= t / 2 * (1 + 1e-9)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _first_count(w: float, c0: float, cmax: float, h: float, y: float, t: float, low: bool) -> float:
+    """The fewest replicas (>= c0) whose size w / c is low at level y (``low``), or no longer high at level h;
+    cmax + 1 when no allowed count is. Started from the formula, then moved to agree with :func:`_high` /
+    :func:`_low` exactly, so the cheapest count of each constant-psi run is always tried."""
+    if low:
+        edge = min(y * (1 + 1e-9) + 1e-12 * t, t / 2 * (1 + 1e-9))
+        c = max(c0, np.ceil(w / edge)) if edge > 0 else (c0 if w <= 0 else cmax + 1)
+        while c > c0 and _low(w / (c - 1), y, t):
+            c -= 1
+        while c <= cmax and not _low(w / c, y, t):
+            c += 1
+    else:
+        c = max(c0, np.floor(w / max(h, t / 2 * (1 + 1e-9))) + 1)
+        while c > c0 and not _high(w / (c - 1), h, t):
+            c -= 1
+        while c <= cmax and _high(w / c, h, t):
+            c += 1
+    return min(c, cmax + 1)
 
 
 def count_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:

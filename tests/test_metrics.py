@@ -201,6 +201,19 @@ def test_pairing_bound_never_exceeds_the_brute_force_optimum(case: tuple[torch.T
     assert bound <= _pair_optimum(w, slots) * (1 + 1e-9) + 1e-12
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e9, 1e15])
+def test_pairing_bound_with_near_ties_stays_below_the_optimum(scale: float) -> None:
+    # Replica sizes a hair apart (one unit at 1e9 or 1e15 tokens) straddle the certificate's thresholds: rounding
+    # must never turn a near-tie into a false proof.
+    base = [17.0, 17.0 - 1 / scale, 13.0, 13.0 + 1 / scale, 3.0, 3.0]
+    for per, gpus in ((2, 4), (3, 3), (4, 2)):
+        w = torch.tensor([[v * scale for v in base]], dtype=torch.float64)
+        topo = Topology(experts=6, slots=per * gpus, gpus=gpus)
+        bound = float(lower_bound(w, topo)[0])
+        best = _pair_optimum(w[0], per * gpus) if per == 2 else _pack_optimum(w[0], gpus, per)
+        assert bound <= best * (1 + 1e-9)
+
+
 def test_pairing_bound_sees_what_the_count_bound_cannot() -> None:
     # 17 and 13 each need a partner of at most T - 17 / T - 13; the count bound (mean 14.33)
     # cannot see that, the optimum is 16 and the certificate proves nearly all of it.

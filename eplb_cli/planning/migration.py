@@ -201,8 +201,9 @@ def swap_back(old: Placement, new: Placement, load: torch.Tensor, min_gain: floa
     or drops; under the hierarchical policy swaps stay within a node, which
     keeps every node's load too. Replica counts never change.
 
-    Each layer is swapped on its own, one swap at a time, in one compiled call
-    (:func:`_swap_layers`): every swap is applied at once, so the next one sees
+    Each layer is swapped on its own, one swap at a time, in compiled calls
+    (:func:`_swap_layers`, blocks of layers over threads, see
+    :func:`eplb_cli.threads.by_rows`): every swap is applied at once, so the next one sees
     the loads it left. Swaps come in passes (as many swaps as the layer had
     lacking slots when the pass began); the passes stop when one keeps fewer
     than ``min_gain`` of the replicas still moved. ``new`` should already be
