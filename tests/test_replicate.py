@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eplb_cli.strategies.replicate import dhondt, expand, fixup, thinned
+from eplb_cli.strategies.replicate import dhondt, expand, fixup, handed_over, thinned
 
 SETTINGS = settings(max_examples=50, deadline=None)
 
@@ -225,3 +226,33 @@ def test_fixup_finds_the_best_single_hand_over(bins: int, cap: int, sigma: float
         assert bool(moved[row]) == (want is not None)
         if want is not None:
             assert abs(float(after[row]) - want) <= 1e-9 * want
+
+
+def test_handed_over_by_hand() -> None:
+    # Counts 3, 2, 1, 1, 1: donors by w / (count - 1): expert 1 (4 / 1 = 4) before expert 0 (30 / 2 = 15);
+    # receivers by load: expert 4 (1) before expert 3 (2).
+    w = np.array([[30.0, 4.0, 9.0, 2.0, 1.0]])
+    counts = np.array([[3, 2, 1, 1, 1]])
+    got = handed_over(w, counts, 2, 2)
+    assert got.tolist() == [[[3, 1, 1, 1, 2], [3, 1, 1, 2, 1], [2, 2, 1, 1, 2], [2, 2, 1, 2, 1]]]
+
+
+def test_handed_over_repeats_counts_where_no_pair_exists() -> None:
+    # One donor only (expert 0) and two receivers: the second donor's candidates repeat the counts.
+    w = np.array([[10.0, 3.0, 2.0]])
+    counts = np.array([[2, 1, 1]])
+    got = handed_over(w, counts, 2, 2)
+    assert got.tolist() == [[[1, 1, 2], [1, 2, 1], [2, 1, 1], [2, 1, 1]]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 12), extra=st.integers(0, 12))
+def test_handed_over_keeps_counts_valid(seed: int, n: int, extra: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.exp(torch.randn(3, n, generator=gen, dtype=torch.float64))
+    counts = dhondt(w, n + extra).numpy()
+    got = handed_over(w.numpy(), counts, 3, 2)
+    assert got.shape == (3, min(3, n) * min(2, n), n)
+    assert (got.sum(2) == counts.sum(1)[:, None]).all() and (got >= 1).all()
+    moved = np.abs(got - counts[:, None, :]).sum(2)
+    assert set(np.unique(moved)) <= {0, 2}

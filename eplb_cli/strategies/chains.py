@@ -29,6 +29,7 @@ from .arrays import as_floats, kernels, to_tensor
 from .base import Strategy
 from .pack import PACKERS
 from .refine import RESPLIT_CAP, RESPLIT_PARTNERS
+from .replicate import handed_over
 
 REPLICATORS = ("dhondt",)
 REFINERS = ("swap", "fixup")
@@ -39,6 +40,12 @@ COARSE_CAP = 6
 RETRY_ABOVE = 1e-3
 RETRY_ABOVE_DIVERSE = 1e-2
 THINNED = 4
+HANDOVERS = (2, 2)
+"""Donors and receivers of the retried count vectors (:func:`.replicate.handed_over`); chains with fix-ups
+(``thorough``) try :data:`HANDOVERS_FIXUP`."""
+HANDOVERS_FIXUP = (3, 3)
+HANDOVER_CAP = 4
+"""Handed-over count vectors are retried only up to this many slots per GPU (3-4: where a GPU is a few replicas)."""
 FEW_BINS = 64
 SWEEPS = 4
 LATE_MOVES = 32
@@ -231,8 +238,10 @@ def _place(w: np.ndarray, slots: int, bins: int, chain: Chain, seed: int, rows_p
     ``diverse``, whose duplicate-free swaps rarely get that close) although
     their swaps settled (no move helps: the counts are what hold them up) are
     packed again with the heaviest expert given 1 .. :data:`THINNED` fewer replicas
-    (:func:`.replicate.thinned`), and keep whichever count vector packs best, so a row
-    never gets worse. When consecutive runs of ``rows_per_group`` rows are the
+    (:func:`.replicate.thinned`) and, up to :data:`HANDOVER_CAP` slots per bin, with
+    one replica handed from an expert that barely needs it to a cold one
+    (:func:`.replicate.handed_over`, :data:`HANDOVERS` pairs), and keep whichever
+    count vector packs best, so a row never gets worse. When consecutive runs of ``rows_per_group`` rows are the
     nodes of one layer, only the run's busiest bin matters, so no row is
     refined or retried below the largest bound in its run.
     """
@@ -254,12 +263,17 @@ def _place(w: np.ndarray, slots: int, bins: int, chain: Chain, seed: int, rows_p
     retry = np.flatnonzero((busiest > need * (1 + above)) & (held > 1) & settled)
     if retry.size == 0:
         return phy
-    tries = kernels().thinned_rows(w[retry], counts[retry], THINNED).reshape(-1, n)
-    alt_floor = None if floor is None else np.repeat(floor[retry], THINNED)
-    alt, alt_busiest, _ = _arrange(np.repeat(w[retry], THINNED, 0), tries, slots, bins, chain, seed, alt_floor)
-    options = np.concatenate([busiest[retry, None], alt_busiest.reshape(-1, THINNED)], 1)
+    thin = kernels().thinned_rows(w[retry], counts[retry], THINNED).reshape(retry.size, THINNED, n)
+    pairs = (HANDOVERS_FIXUP if chain.fixup else HANDOVERS) if slots // bins <= HANDOVER_CAP else (0, 0)
+    moved = handed_over(w[retry], counts[retry], *pairs)
+    tries = np.concatenate([thin, moved], 1)
+    k = tries.shape[1]
+    alt_floor = None if floor is None else np.repeat(floor[retry], k)
+    alt, alt_busiest, _ = _arrange(np.repeat(w[retry], k, 0), tries.reshape(-1, n), slots, bins, chain, seed,
+                                   alt_floor)
+    options = np.concatenate([busiest[retry, None], alt_busiest.reshape(-1, k)], 1)
     best = options.argmin(1)
-    chosen = np.concatenate([phy[retry, None], alt.reshape(-1, THINNED, slots)], 1)[np.arange(retry.size), best]
+    chosen = np.concatenate([phy[retry, None], alt.reshape(-1, k, slots)], 1)[np.arange(retry.size), best]
     phy[retry] = chosen
     return phy
 

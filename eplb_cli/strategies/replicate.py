@@ -8,6 +8,7 @@ when one replica moved from a cold to a hot expert helps.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .arrays import as_floats, as_ints, kernels, to_tensor
@@ -44,6 +45,34 @@ def thinned(w: torch.Tensor, counts: torch.Tensor, most: int) -> torch.Tensor:
     ones can do far better.
     """
     return to_tensor(kernels().thinned_rows(as_floats(w), as_ints(counts), most), w.device)
+
+
+def handed_over(w: np.ndarray, counts: np.ndarray, donors: int, receivers: int) -> np.ndarray:
+    """Count vectors [B, donors * receivers, n]: ``counts`` [B, n] with one replica handed from a donor to a receiver.
+
+    Donors are the experts with two or more replicas whose replica would grow
+    least without one (smallest ``w / (count - 1)``), receivers the coldest
+    experts with one replica (smallest ``w``); lower expert first on ties.
+    A pair that does not exist (too few donors or receivers) repeats ``counts``.
+
+    Why: with 3 or 4 slots per GPU a busy GPU is a large replica plus a few
+    others, and it fits under the target only with small enough partners; a
+    second replica of a cold expert makes two small ones, at the price of one
+    replica of an expert that barely needs it (the effect the pairing search
+    of :mod:`.pairing` exploits at 2 slots per GPU).
+    """
+    b, n = counts.shape
+    donors, receivers = min(donors, n), min(receivers, n)
+    give = np.argsort(np.where(counts >= 2, w / np.maximum(counts - 1, 1), np.inf), axis=1, kind="stable")[:, :donors]
+    take = np.argsort(np.where(counts == 1, w, np.inf), axis=1, kind="stable")[:, :receivers]
+    ok = (np.take_along_axis(counts, give, 1) >= 2)[:, :, None] & (np.take_along_axis(counts, take, 1) == 1)[:, None, :]
+    out = np.repeat(counts[:, None, :], donors * receivers, axis=1)
+    row = np.arange(b)[:, None]
+    pair = np.arange(donors * receivers)[None, :]
+    step = ok.reshape(b, -1).astype(counts.dtype)
+    out[row, pair, np.repeat(give, receivers, axis=1)] -= step
+    out[row, pair, np.tile(take, (1, donors))] += step
+    return out
 
 
 def expand(counts: torch.Tensor, slots: int) -> torch.Tensor:
