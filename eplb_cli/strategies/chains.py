@@ -242,8 +242,8 @@ def _place(w: np.ndarray, slots: int, bins: int, chain: Chain, seed: int, rows_p
     (:func:`.replicate.thinned`) and, up to :data:`HANDOVER_CAP` slots per bin, with
     one replica handed from an expert that barely needs it to a cold one
     (:func:`.replicate.handed_over`, :data:`HANDOVERS` pairs), and keep whichever
-    count vector packs best, so a row never gets worse. When consecutive runs of ``rows_per_group`` rows are the
-    nodes of one layer, only the run's busiest bin matters, so no row is
+    count vector packs best, so a row never gets worse. When consecutive runs
+    of ``rows_per_group`` rows are the nodes of one layer, only the run's busiest bin matters, so no row is
     refined or retried below the largest bound in its run.
     """
     rows, n = w.shape

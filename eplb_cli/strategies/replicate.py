@@ -55,7 +55,7 @@ def handed_over(w: np.ndarray, counts: np.ndarray, donors: int, receivers: int) 
     experts with one replica (smallest ``w``); lower expert first on ties.
     A pair that does not exist (too few donors or receivers) repeats ``counts``.
 
-    Why: with 3 or 4 slots per GPU a busy GPU is a large replica plus a few
+    Why: with 3 slots per GPU a busy GPU is a large replica plus two
     others, and it fits under the target only with small enough partners; a
     second replica of a cold expert makes two small ones, at the price of one
     replica of an expert that barely needs it (the effect the pairing search
