@@ -247,6 +247,16 @@ def test_two_slots_per_gpu_pairing_never_worse_than_lpt_and_often_better(sigma: 
     for peak in got.values():
         assert (peak <= lpt * (1 + 1e-12)).all()
         assert (peak < lpt * (1 - 1e-6)).any()
+    assert (got["thorough"] <= got["balanced"] * (1 + 1e-12)).all()
+
+
+def test_two_slots_per_gpu_thorough_never_above_balanced() -> None:
+    """thorough's full count search also keeps the quick one's result where that is lighter, per layer."""
+    trace = read_trace(Path(__file__).resolve().parents[1] / "traces" / "deepseek-v3-synthetic.safetensors")
+    load = trace.total().double()
+    topo = Topology(experts=256, slots=288, gpus=144)
+    got = {chain: gpu_loads(load, compose(load, topo, chain), 144).amax(1) for chain in ("balanced", "thorough")}
+    assert (got["thorough"] <= got["balanced"] * (1 + 1e-12)).all()
 
 
 def test_three_slots_per_gpu_handovers_never_worse_and_sometimes_better(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -286,12 +286,18 @@ def improve(w: np.ndarray, counts: np.ndarray, phy: np.ndarray, busiest: np.ndar
 
     ``w`` [B, n] float64, ``counts`` [B, n] the counts ``phy`` was packed
     from, ``busiest`` [B] its busiest GPU. ``quick``: the :data:`QUICK`
-    search, else the full one. Rows where the pairing is not strictly lighter
-    keep ``phy`` exactly, so no row gets worse.
+    search, else the full one and the quick one, the lighter per row. Rows
+    where the pairing is not strictly lighter keep ``phy`` exactly, so no row gets worse.
     """
     moves, donors, cold = QUICK if quick else (MOVES, DONORS, COLD)
     better, _ = search(w, counts, moves, donors, cold)
     alt, peak = paired(w, better)
+    if not quick:
+        # The full search walks other paths than the quick one and can end higher on a row: keeping the
+        # lighter of both means the full search is never above the quick one (thorough never above balanced).
+        q_alt, q_peak = paired(w, search(w, counts, *QUICK)[0])
+        lighter = q_peak < peak
+        alt[lighter], peak = q_alt[lighter], np.where(lighter, q_peak, peak)
     take = peak < busiest
     if take.any():
         phy = phy.copy()
