@@ -343,19 +343,19 @@ def lower_bound(load: torch.Tensor, topo: Topology) -> torch.Tensor:
         return lb
     live = int(live_gpus(topo).sum())
     slots = live * per
-    w = np.ascontiguousarray(load.detach().to("cpu", torch.float64).numpy())
+    cpu = load.detach().to("cpu", torch.float64)
     if per == 2:
         from .strategies.kernels import dhondt_rows
         from .strategies.pairing import paired
 
+        w = np.ascontiguousarray(cpu.numpy())
         high = torch.from_numpy(paired(w, dhondt_rows(w, slots))[1])
     else:
         from .strategies.chains import compose
 
         flat = Topology(experts=topo.experts, slots=slots, gpus=live)
-        phy2log = compose(load.detach().to("cpu", torch.float64), flat, "fast")
-        high = gpu_loads(Placement(phy2log, flat), load.detach().to("cpu", torch.float64)).amax(1)
-    return pairing_bound(load.double(), slots, lb.double(), high.double().to(load.device), per).to(lb.dtype)
+        high = gpu_loads(Placement(compose(cpu, flat, "fast"), flat), cpu).amax(1)
+    return pairing_bound(cpu, slots, lb.detach().to("cpu", torch.float64), high, per).to(lb)
 
 
 @dataclass
