@@ -117,11 +117,24 @@ def planners(names: list[str], topo: Topology, hierarchical: bool, device: str) 
     return out
 
 
-def balance(w: torch.Tensor, topo: Topology, phy2log: torch.Tensor) -> tuple[float, float, torch.Tensor]:
-    """(mean imbalance, gap to the lower bound, busiest GPU per layer) of a placement on ``w``."""
+def table_header(heads: list[str], widths: list[int], markdown: bool) -> Callable[[list[object]], str]:
+    """Print a table's header (and Markdown's rule); return the function that formats its rows."""
+
+    def line(cells: list[object]) -> str:
+        text = [f"{c:>{n}}" for c, n in zip(cells, widths)]
+        return "| " + " | ".join(text) + " |" if markdown else "  ".join(text)
+
+    print(line(list(heads)))
+    if markdown:
+        print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
+    return line
+
+
+def balance(w: torch.Tensor, topo: Topology, phy2log: torch.Tensor, bound: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    """(mean imbalance, gap to ``bound``, busiest GPU per layer) of a placement on ``w``."""
     loads = gpu_loads(Placement(phy2log.cpu(), topo).validate(), w.double())
     busiest = loads.max(-1).values
-    return float((busiest / loads.mean(-1)).mean()), float(busiest.sum() / lower_bound(w.double(), topo).sum() - 1), busiest
+    return float((busiest / loads.mean(-1)).mean()), float(busiest.sum() / bound.sum() - 1), busiest
 
 
 def speed_table(traces: dict[str, torch.Tensor], names: list[str], repeat: int, device: str, markdown: bool,
@@ -129,11 +142,7 @@ def speed_table(traces: dict[str, torch.Tensor], names: list[str], repeat: int, 
     """Table 1: interleaved medians, ratios to the engines, balance."""
     heads = ["shape", "planner", "ms", "x sglang", "x vec", "imb. real", "gap real", "imb. synth", "gap synth", "worse"]
     widths = [14, 19, 8, 8, 6, 9, 8, 10, 9, 5]
-    line = (lambda cells: "| " + " | ".join(f"{c:>{n}}" for c, n in zip(cells, widths)) + " |") if markdown else (
-        lambda cells: "  ".join(f"{c:>{n}}" for c, n in zip(cells, widths)))
-    print(line(heads))
-    if markdown:
-        print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
+    line = table_header(heads, widths, markdown)
     for shape, kw, policy in SHAPES:
         if shapes not in shape:
             continue
@@ -151,14 +160,15 @@ def speed_table(traces: dict[str, torch.Tensor], names: list[str], repeat: int, 
                     f(w)
                     times[name].append(time.perf_counter() - start)
         median = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
-        base = {tname: balance(w, topo, results["deepseek", tname])[2] for tname, w in traces.items()} \
+        bound = {tname: lower_bound(w.double(), topo) for tname, w in traces.items()}  # once per trace, not per planner
+        base = {tname: balance(w, topo, results["deepseek", tname], bound[tname])[2] for tname, w in traces.items()} \
             if "deepseek" in plan else {}
         for name in plan:
             imb: dict[str, list[float]] = {"real": [], "synth": []}
             gap: dict[str, list[float]] = {"real": [], "synth": []}
             worse = 0
             for tname, w in traces.items():
-                i, g, busiest = balance(w, topo, results[name, tname])
+                i, g, busiest = balance(w, topo, results[name, tname], bound[tname])
                 kind = "synth" if tname == "synthetic" else "real"
                 imb[kind].append(i)
                 gap[kind].append(g)
@@ -182,17 +192,13 @@ def decode_table(traces: dict[str, torch.Tensor], names: list[str], markdown: bo
         return
     heads = ["shape", "planner", "imb.", "bound imb.", "gap", "count bound gap", "lighter", "heavier", "layers"]
     widths = [14, 10, 7, 10, 7, 15, 7, 7, 6]
-    line = (lambda cells: "| " + " | ".join(f"{c:>{n}}" for c, n in zip(cells, widths)) + " |") if markdown else (
-        lambda cells: "  ".join(f"{c:>{n}}" for c, n in zip(cells, widths)))
-    print(line(heads))
-    if markdown:
-        print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
+    line = table_header(heads, widths, markdown)
     for shape, kw, policy in FEW_SLOTS:
         topo = resolve(256, groups=8, policy=policy, **kw)
         bound = {tname: lower_bound(w, topo) for tname, w in real.items()}
         old = {tname: count_bound(w, topo) for tname, w in real.items()}
         busiest = {(name, tname): balance(w, topo, eplb_cli.rebalance_experts(w, topo.slots, 1, 1, topo.gpus,
-                                                                            strategy=name)[0])[2]
+                                                                            strategy=name)[0], bound[tname])[2]
                    for name in ["deepseek", *names] for tname, w in real.items()}
         for name in dict.fromkeys(["deepseek", *names]):
             top = torch.cat([busiest[name, t] for t in real])
@@ -226,11 +232,7 @@ def scale_table(markdown: bool) -> None:
     heads = ["layers x experts", "GPUs", "slots", "strategy", "wall s", "CPU s", "us / (slot x layer)", "peak MiB",
              "above start MiB"]
     widths = [16, 5, 6, 8, 7, 7, 19, 8, 15]
-    line = (lambda cells: "| " + " | ".join(f"{c:>{n}}" for c, n in zip(cells, widths)) + " |") if markdown else (
-        lambda cells: "  ".join(f"{c:>{n}}" for c, n in zip(cells, widths)))
-    print(line(heads))
-    if markdown:
-        print("|" + "|".join("-" * (n + 2) for n in widths) + "|")
+    line = table_header(heads, widths, markdown)
     for layers, experts, gpus, per in SCALE:
         for strategy in SCALE_STRATEGIES:
             spec = {"layers": layers, "experts": experts, "gpus": gpus, "per": per, "strategy": strategy}
