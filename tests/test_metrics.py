@@ -1,4 +1,5 @@
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -212,6 +213,22 @@ def test_pairing_bound_with_near_ties_stays_below_the_optimum(scale: float) -> N
         bound = float(lower_bound(w, topo)[0])
         best = _pair_optimum(w[0], per * gpus) if per == 2 else _pack_optimum(w[0], gpus, per)
         assert bound <= best * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("gpus", [144, 160, 96])
+def test_bound_never_above_a_real_plan_on_the_shipped_trace(gpus: int) -> None:
+    # Regression: with a 1e-9 margin on "high" the certificate once proved 10,872 on a layer of this trace at
+    # 320 slots / 160 GPUs, where balanced places it at 10,738.
+    from eplb_cli.formats import read_trace
+    from eplb_cli.strategies import get_strategy
+
+    w = read_trace(Path(__file__).resolve().parents[1] / "traces" / "deepseek-v3-synthetic.safetensors").total().double()
+    w = w[w.sum(1) > 0]
+    topo = resolve(256, gpus, 1, 2 * gpus if gpus != 96 else 288, None, 8, "global")
+    bound = lower_bound(w, topo)
+    for name in ("balanced", "thorough"):
+        placed = gpu_loads(Placement(get_strategy(name).plan(w, topo), topo), w).amax(1)
+        assert (bound <= placed * (1 + 1e-12)).all()
 
 
 def test_pairing_bound_sees_what_the_count_bound_cannot() -> None:
