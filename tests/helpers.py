@@ -5,6 +5,8 @@ pytest puts this folder on the import path (``from helpers import run, SMALL``).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,9 @@ def pair_cases(seed: int, n: int) -> list[tuple[np.ndarray, int]]:
         w = rng.integers(0, 20, experts).astype(np.float64) if rng.random() < 0.5 else np.exp(1.5 * rng.normal(size=experts))
         cases.append((w, 2 * gpus))
     return cases
+
+
+def run_fresh(script: str) -> None:
+    """Run ``script`` in a fresh Python process at the repository root; fail with its stderr unless it exits 0."""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from helpers import ROOT
+from helpers import run_fresh
 
 
 def test_compiled_modules_import_without_numba_and_compile_on_first_call() -> None:
@@ -23,5 +20,4 @@ def test_compiled_modules_import_without_numba_and_compile_on_first_call() -> No
         "    assert isinstance(getattr(assignment, name), CPUDispatcher), name\n"
         "assert not isinstance(metrics._split_dp, CPUDispatcher), 'another module compiled too early'\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_fresh(script)
